@@ -1,0 +1,32 @@
+# Every target runs inside .venv, made by `make setup` from constraints.txt.
+VENV      := .venv
+BIN       := $(VENV)/bin
+DATA_DIR  ?= ../shared/data/mnist
+OUTPUT_DIR ?= outputs
+RUN_ARGS  ?=
+
+# Python 3.10 is what TFX 1.16 needs: PATH first, then pyenv's versions. Each
+# candidate must really run (a pyenv shim on PATH may point at no version).
+PYTHON310 := $(shell for p in $$(command -v python3.10) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V -r); do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
+
+.PHONY: setup run test bench-train bench-serve image compile-kubeflow clean
+
+setup: $(BIN)/vaetfx
+
+$(BIN)/vaetfx: setup.py constraints.txt
+	@test -n "$(PYTHON310)" || { echo "Python 3.10 not found on PATH or under pyenv; install it (pyenv install 3.10)"; exit 1; }
+	@echo "Using $(PYTHON310)"
+	test -x $(BIN)/python || $(PYTHON310) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade 'pip<25' wheel
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $@
+
+run: setup
+	TF_CPP_MIN_LOG_LEVEL=1 $(BIN)/vaetfx run --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+clean:
+	rm -rf $(OUTPUT_DIR) .pytest_cache

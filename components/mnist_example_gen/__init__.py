@@ -1,0 +1,1 @@
+"""Custom ExampleGen for MNIST's canonical files."""

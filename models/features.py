@@ -1,0 +1,21 @@
+"""Feature names and shapes shared by ExampleGen, Transform, Trainer and serving.
+
+ExampleGen writes each image as ONE int64 feature of 784 values (row-major
+28x28 pixels, 0..255) instead of 784 scalar features or a bytes blob:
+- TFDV computes statistics for one feature, not 784, so StatisticsGen stays cheap;
+- the value count is fixed, so SchemaGen pins it at 784 and ExampleValidator
+  flags a wrongly sized image;
+- tf.Example has no uint8 type, and int64 is what the serving signature can feed
+  to the Transform layer from a uint8 [N, 28, 28] request with a cast and a
+  reshape (a bytes feature would need an encode op TensorFlow does not have).
+"""
+IMAGE_KEY = 'image'
+LABEL_KEY = 'label'
+PIXELS_KEY = 'pixels'  # Transform's output: binarized pixels, float32 {0, 1}.
+
+IMAGE_SIZE = 28
+NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+BINARIZE_THRESHOLD = 0.5
+
+TRAIN_SPLIT = 'train'
+EVAL_SPLIT = 'eval'

@@ -1,0 +1,100 @@
+"""Where the MNIST files come from: --data-dir, then $MNIST_DIR, then a local cache, then a download.
+
+The download writes each file beside its final name and renames it only after
+its checksum matched, so an interrupted or corrupt download never looks like data.
+"""
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import Optional
+
+from vaetfx.components.mnist_example_gen import mnist_files
+
+MNIST_URL = 'https://storage.googleapis.com/cvdf-datasets/mnist/'
+MNIST_MD5 = {
+    'train-images-idx3-ubyte.gz': 'f68b3c2dcbeaaa9fbdd348bbdeb94873',
+    'train-labels-idx1-ubyte.gz': 'd53e105ee54ea40749a09fcbcd1e9432',
+    't10k-images-idx3-ubyte.gz': '9fb629c4189551a2d022fa330f9573f3',
+    't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c',
+}
+CONNECT_TIMEOUT_S = 10
+
+
+class MnistUnavailableError(RuntimeError):
+  """MNIST is neither on disk nor downloadable; the message says how to point at it."""
+
+
+def has_mnist(directory: str) -> bool:
+  """True if `directory` holds both splits as IDX files (gzip or not) or as mnist.npz."""
+  if os.path.isfile(os.path.join(directory, mnist_files.NPZ_FILE)):
+    return True
+  return all(
+      any(os.path.isfile(os.path.join(directory, name + ext)) for ext in ('', '.gz'))
+      for names in mnist_files.IDX_FILES.values() for name in names)
+
+
+def _progress(name: str, done: int, total: int):
+  if total > 0:
+    width = 30
+    filled = width * done // total
+    sys.stderr.write(f'\r  {name:<28} [{"#" * filled}{"." * (width - filled)}] '
+                     f'{done / 1e6:5.1f}/{total / 1e6:.1f} MB')
+  else:
+    sys.stderr.write(f'\r  {name:<28} {done / 1e6:5.1f} MB')
+  sys.stderr.flush()
+
+
+def download_file(url: str, path: str, md5: str, timeout_s: float = CONNECT_TIMEOUT_S):
+  """Downloads `url` to `path` with a progress bar; the file appears only if its md5 matches."""
+  partial = path + '.part'
+  name = os.path.basename(path)
+  digest = hashlib.md5()
+  with urllib.request.urlopen(url, timeout=timeout_s) as response, open(partial, 'wb') as out:
+    total = int(response.headers.get('Content-Length') or 0)
+    done = 0
+    while chunk := response.read(1 << 16):
+      out.write(chunk)
+      digest.update(chunk)
+      done += len(chunk)
+      _progress(name, done, total)
+  sys.stderr.write('\n')
+  if digest.hexdigest() != md5:
+    os.remove(partial)
+    raise MnistUnavailableError(
+        f'{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); nothing was kept')
+  os.replace(partial, path)
+
+
+def download_mnist(cache_dir: str, base_url: str = MNIST_URL,
+                   timeout_s: float = CONNECT_TIMEOUT_S) -> str:
+  os.makedirs(cache_dir, exist_ok=True)
+  print(f'MNIST is not on disk: downloading it to {cache_dir}', file=sys.stderr)
+  for name, md5 in MNIST_MD5.items():
+    path = os.path.join(cache_dir, name)
+    if os.path.isfile(path):
+      continue
+    try:
+      download_file(base_url + name, path, md5, timeout_s)
+    except (urllib.error.URLError, OSError) as e:
+      raise MnistUnavailableError(
+          f'Could not download {base_url + name} ({e}).\nPass the folder that holds MNIST '
+          f'(the four IDX files, gzip or not, or mnist.npz): vaetfx run --data-dir DIR '
+          f'(or set MNIST_DIR=DIR).') from e
+  return cache_dir
+
+
+def resolve_data_dir(data_dir: Optional[str], env_data_dir: Optional[str], cache_dir: str,
+                     base_url: str = MNIST_URL, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
+  """The folder to read MNIST from, in the order --data-dir, $MNIST_DIR, cache, download.
+
+  An explicitly named folder is returned as it is (ExampleGen says what is wrong
+  with it); only the cache is filled by downloading.
+  """
+  for explicit in (data_dir, env_data_dir):
+    if explicit:
+      return os.path.abspath(explicit)
+  if has_mnist(cache_dir):
+    return cache_dir
+  return download_mnist(cache_dir, base_url, timeout_s)

@@ -26,21 +26,34 @@ class BeamConfig:
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-  """A whole run: where data and outputs live and how each component is set."""
+  """A whole run: where data and outputs live and how each component is set.
+
+  `output_dir` is a local folder for `vaetfx run`; on Kubeflow the roots are
+  URIs given explicitly (pipeline_root_uri), as is the serving directory.
+  """
   data_dir: str
   output_dir: str
   pipeline_name: str = PIPELINE_NAME
   digits: Tuple[int, ...] = ()
   beam: BeamConfig = BeamConfig()
   enable_cache: bool = True
+  pipeline_root_uri: str = ''
 
   @property
   def pipeline_root(self) -> str:
-    return os.path.join(self.output_dir, 'pipeline_root')
+    return self.pipeline_root_uri or os.path.join(self.output_dir, 'pipeline_root')
 
   @property
   def metadata_path(self) -> str:
     return os.path.join(self.output_dir, 'metadata.db')
 
-  def as_dict(self) -> Dict:
-    return dataclasses.asdict(self)
+  def create_pipeline_args(self) -> Dict:
+    """The arguments of pipeline.create_pipeline() this config decides, for every runner."""
+    return dict(
+        pipeline_name=self.pipeline_name,
+        pipeline_root=self.pipeline_root,
+        data_root=self.data_dir,
+        digits=self.digits,
+        beam_pipeline_args=self.beam.pipeline_args(),
+        enable_cache=self.enable_cache,
+    )

@@ -58,15 +58,9 @@ def component_progress(total: int, out=sys.stdout) -> Iterator[List[ComponentRun
 
 def build_pipeline(config: configs.PipelineConfig) -> tfx.dsl.Pipeline:
   return pipeline_def.create_pipeline(
-      pipeline_name=config.pipeline_name,
-      pipeline_root=config.pipeline_root,
-      data_root=config.data_dir,
-      digits=config.digits,
-      beam_pipeline_args=config.beam.pipeline_args(),
+      **config.create_pipeline_args(),
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-          config.metadata_path),
-      enable_cache=config.enable_cache,
-  )
+          config.metadata_path))
 
 
 def run(config: configs.PipelineConfig, out=sys.stdout) -> List[ComponentRun]:

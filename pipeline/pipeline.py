@@ -32,7 +32,8 @@ def create_pipeline(
   transform = tfx.components.Transform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
-      preprocessing_fn=PREPROCESSING_FN)
+      preprocessing_fn=PREPROCESSING_FN,
+      disable_statistics=True)  # StatisticsGen already describes the raw data.
 
   components = [example_gen, statistics_gen, schema_gen, example_validator, transform]
   return tfx.dsl.Pipeline(

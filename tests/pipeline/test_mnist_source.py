@@ -1,0 +1,65 @@
+"""Where MNIST comes from: flag, environment, cache, then a checked download over loopback."""
+import functools
+import hashlib
+import http.server
+import os
+import threading
+import time
+
+import pytest
+
+from tests import synthetic_mnist
+from vaetfx.pipeline import mnist_source
+
+
+@pytest.fixture
+def mnist_http_server(tmp_path, mnist_splits):
+  """A loopback HTTP server publishing the drawn digits as MNIST's four .gz files."""
+  served = synthetic_mnist.write_mnist_idx(str(tmp_path / 'served'), mnist_splits)
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=served)
+  server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  checksums = {name: hashlib.md5(open(os.path.join(served, name), 'rb').read()).hexdigest()
+               for name in mnist_source.MNIST_MD5}
+  yield f'http://127.0.0.1:{server.server_port}/', checksums
+  server.shutdown()
+
+
+def test_explicit_folder_wins_over_environment_and_cache(tmp_path):
+  chosen = mnist_source.resolve_data_dir('given', str(tmp_path / 'env'), str(tmp_path / 'cache'))
+  assert chosen == os.path.abspath('given')
+  from_env = mnist_source.resolve_data_dir(None, str(tmp_path / 'env'), str(tmp_path / 'cache'))
+  assert from_env == str(tmp_path / 'env')
+
+
+def test_cache_is_used_when_it_holds_mnist(tmp_path, mnist_splits):
+  cache = synthetic_mnist.write_mnist_idx(str(tmp_path / 'cache'), mnist_splits, compress=False)
+  assert mnist_source.resolve_data_dir(None, None, cache, base_url='http://127.0.0.1:9/') == cache
+
+
+def test_download_fails_fast_with_a_message_naming_data_dir(tmp_path):
+  start = time.monotonic()
+  with pytest.raises(mnist_source.MnistUnavailableError, match='vaetfx run --data-dir DIR'):
+    mnist_source.resolve_data_dir(None, None, str(tmp_path / 'cache'),
+                                  base_url='http://127.0.0.1:9/', timeout_s=2)
+  assert time.monotonic() - start < 10
+  assert not any(name.endswith('.gz') for name in os.listdir(tmp_path / 'cache'))
+
+
+def test_download_fills_the_cache_with_checked_files(tmp_path, mnist_http_server, monkeypatch):
+  url, checksums = mnist_http_server
+  monkeypatch.setattr(mnist_source, 'MNIST_MD5', checksums)
+  cache = str(tmp_path / 'cache')
+  assert mnist_source.resolve_data_dir(None, None, cache, base_url=url) == cache
+  assert sorted(os.listdir(cache)) == sorted(checksums)
+  assert mnist_source.has_mnist(cache)
+
+
+def test_checksum_mismatch_keeps_nothing(tmp_path, mnist_http_server, monkeypatch):
+  url, checksums = mnist_http_server
+  monkeypatch.setattr(mnist_source, 'MNIST_MD5', dict.fromkeys(checksums, '0' * 32))
+  cache = tmp_path / 'cache'
+  with pytest.raises(mnist_source.MnistUnavailableError, match='checksum mismatch'):
+    mnist_source.resolve_data_dir(None, None, str(cache), base_url=url)
+  assert os.listdir(cache) == []

@@ -30,3 +30,28 @@ test: setup
 
 clean:
 	rm -rf $(OUTPUT_DIR) .pytest_cache
+
+# Kubeflow: the image every task runs in, and the pipeline compiled for it.
+# It cannot be built on machines without a Docker engine; push it where the
+# cluster pulls from (docker push $(IMAGE)) before compiling.
+IMAGE            ?= vaetfx:0.1.0
+PIPELINE_ROOT    ?=
+SERVING_DIR      ?=
+DATA_ROOT        ?=
+KUBEFLOW_ARGS    ?=
+
+image:
+	docker build -t $(IMAGE) .
+
+compile-kubeflow: setup
+	@test -n "$(PIPELINE_ROOT)" -a -n "$(SERVING_DIR)" -a -n "$(DATA_ROOT)" || { \
+	  echo "Set PIPELINE_ROOT, SERVING_DIR and DATA_ROOT to URIs the cluster reaches, e.g. gs://bucket/..."; exit 1; }
+	$(BIN)/vaetfx compile-kubeflow --image $(IMAGE) --pipeline-root $(PIPELINE_ROOT) \
+	  --serving-dir $(SERVING_DIR) --data-root $(DATA_ROOT) $(KUBEFLOW_ARGS)
+
+# Serving benchmark (not a test): `vaetfx serve` against the same model called
+# in-process, on the newest version the pipeline pushed.
+SERVE_MODEL_DIR ?= $(OUTPUT_DIR)/serving/vae
+
+bench-serve: setup
+	$(BIN)/python bench/serve_bench.py --model-dir $(SERVE_MODEL_DIR)

@@ -7,6 +7,8 @@ import dataclasses
 import os
 from typing import Dict, List, Tuple
 
+from vaetfx.models.hparams import TrainingHparams
+
 PIPELINE_NAME = 'vae-mnist'
 MODEL_NAME = 'vae'
 
@@ -14,7 +16,7 @@ MODEL_NAME = 'vae'
 @dataclasses.dataclass(frozen=True)
 class BeamConfig:
   """Beam's DirectRunner for a laptop; `extra_args` reach any runner (Dataflow, Flink, Spark)."""
-  # in_memory was measured faster than multi_processing on 2 cores (README: Beam).
+  # in_memory was measured faster than multi_processing on 2 cores (README: Measured).
   direct_running_mode: str = 'in_memory'
   direct_num_workers: int = 1
   extra_args: Tuple[str, ...] = ()
@@ -25,16 +27,40 @@ class BeamConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GateConfig:
+  """The Evaluator's blessing rule on the held-out mean ELBO (nats per image).
+
+  compare_with_baseline: also gate against the last blessed model, found by
+  TFX's latest-blessed-model resolver. Open-source KFP 2.x cannot run resolver
+  tasks, so the Kubeflow runner turns it off there (the floor still gates).
+  """
+  elbo_floor: float = -200.0
+  elbo_tolerance: float = 2.0
+  compare_with_baseline: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class PushConfig:
+  """Where blessed models go: `<serving_dir>/<model_name>/<version>/`, TF Serving's layout."""
+  serving_dir: str = ''
+  model_name: str = MODEL_NAME
+  keep_versions: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """A whole run: where data and outputs live and how each component is set.
 
   `output_dir` is a local folder for `vaetfx run`; on Kubeflow the roots are
-  URIs given explicitly (pipeline_root_uri), as is the serving directory.
+  URIs given explicitly (pipeline_root_uri, push.serving_dir).
   """
   data_dir: str
   output_dir: str
   pipeline_name: str = PIPELINE_NAME
   digits: Tuple[int, ...] = ()
+  hparams: TrainingHparams = TrainingHparams()
+  gate: GateConfig = GateConfig()
+  push: PushConfig = PushConfig()
   beam: BeamConfig = BeamConfig()
   enable_cache: bool = True
   pipeline_root_uri: str = ''
@@ -47,12 +73,23 @@ class PipelineConfig:
   def metadata_path(self) -> str:
     return os.path.join(self.output_dir, 'metadata.db')
 
+  @property
+  def serving_dir(self) -> str:
+    return self.push.serving_dir or os.path.join(self.output_dir, 'serving')
+
   def create_pipeline_args(self) -> Dict:
     """The arguments of pipeline.create_pipeline() this config decides, for every runner."""
     return dict(
         pipeline_name=self.pipeline_name,
         pipeline_root=self.pipeline_root,
         data_root=self.data_dir,
+        serving_dir=self.serving_dir,
+        trainer_custom_config=self.hparams.to_custom_config(),
+        elbo_floor=self.gate.elbo_floor,
+        elbo_tolerance=self.gate.elbo_tolerance,
+        compare_with_baseline=self.gate.compare_with_baseline,
+        model_name=self.push.model_name,
+        keep_versions=self.push.keep_versions,
         digits=self.digits,
         beam_pipeline_args=self.beam.pipeline_args(),
         enable_cache=self.enable_cache,

@@ -19,3 +19,32 @@ def mnist_splits():
 def mnist_idx_dir(tmp_path_factory, mnist_splits):
   """The drawn digits as the four gzip-compressed MNIST IDX files."""
   return synthetic_mnist.write_mnist_idx(str(tmp_path_factory.mktemp('mnist_idx')), mnist_splits)
+
+
+@pytest.fixture(scope='session')
+def transformed_mnist(tmp_path_factory, mnist_splits):
+  """ExampleGen's and Transform's outputs for the drawn digits (tests/model_fixtures.py)."""
+  # Imported here, not above: it loads TFX, TFT and Beam, which most tests never need.
+  from tests import model_fixtures  # pylint: disable=g-import-not-at-top
+  return model_fixtures.write_transformed_mnist(
+      str(tmp_path_factory.mktemp('transformed_mnist')), mnist_splits)
+
+
+@pytest.fixture(scope='session')
+def transform_output_dir(transformed_mnist):
+  """A genuine TFTransformOutput directory (transform_fn/, transformed_metadata/)."""
+  return transformed_mnist.transform_graph_dir
+
+
+@pytest.fixture(scope='session')
+def trained_model(tmp_path_factory, transformed_mnist):
+  """run_fn's outputs for a tiny model (model_fixtures.TINY_HPARAMS, latent_dim 2)."""
+  from tests import model_fixtures  # pylint: disable=g-import-not-at-top
+  return model_fixtures.train_tiny_model(
+      transformed_mnist, str(tmp_path_factory.mktemp('trained_model')))
+
+
+@pytest.fixture(scope='session')
+def exported_model_dir(trained_model):
+  """The tiny model's serving SavedModel, with every signature of models/export.py."""
+  return trained_model.serving_model_dir

@@ -7,12 +7,16 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-position
+import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
 import time  # pylint: disable=g-import-not-at-top,wrong-import-position
 import warnings  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # google-api-core warns on every import that Python 3.10 is old; TFX 1.16 needs it.
 warnings.filterwarnings('ignore', message='You are using a non-supported Python version')
+# TensorFlow's deprecation notices (raised inside TFX and TFMA) drown the progress lines.
+logging.getLogger('tensorflow').setLevel(logging.ERROR)
 
 DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'vaetfx', 'mnist')
 
@@ -24,14 +28,34 @@ def _digits(text: str):
   return digits
 
 
+def _add_dataclass_flags(parser, dataclass_type, title: str):
+  """One flag per field, named after it, typed by its default, explained by its metadata."""
+  group = parser.add_argument_group(title)
+  for field in dataclasses.fields(dataclass_type):
+    flag = '--' + field.name.replace('_', '-')
+    help_text = field.metadata.get('help', '')
+    choices = field.metadata.get('choices')
+    if isinstance(field.default, bool):
+      group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                         default=field.default, help=help_text)
+    else:
+      group.add_argument(flag, dest=field.name, type=type(field.default), default=field.default,
+                         choices=choices, help=help_text)
+
+
+def _from_flags(dataclass_type, args):
+  return dataclass_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(dataclass_type)})
+
+
 def _add_run_parser(subparsers):
   from vaetfx.pipeline import configs  # pylint: disable=g-import-not-at-top
   defaults = configs.BeamConfig()
   run = subparsers.add_parser(
       'run', help='Run the whole pipeline locally on Apache Beam.',
-      description='Runs ExampleGen, StatisticsGen, SchemaGen, ExampleValidator and Transform '
-                  'with TFX\'s LocalDagRunner on Beam, with ML Metadata in SQLite under '
-                  '--output-dir and caching on.',
+      description='Runs MnistExampleGen, StatisticsGen, SchemaGen, ExampleValidator, Transform, '
+                  'Trainer, Evaluator, the report and the atomic Pusher with TFX\'s '
+                  'LocalDagRunner on Beam, with ML Metadata in SQLite under --output-dir and '
+                  'caching on: a re-run recomputes only what changed.',
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   run.add_argument('--data-dir', help='Folder with MNIST: the four IDX files (gzip or not) or '
                    'mnist.npz. Default: $MNIST_DIR, then the cache, then a download into it.')
@@ -52,11 +76,24 @@ def _add_run_parser(subparsers):
                    help='Extra Beam pipeline argument, repeatable, e.g. '
                         '--beam-arg=--runner=FlinkRunner.')
   run.add_argument('--no-cache', action='store_true', help='Re-run every component.')
+  _add_dataclass_flags(run, configs.TrainingHparams, 'training (the Trainer\'s custom_config)')
+  gate = run.add_argument_group('evaluator gate (held-out mean ELBO, nats per image)')
+  gate.add_argument('--elbo-floor', type=float, default=configs.GateConfig.elbo_floor,
+                    help='Bless only a model whose held-out mean ELBO is at least this.')
+  gate.add_argument('--elbo-tolerance', type=float, default=configs.GateConfig.elbo_tolerance,
+                    help='...and that is at most this many nats below the last blessed model.')
+  push = run.add_argument_group('pusher')
+  push.add_argument('--serving-dir', default='',
+                    help='Where blessed models are pushed as <serving-dir>/<model-name>/<version>/ '
+                         '(TF Serving\'s layout). Default: <output-dir>/serving.')
+  push.add_argument('--model-name', default=configs.MODEL_NAME, help='TF Serving model name.')
+  push.add_argument('--keep-versions', type=int, default=configs.PushConfig.keep_versions,
+                    help='Versions kept in the serving directory, the new one included.')
   run.set_defaults(handler=_run)
 
 
 def _run(args) -> int:
-  from vaetfx.pipeline import configs, local_runner, mnist_source  # pylint: disable=g-import-not-at-top
+  from vaetfx.pipeline import configs, local_runner, mnist_source, run_summary  # pylint: disable=g-import-not-at-top
   from vaetfx.components.mnist_example_gen import mnist_files  # pylint: disable=g-import-not-at-top
   try:
     data_dir = mnist_source.resolve_data_dir(
@@ -69,21 +106,24 @@ def _run(args) -> int:
       output_dir=os.path.abspath(args.output_dir),
       pipeline_name=args.pipeline_name,
       digits=args.digits,
+      hparams=_from_flags(configs.TrainingHparams, args),
+      gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance),
+      push=configs.PushConfig(args.serving_dir and os.path.abspath(args.serving_dir),
+                              args.model_name, args.keep_versions),
       beam=configs.BeamConfig(args.beam_mode, args.beam_workers, tuple(args.beam_arg)),
       enable_cache=not args.no_cache,
   )
   print(f'vaetfx run: MNIST from {config.data_dir}, outputs under {config.output_dir}')
   start = time.perf_counter()
   try:
-    runs = local_runner.run(config)
+    summary = local_runner.run(config)
   except mnist_files.MnistFormatError as e:
     print(f'error: ExampleGen rejected the input: {e}', file=sys.stderr)
     return 1
   print(f'\nDone in {time.perf_counter() - start:.1f} s.')
-  for component_run in runs:
-    state = 'cached' if component_run.cached else f'{component_run.seconds:6.1f} s'
-    print(f'  {component_run.component:<20} {state}')
-  print(f'Artifacts: {config.pipeline_root}\nML Metadata: {config.metadata_path}')
+  print(run_summary.format_summary(summary))
+  print(f'Artifacts: {config.pipeline_root}\nML Metadata: {config.metadata_path}\n'
+        f'TensorBoard: tensorboard --logdir {os.path.join(config.pipeline_root, "Trainer")}')
   return 0
 
 
@@ -92,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
       prog='vaetfx', description='A TFX pipeline that trains a convolutional VAE on MNIST.')
   subparsers = parser.add_subparsers(dest='command', required=True)
   _add_run_parser(subparsers)
+  from vaetfx.pipeline import kubeflow_runner  # pylint: disable=g-import-not-at-top
+  kubeflow_runner.add_subcommands(subparsers)
   return parser
 
 

@@ -1,25 +1,33 @@
-"""The pipeline end to end on drawn digits, as TFX's MNIST end-to-end test does it:
-every component runs once, a re-run recomputes nothing, and bad input stops at ExampleGen."""
+"""The whole pipeline end to end on drawn digits, as TFX's MNIST end-to-end test does it:
+every component runs once, a re-run recomputes no data or training work, a changed
+hyperparameter re-trains, a gate that must fail pushes nothing, and bad input stops at ExampleGen.
+
+The runs share one output folder and go in order, each building on the last.
+"""
+import dataclasses
 import io
 import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx.orchestration import metadata
+from PIL import Image
 
 from tests import artifacts, synthetic_mnist
 from vaetfx.components.mnist_example_gen import mnist_files
-from vaetfx.models import preprocessing
+from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner
 
 Execution = metadata_store_pb2.Execution
+SIGNATURES = {'serving_default', 'encode', 'decode', 'sample', 'from_examples'}
+DATA_COMPONENTS = ('MnistExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform')
+TINY_TRAINING = TrainingHparams(latent_dim=2, epochs=3, batch_size=32, eval_samples=1)
 
 
 def _store(config):
-  connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
-  return metadata_store.MetadataStore(connection)
+  return metadata_store.MetadataStore(local_runner.metadata_connection(config))
 
 
 def _output_uri(store, component_id, type_name):
@@ -29,31 +37,64 @@ def _output_uri(store, component_id, type_name):
   return uris[-1]
 
 
-@pytest.fixture(scope='module')
-def first_run(tmp_path_factory, mnist_idx_dir):
-  config = configs.PipelineConfig(data_dir=mnist_idx_dir,
-                                  output_dir=str(tmp_path_factory.mktemp('pipeline')))
+def _versions(config):
+  model_dir = os.path.join(config.serving_dir, config.push.model_name)
+  return sorted(int(name) for name in os.listdir(model_dir) if name.isdigit())
+
+
+def _run(config):
   out = io.StringIO()
-  runs = local_runner.run(config, out=out)
-  return config, runs, out.getvalue()
+  summary = local_runner.run(config, out=out)
+  return summary, out.getvalue()
 
 
-def test_every_component_runs_once_with_progress_lines(first_run):
-  config, runs, printed = first_run
-  pipeline = local_runner.build_pipeline(config)
-  component_ids = [component.id for component in pipeline.components]
-  assert [run.component for run in runs] == component_ids
-  assert not any(run.cached for run in runs)
-  executions = _store(config).get_executions()
+@pytest.fixture(scope='module')
+def base_config(tmp_path_factory, mnist_idx_dir):
+  return configs.PipelineConfig(
+      data_dir=mnist_idx_dir, output_dir=str(tmp_path_factory.mktemp('pipeline')),
+      hparams=TINY_TRAINING, gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=2.0))
+
+
+@pytest.fixture(scope='module')
+def first_run(base_config):
+  return _run(base_config)
+
+
+def test_every_component_runs_once_with_progress_lines(base_config, first_run):
+  summary, printed = first_run
+  component_ids = [c.id for c in local_runner.build_pipeline(base_config).components]
+  assert [run.component for run in summary.runs] == component_ids
+  assert not any(run.cached for run in summary.runs)
+  executions = _store(base_config).get_executions()
   assert len(executions) == len(component_ids)
   assert all(e.last_known_state == Execution.COMPLETE for e in executions)
   for index, component_id in enumerate(component_ids, start=1):
     assert f'[{index}/{len(component_ids)}] {component_id}' in printed
 
 
-def test_transformed_pixels_are_the_numpy_binarization(first_run, mnist_splits):
-  config, _, _ = first_run
-  store = _store(config)
+def test_first_model_is_blessed_and_pushed_with_every_signature(base_config, first_run):
+  summary, _ = first_run
+  assert summary.blessed and summary.baseline_elbo is None
+  assert -1000.0 < summary.candidate_elbo < 0
+  [version] = _versions(base_config)
+  assert summary.pushed_path.rstrip('/').endswith(f'{base_config.push.model_name}/{version}')
+  assert SIGNATURES <= set(tf.saved_model.load(summary.pushed_path).signatures)
+
+
+def test_report_pictures_are_pngs(first_run):
+  summary, _ = first_run
+  report_dir = os.path.dirname(summary.report_path)
+  pngs = [name for name in os.listdir(report_dir) if name.endswith('.png')]
+  assert {'reconstructions.png', 'prior_samples.png', 'latent_space.png', 'manifold.png',
+          'elbo_curves.png'} <= set(pngs)
+  for name in pngs:
+    with Image.open(os.path.join(report_dir, name)) as image:
+      assert image.format == 'PNG' and image.size[0] > 100
+    assert name in open(summary.report_path).read()
+
+
+def test_transformed_pixels_are_the_numpy_binarization(base_config, first_run, mnist_splits):
+  store = _store(base_config)
   transformed = artifacts.read_examples(_output_uri(store, 'Transform', 'Examples'), 'eval')
   pixels = np.array([e.features.feature['pixels'].float_list.value for e in transformed])
   assert set(np.unique(pixels)) == {0.0, 1.0}
@@ -65,25 +106,45 @@ def test_transformed_pixels_are_the_numpy_binarization(first_run, mnist_splits):
   np.testing.assert_array_equal(in_order(pixels), in_order(expected))
 
 
-def test_statistics_schema_and_anomalies_are_written(first_run):
-  config, _, _ = first_run
-  store = _store(config)
-  schema_uri = _output_uri(store, 'SchemaGen', 'Schema')
-  assert os.path.exists(os.path.join(schema_uri, 'schema.pbtxt'))
+def test_statistics_schema_and_anomalies_are_written(base_config, first_run):
+  store = _store(base_config)
+  assert os.path.exists(os.path.join(_output_uri(store, 'SchemaGen', 'Schema'), 'schema.pbtxt'))
   for component_id, type_name in (('StatisticsGen', 'ExampleStatistics'),
                                   ('ExampleValidator', 'ExampleAnomalies')):
     uri = _output_uri(store, component_id, type_name)
     assert {'Split-train', 'Split-eval'} <= set(os.listdir(uri))
 
 
-def test_rerun_recomputes_nothing(first_run):
-  config, _, _ = first_run
-  before = len(_store(config).get_executions())
-  runs = local_runner.run(config, out=io.StringIO())
-  assert all(run.cached for run in runs)
-  new_executions = _store(config).get_executions()[before:]
-  assert len(new_executions) == before
-  assert all(e.last_known_state == Execution.CACHED for e in new_executions)
+def test_rerun_recomputes_no_data_or_training(base_config, first_run):
+  summary, _ = _run(base_config)
+  cached = {run.component for run in summary.runs if run.cached}
+  assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport'} <= cached
+
+
+def test_unreachable_floor_pushes_nothing(base_config, first_run):
+  versions = _versions(base_config)
+  config = dataclasses.replace(base_config, gate=configs.GateConfig(elbo_floor=0.0))
+  summary, _ = _run(config)
+  assert summary.blessed is False and not summary.pushed_path
+  assert any('mean_elbo' in failure for failure in summary.gate_failures)
+  assert _versions(base_config) == versions
+  tf.saved_model.load(os.path.join(base_config.serving_dir, 'vae', str(versions[-1])))
+
+
+def test_changed_hyperparameter_retrains_and_an_untrained_candidate_loses(base_config, first_run):
+  """A learning rate of 1e-9 re-trains (on cached data) into a model no better than its
+  initialization, which the blessed baseline beats by far more than the tolerance."""
+  versions = _versions(base_config)
+  barely_trained = dataclasses.replace(TINY_TRAINING, epochs=1, learning_rate=1e-9)
+  config = dataclasses.replace(base_config, hparams=barely_trained,
+                               gate=configs.GateConfig(elbo_floor=-1e9, elbo_tolerance=2.0))
+  summary, _ = _run(config)
+  runs = {run.component: run for run in summary.runs}
+  assert all(runs[name].cached for name in DATA_COMPONENTS)
+  assert not runs['Trainer'].cached
+  assert summary.blessed is False
+  assert summary.candidate_elbo < summary.baseline_elbo - 2.0
+  assert _versions(base_config) == versions
 
 
 def test_bad_input_fails_at_example_gen_with_nothing_published(tmp_path, mnist_splits):

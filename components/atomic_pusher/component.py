@@ -1,0 +1,66 @@
+"""AtomicPusher: TFX's Pusher inputs and output, pushing into `<serving_dir>/<model_name>/<version>/`.
+
+It has its own spec rather than TFX's PusherSpec so that the serving directory,
+model name and number of kept versions are typed execution properties, visible
+in ML Metadata and checked when the pipeline is built, instead of keys in an
+untyped custom_config.
+"""
+from tfx import types
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+from tfx.types import standard_component_specs
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from vaetfx.components.atomic_pusher import executor
+
+DEFAULT_KEEP_VERSIONS = 3
+
+
+class AtomicPusherSpec(types.ComponentSpec):
+  """Inputs and output keys are the stock Pusher's, so the pushed_model channel reads the same."""
+
+  PARAMETERS = {
+      executor.SERVING_DIR_KEY: ExecutionParameter(type=str),
+      executor.MODEL_NAME_KEY: ExecutionParameter(type=str),
+      executor.KEEP_VERSIONS_KEY: ExecutionParameter(type=int),
+  }
+  INPUTS = {
+      standard_component_specs.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      standard_component_specs.MODEL_BLESSING_KEY:
+          ChannelParameter(type=standard_artifacts.ModelBlessing),
+  }
+  OUTPUTS = {
+      standard_component_specs.PUSHED_MODEL_KEY:
+          ChannelParameter(type=standard_artifacts.PushedModel),
+  }
+
+
+class AtomicPusher(base_component.BaseComponent):
+  """Pushes a blessed model as a new integer version; an unblessed one leaves serving untouched.
+
+  The blessing is a required input: without one there is nothing to gate on,
+  and this component exists to push only what the Evaluator blessed.
+  """
+
+  SPEC_CLASS = AtomicPusherSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
+               serving_dir: str, model_name: str,
+               keep_versions: int = DEFAULT_KEEP_VERSIONS):
+    """serving_dir: TF Serving's --model_base_path is `<serving_dir>/<model_name>`.
+
+    keep_versions: how many versions, the new one included, stay in place;
+    older ones are removed after a successful push.
+    """
+    if keep_versions < 1:
+      raise ValueError(f'keep_versions must be at least 1 (the pushed version), got {keep_versions}')
+    spec = AtomicPusherSpec(
+        model=model,
+        model_blessing=model_blessing,
+        serving_dir=serving_dir,
+        model_name=model_name,
+        keep_versions=keep_versions,
+        pushed_model=types.Channel(type=standard_artifacts.PushedModel))
+    super().__init__(spec=spec)

@@ -1,0 +1,63 @@
+"""VaeReport: PNG pictures and an index.html of what the trained VAE does, as a pipeline output.
+
+A component of its own, rather than part of the Trainer or Evaluator, so the
+report of every candidate is kept in the pipeline root and tracked in ML
+Metadata beside the model it shows, blessed or not.
+"""
+from tfx import types
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from vaetfx.components.vae_report import executor
+
+DEFAULT_NUM_EXAMPLES = 2000
+DEFAULT_SEED = 0
+
+
+class VaeReportArtifact(types.Artifact):
+  """A folder with index.html and the PNG files it shows.
+
+  The dotted name is what Kubeflow V2 requires of a custom type's schema title
+  (namespace.Name, tfx/orchestration/kubeflow/v2/compiler_utils.py).
+  """
+  TYPE_NAME = 'vaetfx.VaeReport'
+
+
+class VaeReportSpec(types.ComponentSpec):
+  """Input keys are the producers' output keys, so wiring reads `model=trainer.outputs['model']`."""
+
+  PARAMETERS = {
+      executor.NUM_EXAMPLES_KEY: ExecutionParameter(type=int),
+      executor.SEED_KEY: ExecutionParameter(type=int),
+  }
+  INPUTS = {
+      executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      executor.MODEL_RUN_KEY: ChannelParameter(type=standard_artifacts.ModelRun),
+      executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+  }
+  OUTPUTS = {
+      executor.REPORT_KEY: ChannelParameter(type=VaeReportArtifact),
+  }
+
+
+class VaeReport(base_component.BaseComponent):
+  """Draws held-out digits from the `eval` split of `examples` through the Trainer's `model`."""
+
+  SPEC_CLASS = VaeReportSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self, model: types.BaseChannel, model_run: types.BaseChannel,
+               examples: types.BaseChannel, num_examples: int = DEFAULT_NUM_EXAMPLES,
+               seed: int = DEFAULT_SEED):
+    """num_examples: held-out digits encoded for the latent-space plot (the first ones read).
+
+    seed: the prior samples' seed, so re-drawing a report gives the same picture.
+    """
+    if num_examples < 1:
+      raise ValueError(f'num_examples must be at least 1, got {num_examples}')
+    spec = VaeReportSpec(model=model, model_run=model_run, examples=examples,
+                         num_examples=num_examples, seed=seed,
+                         report=types.Channel(type=VaeReportArtifact))
+    super().__init__(spec=spec)

@@ -1,0 +1,217 @@
+"""VaeReport's executor: pictures of what the trained VAE does with held-out digits, in one folder.
+
+Everything comes through the exported SavedModel's signatures (serving_default,
+decode, sample; models/export.py), the same ones TF Serving exposes, so the report shows the
+model as it will be served, Transform layer included, and not a Python object
+that may differ from it.
+"""
+import html
+import json
+import os
+import statistics
+from typing import Any, Dict, List, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from vaetfx.components.vae_report import plots
+from vaetfx.models import export
+from vaetfx.models import features
+
+MODEL_KEY = 'model'
+MODEL_RUN_KEY = 'model_run'
+EXAMPLES_KEY = 'examples'
+REPORT_KEY = 'report'
+NUM_EXAMPLES_KEY = 'num_examples'
+SEED_KEY = 'seed'
+
+HISTORY_FILE = 'history.json'
+HISTORY_SERIES = {'train_elbo': 'training', 'eval_elbo': 'held-out'}
+INDEX_FILE = 'index.html'
+RECONSTRUCTIONS_FILE = 'reconstructions.png'
+PRIOR_SAMPLES_FILE = 'prior_samples.png'
+LATENT_SPACE_FILE = 'latent_space.png'
+MANIFOLD_FILE = 'manifold.png'
+ELBO_CURVES_FILE = 'elbo_curves.png'
+
+RECONSTRUCTED_COUNT = 30
+PRIOR_SAMPLE_COLUMNS = 10
+PRIOR_SAMPLE_COUNT = 100
+MANIFOLD_SIZE = 15
+BATCH_SIZE = 500
+
+
+def read_heldout_digits(split_uri: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
+  """The first `count` examples of ExampleGen's gzipped TFRecords: (images uint8 [N, 28, 28], labels)."""
+  files = sorted(fileio.glob(os.path.join(split_uri, '*')))
+  if not files:
+    raise FileNotFoundError(f'{split_uri}: no example files to draw held-out digits from')
+  spec = {
+      features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
+      features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+  }
+  records = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count).batch(count)
+  parsed = tf.io.parse_example(next(iter(records)), spec)
+  size = features.IMAGE_SIZE
+  images = parsed[features.IMAGE_KEY].numpy().reshape(-1, size, size).astype(np.uint8)
+  return images, parsed[features.LABEL_KEY].numpy()
+
+
+def reconstruct_in_batches(vae: export.ExportedVae, images: np.ndarray) -> Dict[str, np.ndarray]:
+  """serving_default's outputs for every image, a batch at a time to bound memory."""
+  batches = [vae.reconstruct(images[start:start + BATCH_SIZE])
+             for start in range(0, len(images), BATCH_SIZE)]
+  return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
+
+
+def read_elbo_history(path: str) -> Dict[str, List[float]]:
+  """Per-epoch ELBO series by label ('training', 'held-out') from the Trainer's history.json:
+  {"epochs": [{"epoch": 1, "train_elbo": ..., "eval_elbo": ...}, ...], ...} (models/trainer.py).
+
+  Empty without the file or epochs, so the report still shows its other pictures.
+  """
+  if not fileio.exists(path):
+    return {}
+  with fileio.open(path, 'r') as f:
+    epochs = json.load(f).get('epochs', [])
+  if not epochs:
+    return {}
+  return {label: [float(record[key]) for record in epochs] for key, label in HISTORY_SERIES.items()}
+
+
+def project_to_2d(latent_means: np.ndarray) -> Tuple[np.ndarray, Tuple[str, str]]:
+  """The means themselves in two dimensions; otherwise their first two principal
+  components (numpy SVD of the centred means), labelled with the variance each explains.
+  """
+  if latent_means.shape[1] == 2:
+    return latent_means, ('z1 (latent mean)', 'z2 (latent mean)')
+  centred = latent_means - latent_means.mean(axis=0)
+  _, singular_values, directions = np.linalg.svd(centred, full_matrices=False)
+  explained = singular_values**2 / np.sum(singular_values**2)
+  return centred @ directions[:2].T, (f'PC1 ({explained[0]:.0%} of variance)',
+                                      f'PC2 ({explained[1]:.0%} of variance)')
+
+
+def manifold_grid(size: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Grid values at the prior's 5%..95% quantiles, equal steps of prior mass rather than
+  of distance, and the [size * size, 2] latents row-major with z2 decreasing (image rows).
+  """
+  quantiles = np.linspace(0.05, 0.95, size)
+  values = np.array([statistics.NormalDist().inv_cdf(q) for q in quantiles], np.float32)
+  z1, z2 = np.meshgrid(values, values[::-1])
+  return values, np.stack([z1.ravel(), z2.ravel()], axis=1)
+
+
+def write_index_html(report_dir: str, figures: Sequence[Tuple[str, str]],
+                     numbers: Sequence[Tuple[str, str]]):
+  """One page: the key numbers, then each PNG with its caption."""
+  rows = ''.join(f'<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>\n'
+                 for name, value in numbers)
+  images = ''.join(
+      f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
+      f'<figcaption>{html.escape(caption)}</figcaption></figure>\n' for name, caption in figures)
+  page = (
+      '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>VAE report</title>\n'
+      '<style>body{font-family:sans-serif;max-width:60em;margin:auto}'
+      'th{text-align:left;padding-right:1em}img{max-width:100%}'
+      'figure{margin:2em 0}</style></head>\n<body><h1>VAE report</h1>\n'
+      f'<table>\n{rows}</table>\n{images}</body></html>\n')
+  with fileio.open(os.path.join(report_dir, INDEX_FILE), 'w') as f:
+    f.write(page)
+
+
+def _key_numbers(latent_dim: int, elbo: np.ndarray, history: Dict[str, List[float]],
+                 model_path: str) -> List[Tuple[str, str]]:
+  numbers = [('model', model_path), ('latent dimensions', str(latent_dim)),
+             (f'mean ELBO of {len(elbo)} held-out digits', f'{float(np.mean(elbo)):.2f}')]
+  numbers += [(f'{label} ELBO after epoch {len(values)}', f'{values[-1]:.2f}')
+              for label, values in history.items()]
+  return numbers
+
+
+def _reconstructions(images, labels, reconstructions, report_dir: str) -> Tuple[str, str]:
+  shown = np.argsort(labels[:RECONSTRUCTED_COUNT], kind='stable')
+  plots.plot_reconstructions(images[shown] / 255.0, reconstructions[shown],
+                             os.path.join(report_dir, RECONSTRUCTIONS_FILE))
+  return RECONSTRUCTIONS_FILE, ('Held-out digits, each above its reconstruction: pixel '
+                                'probabilities decoded from the latent mean.')
+
+
+def _prior_samples(vae: export.ExportedVae, seed: int, report_dir: str) -> Tuple[str, str]:
+  samples = vae.sample(PRIOR_SAMPLE_COUNT, seed)
+  plots.plot_digit_grid(samples, PRIOR_SAMPLE_COLUMNS, 'Samples from the prior',
+                        os.path.join(report_dir, PRIOR_SAMPLES_FILE))
+  return PRIOR_SAMPLES_FILE, (f'{PRIOR_SAMPLE_COUNT} digits decoded from latents drawn from '
+                              f'the N(0, I) prior (seed {seed}).')
+
+
+def _latent_space(latent_means: np.ndarray, labels: np.ndarray, report_dir: str) -> Tuple[str, str]:
+  points, axis_labels = project_to_2d(latent_means)
+  latent_dim = latent_means.shape[1]
+  projection = 'latent means' if latent_dim == 2 else f'PCA of the {latent_dim}-D latent means'
+  plots.plot_latent_space(points, labels, axis_labels, f'{len(labels)} held-out digits: {projection}',
+                          os.path.join(report_dir, LATENT_SPACE_FILE))
+  return LATENT_SPACE_FILE, (f'Latent space of {len(labels)} held-out digits ({projection}), '
+                             'coloured by label.')
+
+
+def _manifold(vae: export.ExportedVae, report_dir: str) -> Tuple[str, str]:
+  values, latents = manifold_grid(MANIFOLD_SIZE)
+  plots.plot_manifold(vae.decode(latents), values, os.path.join(report_dir, MANIFOLD_FILE))
+  return MANIFOLD_FILE, (f'Digits decoded over a {MANIFOLD_SIZE}x{MANIFOLD_SIZE} grid of latent '
+                         "values at the prior's 5%..95% quantiles.")
+
+
+def _elbo_curves(history: Dict[str, List[float]], report_dir: str) -> Tuple[str, str]:
+  plots.plot_elbo_curves(history, os.path.join(report_dir, ELBO_CURVES_FILE))
+  return ELBO_CURVES_FILE, ('Training ELBO (mean over the epoch\'s batches) and held-out ELBO '
+                            f'(after the epoch) per epoch, from the Trainer\'s {HISTORY_FILE}.')
+
+
+def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, labels: np.ndarray,
+                 history: Dict[str, List[float]], report_dir: str, seed: int) -> List[str]:
+  """Writes every PNG and index.html into `report_dir`; returns the PNG file names.
+
+  The manifold needs a 2-D latent space and the curves need history.json, so
+  each appears only when it can be drawn.
+  """
+  fileio.makedirs(report_dir)
+  encoded = reconstruct_in_batches(vae, images)
+  latent_dim = vae.latent_dim
+  figures = [
+      _reconstructions(images, labels, encoded['reconstruction'], report_dir),
+      _prior_samples(vae, seed, report_dir),
+      _latent_space(encoded['latent_mean'], labels, report_dir),
+  ]
+  if latent_dim == 2:
+    figures.append(_manifold(vae, report_dir))
+  if history:
+    figures.append(_elbo_curves(history, report_dir))
+  write_index_html(report_dir, figures,
+                   _key_numbers(latent_dim, encoded['elbo'], history, model_path))
+  return [name for name, _ in figures]
+
+
+class Executor(base_executor.BaseExecutor):
+  """Loads the Trainer's serving model and writes the report into the `report` artifact."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+    model_path = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    model_run = artifact_utils.get_single_instance(input_dict[MODEL_RUN_KEY])
+    split_uri = artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT)
+    report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
+    images, labels = read_heldout_digits(split_uri, exec_properties[NUM_EXAMPLES_KEY])
+    written = write_report(export.load_exported_vae(model_path), model_path, images, labels,
+                           read_elbo_history(os.path.join(model_run.uri, HISTORY_FILE)),
+                           report.uri, exec_properties[SEED_KEY])
+    logging.info('Report written to %s: %s', os.path.join(report.uri, INDEX_FILE), written)

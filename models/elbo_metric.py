@@ -1,0 +1,71 @@
+"""TFMA metric `mean_elbo`: the mean per-example ELBO the model itself predicts.
+
+TFMA's built-in metrics need a label (Keras wrappers) or return 0 without one
+(MeanPrediction), and `tfma.metrics.Mean` has no model name in its key, so a
+change threshold against the baseline never finds it. This metric averages the
+model's `elbo` output (ModelSpec.prediction_key) per model, label-free, so the
+Evaluator can gate both on a floor and against the last blessed model.
+"""
+from typing import Any, Dict, Iterable, List, Optional
+
+import apache_beam as beam
+import numpy as np
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis.metrics import metric_types, metric_util
+
+MEAN_ELBO = 'mean_elbo'
+
+
+class MeanElbo(tfma.metrics.Metric):
+  """Mean of the model's per-example ELBO prediction, in nats (higher is better)."""
+
+  def __init__(self, name: str = MEAN_ELBO):
+    super().__init__(metric_util.merge_per_key_computations(_mean_elbo), name=name)
+
+
+def _mean_elbo(name: str = MEAN_ELBO,
+               eval_config: Optional[tfma.EvalConfig] = None,
+               model_name: str = '',
+               output_name: str = '',
+               sub_key: Optional[metric_types.SubKey] = None,
+               example_weighted: bool = False,
+               **unused_kwargs) -> metric_types.MetricComputations:
+  key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
+                               sub_key=sub_key, example_weighted=example_weighted)
+  return [metric_types.MetricComputation(
+      keys=[key], preprocessors=None, combiner=_MeanElboCombiner(key, eval_config))]
+
+
+class _MeanElboCombiner(beam.CombineFn):
+  """Accumulates [sum of weighted ELBO, sum of weights]."""
+
+  def __init__(self, key: metric_types.MetricKey, eval_config: Optional[tfma.EvalConfig]):
+    self._key = key
+    self._eval_config = eval_config
+
+  def create_accumulator(self) -> List[float]:
+    return [0.0, 0.0]
+
+  def add_input(self, accumulator: List[float],
+                element: metric_types.StandardMetricInputs) -> List[float]:
+    for _, elbo, weight in metric_util.to_label_prediction_example_weight(
+        element, eval_config=self._eval_config, model_name=self._key.model_name,
+        output_name=self._key.output_name, example_weighted=self._key.example_weighted,
+        allow_none=True):
+      accumulator[0] += float(elbo) * float(weight)
+      accumulator[1] += float(weight)
+    return accumulator
+
+  def merge_accumulators(self, accumulators: Iterable[List[float]]) -> List[float]:
+    total = [0.0, 0.0]
+    for elbo_sum, weight_sum in accumulators:
+      total[0] += elbo_sum
+      total[1] += weight_sum
+    return total
+
+  def extract_output(self, accumulator: List[float]) -> Dict[metric_types.MetricKey, Any]:
+    elbo_sum, weight_sum = accumulator
+    return {self._key: elbo_sum / weight_sum if weight_sum else float(np.nan)}
+
+
+metric_types.register_metric(MeanElbo)

@@ -1,0 +1,163 @@
+"""The serving SavedModel: the trained VAE with Transform's graph inside, under named signatures.
+
+Clients send what MNIST ships, uint8 images, and the model binarizes them with
+the very graph Transform used for training. Signatures (N: batch, L: latent_dim):
+  serving_default  images uint8 [N, 28, 28] -> reconstruction float32 [N, 28, 28]
+                   (Bernoulli probabilities decoded from the latent mean),
+                   latent_mean [N, L], latent_logvar [N, L], elbo [N] (nats per image)
+  encode           images uint8 [N, 28, 28] -> latent_mean [N, L], latent_logvar [N, L]
+  decode           latent float32 [N, L] -> images float32 [N, 28, 28] (probabilities)
+  sample           count int32 [], seed int64 [] -> images float32 [count, 28, 28];
+                   seed < 0 draws fresh noise (a signature has no optional inputs)
+  from_examples    examples string [N] (serialized tf.Examples as ExampleGen writes
+                   them) -> the outputs of serving_default; for TFMA and batch inference
+`elbo` is vae.fixed_noise_elbo: deterministic and independent of batching.
+"""
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from vaetfx.models import features
+from vaetfx.models import vae as vae_lib
+from vaetfx.models.hparams import TrainingHparams
+
+SIGNATURE_NAMES = ('serving_default', 'encode', 'decode', 'sample', 'from_examples')
+IMAGES_SPEC = tf.TensorSpec([None, features.IMAGE_SIZE, features.IMAGE_SIZE], tf.uint8,
+                            name='images')
+
+
+class VaeServingModule(tf.Module):
+  """What the SavedModel holds: the VAE, the tracked Transform layer and the signature functions."""
+
+  def __init__(self, vae: vae_lib.VAE, tf_transform_output: tft.TFTransformOutput,
+               eval_samples: int):
+    super().__init__()
+    self.vae = vae  # Not trackable: the SavedModel keeps its variables, below.
+    self.vae_variables = vae.variables
+    self.transform_layer = tf_transform_output.transform_features_layer()
+    self.eval_noise = tf.constant(vae_lib.eval_noise(eval_samples, vae.latent_dim))
+    example_spec = {name: spec for name, spec in tf_transform_output.raw_feature_spec().items()
+                    if name != features.LABEL_KEY}
+    self.serving_default = _signature(
+        lambda images: self._outputs(self._pixels_from_images(images)), IMAGES_SPEC)
+    self.encode = _signature(self._encode, IMAGES_SPEC)
+    self.decode = _signature(
+        self._decode, tf.TensorSpec([None, vae.latent_dim], tf.float32, name='latent'))
+    self.sample = _signature(self._sample, tf.TensorSpec([], tf.int32, name='count'),
+                             tf.TensorSpec([], tf.int64, name='seed'))
+    self.from_examples = _signature(
+        lambda examples: self._outputs(self._transform(tf.io.parse_example(examples, example_spec))),
+        tf.TensorSpec([None], tf.string, name='examples'))
+
+  def _transform(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+    pixels = self.transform_layer.call(raw_features)[features.PIXELS_KEY]
+    return tf.ensure_shape(pixels, [None, features.NUM_PIXELS])
+
+  def _pixels_from_images(self, images: tf.Tensor) -> tf.Tensor:
+    """The raw `image` feature, int64 [N, 784], fed through Transform."""
+    _check_rows(images, features.NUM_PIXELS, 'images: expected uint8 [N, 28, 28]')
+    raw_image = tf.reshape(tf.cast(images, tf.int64), [-1, features.NUM_PIXELS])
+    return self._transform({features.IMAGE_KEY: raw_image})
+
+  def _outputs(self, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
+    mean, logvar = self.vae.encode(pixels)
+    return {
+        'reconstruction': _as_images(tf.sigmoid(self.vae.decode(mean))),
+        'latent_mean': mean,
+        'latent_logvar': logvar,
+        'elbo': vae_lib.fixed_noise_elbo(self.vae.decode, pixels, mean, logvar, self.eval_noise),
+    }
+
+  def _encode(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+    mean, logvar = self.vae.encode(self._pixels_from_images(images))
+    return {'latent_mean': mean, 'latent_logvar': logvar}
+
+  def _decode(self, latent: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return {'images': _as_images(tf.sigmoid(self.vae.decode(latent)))}
+
+  def _sample(self, count: tf.Tensor, seed: tf.Tensor) -> Dict[str, tf.Tensor]:
+    """Decodes `count` prior draws; the raw op's zero seeds make it seed itself from the OS.
+
+    tf.random.normal would take its seed from any global seed set when the
+    model was traced (training sets one), and every freshly loaded model would
+    then repeat the same first "random" draw.
+    """
+    tf.debugging.assert_non_negative(count, message='sample: count must be >= 0')
+    shape = tf.stack([count, self.vae.latent_dim])
+    latent = tf.cond(
+        seed >= 0,
+        lambda: tf.random.stateless_normal(shape, seed=tf.stack([seed, tf.zeros_like(seed)])),
+        lambda: tf.raw_ops.RandomStandardNormal(shape=shape, dtype=tf.float32, seed=0, seed2=0))
+    return self._decode(latent)
+
+
+def _signature(function, *input_signature: tf.TensorSpec):
+  """A tf.function without autograph: these have no Python control flow, and converting them
+  would transpile all of tf_keras they call, which makes export take minutes."""
+  return tf.function(function, input_signature=input_signature, autograph=False)
+
+
+def _check_rows(tensor: tf.Tensor, row_size: int, message: str):
+  """Fails unless `tensor` holds N rows of `row_size` values, N being its first dimension.
+
+  Neither the loaded signatures nor TF Serving check a request against the
+  signature's shape, and a bare reshape would regroup an [N, 27, 28] batch into
+  fewer images. Both sides of this check are computed at run time, so graph
+  optimization, which trusts the declared shape, cannot fold it away.
+  """
+  tf.debugging.assert_equal(tf.size(tensor), tf.shape(tensor)[0] * row_size, message=message)
+
+
+def _as_images(pixels: tf.Tensor) -> tf.Tensor:
+  return tf.reshape(pixels, [-1, features.IMAGE_SIZE, features.IMAGE_SIZE])
+
+
+def export_serving_model(vae: vae_lib.VAE, hparams: TrainingHparams,
+                         tf_transform_output: tft.TFTransformOutput, export_dir: str) -> str:
+  """Saves a float32 copy of `vae` (whatever precision and strategy trained it) with all signatures."""
+  module = VaeServingModule(vae_lib.float32_copy(vae, hparams), tf_transform_output,
+                            hparams.eval_samples)
+  signatures = {name: getattr(module, name) for name in SIGNATURE_NAMES}
+  tf.saved_model.save(module, export_dir, signatures=signatures)
+  return export_dir
+
+
+class ExportedVae:
+  """The exported model from Python: each method calls its signature and returns numpy arrays.
+
+  Images go in as given, never cast, so wrong dtypes fail as they would in TF
+  Serving; latents and counts are converted, as a client would.
+  """
+
+  def __init__(self, export_dir: str):
+    self.saved_model = tf.saved_model.load(export_dir)
+    self.signatures = self.saved_model.signatures
+    decode_inputs = self.signatures['decode'].structured_input_signature[1]
+    self.latent_dim = int(decode_inputs['latent'].shape[1])
+
+  def _call(self, name: str, **inputs) -> Dict[str, np.ndarray]:
+    return {key: value.numpy() for key, value in self.signatures[name](**inputs).items()}
+
+  def reconstruct(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    """serving_default: reconstruction, latent_mean, latent_logvar and elbo of uint8 images."""
+    return self._call('serving_default', images=tf.convert_to_tensor(images))
+
+  def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    return self._call('encode', images=tf.convert_to_tensor(images))
+
+  def decode(self, latent: np.ndarray) -> np.ndarray:
+    return self._call('decode', latent=tf.constant(latent, tf.float32))['images']
+
+  def sample(self, count: int, seed: int = -1) -> np.ndarray:
+    return self._call('sample', count=tf.constant(count, tf.int32),
+                      seed=tf.constant(seed, tf.int64))['images']
+
+  def from_examples(self, serialized_examples) -> Dict[str, np.ndarray]:
+    return self._call('from_examples', examples=tf.constant(serialized_examples, tf.string))
+
+
+def load_exported_vae(export_dir: str) -> ExportedVae:
+  """The serving SavedModel Trainer wrote (fn_args.serving_model_dir), ready to call from Python."""
+  return ExportedVae(export_dir)

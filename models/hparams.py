@@ -1,0 +1,79 @@
+"""The Trainer's hyperparameters: one frozen dataclass that travels as custom_config.
+
+The CLI builds a flag per field from its `help` metadata, the pipeline passes
+`to_custom_config()` to the Trainer, and run_fn reads it back with
+`from_custom_config()`. Defaults are the configuration measured best on the
+real data within the pipeline's training budget (README: Trainer benchmark).
+"""
+import dataclasses
+from typing import Any, Dict
+
+MODELS = ('conv', 'mlp')
+ESTIMATORS = ('monte_carlo', 'analytic')
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingHparams:
+  """Everything a user tunes about training; all values are JSON-safe scalars."""
+  model: str = dataclasses.field(default='conv', metadata={
+      'help': 'VAE architecture: the seeds\' convolutional VAE (conv) or the Keras MLP VAE '
+              'of seed 002 (mlp).',
+      'choices': MODELS})
+  latent_dim: int = dataclasses.field(default=16, metadata={
+      'help': 'Size of the latent space (2 lets the report draw the latent manifold).'})
+  epochs: int = dataclasses.field(default=12, metadata={
+      'help': 'Passes over the whole train split.'})
+  batch_size: int = dataclasses.field(default=128, metadata={
+      'help': 'Global batch size (split across GPUs when there are several).'})
+  learning_rate: float = dataclasses.field(default=1e-3, metadata={
+      'help': 'Adam learning rate.'})
+  estimator: str = dataclasses.field(default='analytic', metadata={
+      'help': 'ELBO estimator for training: closed-form KL (analytic, seed 002) or the '
+              'single-sample log p(x|z) + log p(z) - log q(z|x) (monte_carlo, seed 000).',
+      'choices': ESTIMATORS})
+  beta: float = dataclasses.field(default=1.0, metadata={
+      'help': 'Weight of the KL term in the training loss (beta-VAE); 1 is the ELBO.'})
+  seed: int = dataclasses.field(default=0, metadata={
+      'help': 'Seed of weight initialization, shuffling and training noise.'})
+  mixed_precision: bool = dataclasses.field(default=False, metadata={
+      'help': 'Compute in float16 with float32 variables and loss (mixed_float16) and '
+              'dynamic loss scaling; pays off on GPUs, not on CPUs.'})
+  xla: bool = dataclasses.field(default=False, metadata={
+      'help': 'Compile the train step with XLA (jit_compile).'})
+  eval_samples: int = dataclasses.field(default=4, metadata={
+      'help': 'Fixed noise draws K averaged in the deterministic held-out ELBO (training '
+              'logs and the exported per-example `elbo`).'})
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      choices = field.metadata.get('choices')
+      if choices and getattr(self, field.name) not in choices:
+        raise ValueError(f'{field.name}={getattr(self, field.name)!r}: expected one of {choices}')
+    for name in ('latent_dim', 'epochs', 'batch_size', 'eval_samples'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'{name}={getattr(self, name)}: expected a positive integer')
+    if self.learning_rate <= 0 or self.beta < 0:
+      raise ValueError(f'learning_rate={self.learning_rate}, beta={self.beta}: '
+                       'expected learning_rate > 0 and beta >= 0')
+
+  def to_custom_config(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_custom_config(cls, custom_config: Dict[str, Any]) -> 'TrainingHparams':
+    """Missing keys take their defaults; unknown keys are an error, so a typo never goes unseen."""
+    fields = {field.name: field for field in dataclasses.fields(cls)}
+    unknown = sorted(set(custom_config) - set(fields))
+    if unknown:
+      raise ValueError(f'unknown hyperparameters {unknown}; known: {sorted(fields)}')
+    return cls(**{name: _checked_value(fields[name], value)
+                  for name, value in custom_config.items()})
+
+
+def _checked_value(field: dataclasses.Field, value: Any) -> Any:
+  """JSON writes 1.0 as 1, so an int is a valid float; any other type mismatch is an error."""
+  if field.type is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if type(value) is not field.type:  # pylint: disable=unidiomatic-typecheck
+    raise TypeError(f'{field.name}={value!r}: expected {field.type.__name__}')
+  return value

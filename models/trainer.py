@@ -1,0 +1,264 @@
+"""The TFX Trainer module: run_fn trains the VAE on Transform's `pixels` and exports it.
+
+Training runs whole epochs inside one tf.function: the loop over batches is a
+graph while-loop over a (distributed) dataset iterator, so no Python runs per
+batch and nothing returns to the host until the epoch ends. The same code runs
+under the default strategy on CPU, OneDeviceStrategy on one GPU and
+MirroredStrategy on several.
+
+Outputs under fn_args.model_run_dir: TensorBoard summaries (train/ and eval/:
+ELBO per epoch, images/s, and eval reconstructions) and history.json:
+  {"hparams": {...}, "strategy": "...", "num_train_examples": N,
+   "num_eval_examples": M, "epochs": [{"epoch": 1, "train_elbo": ..., "eval_elbo": ...,
+   "images_per_second": ..., "seconds": ..., "eval_seconds": ..., "cpu_seconds": ...},
+   ...]}
+ELBOs are in nats per image (negative; higher is better). train_elbo is the mean
+single-sample estimate over the epoch's batches as the weights changed;
+eval_elbo is vae.fixed_noise_elbo over the whole eval split after the epoch.
+"""
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import List, Optional, Tuple
+
+import tensorflow as tf
+import tensorflow_transform as tft
+from tfx_bsl.public import tfxio
+
+from vaetfx.models import export
+from vaetfx.models import features
+from vaetfx.models import vae as vae_lib
+from vaetfx.models.hparams import TrainingHparams
+
+READ_BATCH_SIZE = 1024
+EVAL_BATCH_SIZE = 256
+RECONSTRUCTION_IMAGES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochStats:
+  """One epoch; `seconds` is training wall time only, evaluation is `eval_seconds`.
+
+  `cpu_seconds` is the process's CPU time while training: on a shared machine
+  images per CPU-second still compare when wall times do not.
+  """
+  epoch: int
+  train_elbo: float
+  eval_elbo: float
+  images_per_second: float
+  seconds: float
+  eval_seconds: float
+  cpu_seconds: float
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+  """MirroredStrategy over several GPUs, OneDeviceStrategy on one, the default strategy on CPU."""
+  gpus = tf.config.list_logical_devices('GPU')
+  if len(gpus) > 1:
+    return tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
+  if gpus:
+    return tf.distribute.OneDeviceStrategy('/gpu:0')
+  return tf.distribute.get_strategy()
+
+
+def describe_strategy(strategy: tf.distribute.Strategy) -> str:
+  devices = (tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('CPU'))
+  return (f'{type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), '
+          f'devices {", ".join(device.name for device in devices)}')
+
+
+def read_pixels(data_accessor, file_patterns: List[str], schema) -> tf.data.Dataset:
+  """Transform's `pixels` [784] one example at a time, in file order (shuffling comes later)."""
+  options = tfxio.TensorFlowDatasetOptions(
+      batch_size=READ_BATCH_SIZE, num_epochs=1, shuffle=False)
+  batches = data_accessor.tf_dataset_factory(file_patterns, options, schema)
+  return batches.map(lambda batch: batch[features.PIXELS_KEY]).unbatch()
+
+
+def cache_and_count(pixels: tf.data.Dataset) -> Tuple[tf.data.Dataset, int]:
+  """Caches the examples in memory; counting them fills the cache before the first timed epoch."""
+  cached = pixels.cache()
+  return cached, int(cached.reduce(0, lambda count, _: count + 1))
+
+
+def epoch_step_counts(num_examples: int, batch_size: int, epochs: int,
+                      train_steps: Optional[int] = None) -> List[int]:
+  """Batches per epoch: `epochs` whole passes, or, when positive, `train_steps` batches in all.
+
+  TFX sets fn_args.train_steps from TrainArgs.num_steps (None when unset), so a
+  pipeline that asks for a step count gets exactly that many; the last epoch is
+  then cut short.
+  """
+  steps_per_epoch = math.ceil(num_examples / batch_size)
+  if not train_steps or train_steps < 0:
+    return [steps_per_epoch] * epochs
+  whole_epochs, rest = divmod(train_steps, steps_per_epoch)
+  return [steps_per_epoch] * whole_epochs + ([rest] if rest else [])
+
+
+def make_optimizer(hparams: TrainingHparams) -> tf.keras.optimizers.Optimizer:
+  optimizer = tf.keras.optimizers.Adam(hparams.learning_rate)
+  if hparams.mixed_precision:
+    return tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+class TrainingLoop:
+  """A VAE, its optimizer and data, and the compiled epoch functions, under one strategy.
+
+  The train split is cached in memory once, then reshuffled (seeded) each epoch,
+  batched and prefetched; the eval split is cached and batched in file order.
+  """
+
+  def __init__(self, hparams: TrainingHparams, train_pixels: tf.data.Dataset,
+               eval_pixels: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy] = None):
+    self.hparams = hparams
+    self.strategy = strategy or distribution_strategy()
+    tf.keras.utils.set_random_seed(hparams.seed)
+    train_pixels, self.num_train_examples = cache_and_count(train_pixels)
+    eval_pixels, self.num_eval_examples = cache_and_count(eval_pixels)
+    self.train_batches = (train_pixels
+                          .shuffle(self.num_train_examples, seed=hparams.seed)
+                          .batch(hparams.batch_size)
+                          .prefetch(tf.data.AUTOTUNE))
+    self.eval_batches = self.strategy.experimental_distribute_dataset(
+        eval_pixels.batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
+    self.reconstruction_inputs = next(iter(eval_pixels.batch(RECONSTRUCTION_IMAGES)))
+    with self.strategy.scope():
+      self.vae = vae_lib.build_vae(hparams)
+      self.optimizer = make_optimizer(hparams)
+      self.noise = tf.random.Generator.from_seed(hparams.seed)
+    self.eval_noise = tf.constant(vae_lib.eval_noise(hparams.eval_samples, hparams.latent_dim))
+    self.epochs_done = 0
+    # Autograph is for the loop over batches only: converting the steps would also
+    # transpile all of tf_keras they call, a minute of tracing for nothing.
+    train_step = tf.autograph.experimental.do_not_convert(self._train_step)
+    if hparams.xla:
+      train_step = tf.function(train_step, jit_compile=True, autograph=False)
+    eval_step = tf.autograph.experimental.do_not_convert(self._eval_step)
+    self._train_epoch = tf.function(lambda batches: self._sum_over(batches, train_step))
+    self._evaluate = tf.function(lambda batches: self._sum_over(batches, eval_step))
+
+  def _train_step(self, pixels: tf.Tensor) -> tf.Tensor:
+    """One replica's update; returns [sum of ELBO estimates, number of images]."""
+    noise = self.noise.normal([tf.shape(pixels)[0], self.hparams.latent_dim])
+    with tf.GradientTape() as tape:
+      log_likelihood, kl = vae_lib.elbo_terms(self.vae, pixels, noise, self.hparams.estimator)
+      loss = tf.nn.compute_average_loss(self.hparams.beta * kl - log_likelihood)
+      if self.hparams.mixed_precision:
+        loss = self.optimizer.get_scaled_loss(loss)
+    variables = self.vae.trainable_variables
+    gradients = tape.gradient(loss, variables)
+    if self.hparams.mixed_precision:
+      gradients = self.optimizer.get_unscaled_gradients(gradients)
+    self.optimizer.apply_gradients(zip(gradients, variables))
+    return _sum_and_count(log_likelihood - kl)
+
+  def _eval_step(self, pixels: tf.Tensor) -> tf.Tensor:
+    mean, logvar = self.vae.encode(pixels)
+    return _sum_and_count(
+        vae_lib.fixed_noise_elbo(self.vae.decode, pixels, mean, logvar, self.eval_noise))
+
+  def _sum_over(self, batches, step) -> tf.Tensor:
+    """Runs `step` on every batch in a graph loop and adds up its [sum, count] across replicas."""
+    totals = tf.zeros([2])
+    for batch in iter(batches):
+      per_replica = self.strategy.run(step, args=(batch,))
+      totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return totals
+
+  def train_epoch(self, steps: int) -> Tuple[float, int]:
+    """Trains on the next `steps` batches; returns (mean train ELBO, images seen)."""
+    batches = self.strategy.experimental_distribute_dataset(self.train_batches.take(steps))
+    elbo_sum, images = self._train_epoch(batches).numpy()
+    return float(elbo_sum / images), int(images)
+
+  def evaluate(self) -> float:
+    """Mean fixed-noise ELBO over the whole eval split."""
+    elbo_sum, images = self._evaluate(self.eval_batches).numpy()
+    return float(elbo_sum / images)
+
+  def run_epoch(self, steps: int) -> EpochStats:
+    start, cpu_start = time.perf_counter(), time.process_time()
+    train_elbo, images = self.train_epoch(steps)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    eval_elbo = self.evaluate()
+    self.epochs_done += 1
+    return EpochStats(epoch=self.epochs_done, train_elbo=train_elbo, eval_elbo=eval_elbo,
+                      images_per_second=images / seconds, seconds=seconds,
+                      eval_seconds=time.perf_counter() - start - seconds, cpu_seconds=cpu_seconds)
+
+  def reconstruction_pairs(self) -> tf.Tensor:
+    """[8, 28, 56, 1]: eval images beside their reconstructions from the latent mean."""
+    mean, _ = self.vae.encode(self.reconstruction_inputs)
+    pairs = tf.stack([self.reconstruction_inputs, tf.sigmoid(self.vae.decode(mean))], axis=1)
+    size = features.IMAGE_SIZE
+    rows_side_by_side = tf.transpose(tf.reshape(pairs, [-1, 2, size, size]), [0, 2, 1, 3])
+    return tf.reshape(rows_side_by_side, [-1, size, 2 * size, 1])
+
+
+def _sum_and_count(values: tf.Tensor) -> tf.Tensor:
+  return tf.stack([tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32)])
+
+
+class TrainingLog:
+  """Reports each epoch three ways: a printed line, TensorBoard summaries and history.json.
+
+  Progress is printed, not logged with absl: an in-process Transform leaves absl
+  silenced for the rest of the process.
+  """
+
+  def __init__(self, model_run_dir: str, loop: TrainingLoop, total_epochs: int):
+    self.history_path = os.path.join(model_run_dir, 'history.json')
+    self.total_epochs = total_epochs
+    self.train_writer = tf.summary.create_file_writer(os.path.join(model_run_dir, 'train'))
+    self.eval_writer = tf.summary.create_file_writer(os.path.join(model_run_dir, 'eval'))
+    self.history = {
+        'hparams': loop.hparams.to_custom_config(),
+        'strategy': describe_strategy(loop.strategy),
+        'num_train_examples': loop.num_train_examples,
+        'num_eval_examples': loop.num_eval_examples,
+        'epochs': [],
+    }
+    print(f'[trainer] {self.history["strategy"]}; {loop.num_train_examples} train and '
+          f'{loop.num_eval_examples} eval images', flush=True)
+
+  def record(self, stats: EpochStats, reconstruction_pairs: tf.Tensor):
+    print(f'[trainer] epoch {stats.epoch}/{self.total_epochs}  train ELBO {stats.train_elbo:.2f}  '
+          f'eval ELBO {stats.eval_elbo:.2f}  {stats.images_per_second:.0f} images/s  '
+          f'{stats.seconds:.1f} s (+{stats.eval_seconds:.1f} s eval)', flush=True)
+    with self.train_writer.as_default(step=stats.epoch):
+      tf.summary.scalar('elbo', stats.train_elbo)
+      tf.summary.scalar('images_per_second', stats.images_per_second)
+    with self.eval_writer.as_default(step=stats.epoch):
+      tf.summary.scalar('elbo', stats.eval_elbo)
+      tf.summary.image('reconstructions', reconstruction_pairs, max_outputs=RECONSTRUCTION_IMAGES)
+    self.history['epochs'].append(dataclasses.asdict(stats))
+    with tf.io.gfile.GFile(self.history_path, 'w') as f:
+      json.dump(self.history, f, indent=1)
+
+
+def run_fn(fn_args):
+  """TFX Trainer entry point: trains the VAE fn_args.custom_config describes, then exports it.
+
+  Hyperparameters: TrainingHparams.from_custom_config(fn_args.custom_config).
+  Epochs are passes over the whole train split unless TrainArgs.num_steps is
+  set (see epoch_step_counts). EvalArgs.num_steps is ignored: the held-out ELBO
+  always covers the whole eval split, so epochs and runs compare.
+  """
+  hparams = TrainingHparams.from_custom_config(fn_args.custom_config or {})
+  tf_transform_output = tft.TFTransformOutput(
+      fn_args.transform_graph_path or fn_args.transform_output)
+  schema = tf_transform_output.transformed_metadata.schema
+  loop = TrainingLoop(hparams,
+                      read_pixels(fn_args.data_accessor, fn_args.train_files, schema),
+                      read_pixels(fn_args.data_accessor, fn_args.eval_files, schema))
+  step_counts = epoch_step_counts(loop.num_train_examples, hparams.batch_size, hparams.epochs,
+                                  fn_args.train_steps)
+  log = TrainingLog(fn_args.model_run_dir, loop, len(step_counts))
+  for steps in step_counts:
+    log.record(loop.run_epoch(steps), loop.reconstruction_pairs())
+  export.export_serving_model(loop.vae, hparams, tf_transform_output, fn_args.serving_model_dir)
+  print(f'[trainer] exported the serving model to {fn_args.serving_model_dir}', flush=True)

@@ -1,0 +1,162 @@
+"""The seeds' two VAEs and their ELBO, in nats per image.
+
+Both networks work on flat pixels [N, 784] (what Transform writes) and return
+float32 whatever their compute dtype, so the loss is always computed in float32,
+as mixed precision requires.
+
+The likelihood is Bernoulli on logits, log p(x|z) = -sum(sigmoid_cross_entropy),
+which stays finite on all-zero and all-one images where log(sigmoid(.)) would not.
+"""
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from vaetfx.models import features
+from vaetfx.models.hparams import TrainingHparams
+
+MLP_HIDDEN_UNITS = 512
+# Fixed, not the training seed: candidate and baseline models are then scored on
+# the same noise, so a change in the held-out ELBO is the model's, not the draw's.
+EVAL_NOISE_SEED = 1234
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class VAE:
+  """An encoder (pixels -> mean, log-variance) and a decoder (latent -> pixel logits).
+
+  A plain object rather than a tf.Module: the SavedModel tracks its variables
+  only, because tracking the Keras models makes tf_keras serialize them too,
+  re-tracing every layer for most of a minute.
+  """
+
+  def __init__(self, encoder: tf.keras.Model, decoder: tf.keras.Model, latent_dim: int):
+    self.encoder = encoder
+    self.decoder = decoder
+    self.latent_dim = latent_dim
+
+  @property
+  def trainable_variables(self):
+    return self.encoder.trainable_variables + self.decoder.trainable_variables
+
+  @property
+  def variables(self):
+    return self.encoder.variables + self.decoder.variables
+
+  def encode(self, pixels: tf.Tensor):
+    mean, logvar = tf.split(tf.cast(self.encoder(pixels), tf.float32), 2, axis=-1)
+    return mean, logvar
+
+  def decode(self, latent: tf.Tensor) -> tf.Tensor:
+    return tf.cast(self.decoder(latent), tf.float32)
+
+
+def conv_networks(latent_dim: int, dtype):
+  """Seed 001's convolutional encoder and decoder, reshaped to and from flat pixels."""
+  layers = tf.keras.layers
+  encoder = tf.keras.Sequential([
+      layers.InputLayer(input_shape=(features.NUM_PIXELS,)),
+      layers.Reshape((features.IMAGE_SIZE, features.IMAGE_SIZE, 1), dtype=dtype),
+      layers.Conv2D(32, 3, strides=2, activation='relu', dtype=dtype),
+      layers.Conv2D(64, 3, strides=2, activation='relu', dtype=dtype),
+      layers.Flatten(dtype=dtype),
+      layers.Dense(2 * latent_dim, dtype=dtype),
+  ], name='encoder')
+  decoder = tf.keras.Sequential([
+      layers.InputLayer(input_shape=(latent_dim,)),
+      layers.Dense(7 * 7 * 32, activation='relu', dtype=dtype),
+      layers.Reshape((7, 7, 32), dtype=dtype),
+      layers.Conv2DTranspose(64, 3, strides=2, padding='same', activation='relu', dtype=dtype),
+      layers.Conv2DTranspose(32, 3, strides=2, padding='same', activation='relu', dtype=dtype),
+      layers.Conv2DTranspose(1, 3, strides=1, padding='same', dtype=dtype),
+      layers.Flatten(dtype=dtype),
+  ], name='decoder')
+  return encoder, decoder
+
+
+def mlp_networks(latent_dim: int, dtype):
+  """Seed 002's Keras MLP; its two Dense(latent_dim) heads are one Dense(2 * latent_dim) here."""
+  layers = tf.keras.layers
+  encoder = tf.keras.Sequential([
+      layers.InputLayer(input_shape=(features.NUM_PIXELS,)),
+      layers.Dense(MLP_HIDDEN_UNITS, activation='relu', dtype=dtype),
+      layers.Dense(2 * latent_dim, dtype=dtype),
+  ], name='encoder')
+  decoder = tf.keras.Sequential([
+      layers.InputLayer(input_shape=(latent_dim,)),
+      layers.Dense(MLP_HIDDEN_UNITS, activation='relu', dtype=dtype),
+      layers.Dense(features.NUM_PIXELS, dtype=dtype),
+  ], name='decoder')
+  return encoder, decoder
+
+
+def build_vae(hparams: TrainingHparams) -> VAE:
+  """The model `hparams` names; mixed precision sets each layer's policy, never the global one."""
+  dtype = tf.keras.mixed_precision.Policy('mixed_float16' if hparams.mixed_precision else 'float32')
+  networks = conv_networks if hparams.model == 'conv' else mlp_networks
+  return VAE(*networks(hparams.latent_dim, dtype), hparams.latent_dim)
+
+
+def float32_copy(vae: VAE, hparams: TrainingHparams) -> VAE:
+  """The same weights in a float32 model outside any distribution strategy, for export."""
+  copy = build_vae(dataclasses.replace(hparams, mixed_precision=False))
+  for target, source in zip(copy.variables, vae.variables):
+    target.assign(source)
+  return copy
+
+
+def bernoulli_log_likelihood(pixels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+  """log p(x|z) per example, summed over the last axis."""
+  return -tf.reduce_sum(
+      tf.nn.sigmoid_cross_entropy_with_logits(labels=pixels, logits=logits), axis=-1)
+
+
+def log_normal_pdf(sample: tf.Tensor, mean, logvar) -> tf.Tensor:
+  """log N(sample; mean, exp(logvar)) of a diagonal Gaussian, summed over the last axis."""
+  return tf.reduce_sum(
+      -0.5 * ((sample - mean) ** 2 * tf.exp(-logvar) + logvar + LOG_2PI), axis=-1)
+
+
+def analytic_kl(mean: tf.Tensor, logvar: tf.Tensor) -> tf.Tensor:
+  """KL(N(mean, exp(logvar)) || N(0, I)) per example, in closed form."""
+  return 0.5 * tf.reduce_sum(tf.exp(logvar) + tf.square(mean) - 1.0 - logvar, axis=-1)
+
+
+def elbo_terms(vae: VAE, pixels: tf.Tensor, noise: tf.Tensor, estimator: str):
+  """(log p(x|z), KL estimate) per example for one reparameterized z = mean + std * noise.
+
+  The KL estimate is the closed form (`analytic`) or the single-sample
+  log q(z|x) - log p(z) (`monte_carlo`); either way ELBO = log p(x|z) - KL and
+  the training loss is -(log p(x|z) - beta * KL).
+  """
+  mean, logvar = vae.encode(pixels)
+  latent = mean + tf.exp(0.5 * logvar) * noise
+  log_likelihood = bernoulli_log_likelihood(pixels, vae.decode(latent))
+  if estimator == 'analytic':
+    return log_likelihood, analytic_kl(mean, logvar)
+  return log_likelihood, log_normal_pdf(latent, mean, logvar) - log_normal_pdf(latent, 0.0, 0.0)
+
+
+def eval_noise(samples: int, latent_dim: int) -> np.ndarray:
+  """The K fixed standard-normal draws [K, latent_dim] of fixed_noise_elbo."""
+  rng = np.random.default_rng(EVAL_NOISE_SEED)
+  return rng.standard_normal((samples, latent_dim)).astype(np.float32)
+
+
+def fixed_noise_elbo(decode, pixels: tf.Tensor, mean: tf.Tensor, logvar: tf.Tensor,
+                     noise: tf.Tensor) -> tf.Tensor:
+  """A deterministic per-example ELBO [N]: closed-form KL plus log p(x|z) averaged over K fixed draws.
+
+  z_k = mean + std * eps_k with the same K draws eps_k ~ N(0, I) (eval_noise) for
+  every example: common random numbers. Each example's value is still an
+  unbiased estimate of its ELBO, and it depends neither on the run nor on how
+  examples are batched, so held-out ELBOs of two models, or of one model scored
+  by TFMA and by hand, compare exactly. `decode` maps [M, L] latents to [M, 784]
+  logits.
+  """
+  samples, latent_dim = tf.shape(noise)[0], tf.shape(noise)[1]
+  latent = mean[tf.newaxis] + tf.exp(0.5 * logvar)[tf.newaxis] * noise[:, tf.newaxis]
+  logits = tf.reshape(decode(tf.reshape(latent, [-1, latent_dim])),
+                      [samples, -1, features.NUM_PIXELS])
+  log_likelihood = bernoulli_log_likelihood(tf.broadcast_to(pixels, tf.shape(logits)), logits)
+  return tf.reduce_mean(log_likelihood, axis=0) - analytic_kl(mean, logvar)

@@ -1,0 +1,118 @@
+"""What a run ended with, read back from ML Metadata: ELBOs, the gate's verdict, the push, the report.
+
+Read from the executions this run registered (cached ones included), so a
+re-run that recomputed nothing still reports the model it reused.
+"""
+import dataclasses
+import os
+from typing import Dict, List, Optional
+
+import tensorflow_model_analysis as tfma
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from vaetfx.models import elbo_metric
+
+
+@dataclasses.dataclass
+class ComponentRun:
+  component: str
+  seconds: float
+  cached: bool
+  execution_id: Optional[int] = None
+
+
+@dataclasses.dataclass
+class RunSummary:
+  runs: List[ComponentRun]
+  candidate_elbo: Optional[float] = None
+  baseline_elbo: Optional[float] = None
+  blessed: Optional[bool] = None
+  gate_failures: List[str] = dataclasses.field(default_factory=list)
+  pushed_path: str = ''
+  pushed_version: str = ''
+  report_path: str = ''
+
+
+def output_artifacts(store: metadata_store.MetadataStore,
+                     execution_id: int) -> Dict[str, metadata_store_pb2.Artifact]:
+  """The execution's output artifacts by output key (e.g. 'blessing', 'pushed_model')."""
+  events = [e for e in store.get_events_by_execution_ids([execution_id])
+            if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.PENDING_OUTPUT)]
+  artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+  return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events}
+
+
+def overall_mean_elbo(evaluation_uri: str) -> Dict[str, float]:
+  """The unsliced mean ELBO per model name ('candidate', 'baseline', or '' without a baseline)."""
+  elbos = {}
+  for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+    if metrics_for_slice.slice_key.single_slice_keys:
+      continue
+    for entry in metrics_for_slice.metric_keys_and_values:
+      if entry.key.name == elbo_metric.MEAN_ELBO and not entry.key.is_diff:
+        elbos[entry.key.model_name] = entry.value.double_value.value
+  return elbos
+
+
+def gate_failures(evaluation_uri: str) -> List[str]:
+  """One line per failed threshold, as TFMA's validator recorded it."""
+  result = tfma.load_validation_result(evaluation_uri)
+  return [f'{failure.metric_key.name}'
+          f'{" of " + failure.metric_key.model_name if failure.metric_key.model_name else ""}'
+          f'{" (change vs baseline)" if failure.metric_key.is_diff else ""} = '
+          f'{failure.metric_value.double_value.value:.2f} failed {failure.message or "its threshold"}'
+          for per_slice in result.metric_validations_per_slice
+          for failure in per_slice.failures]
+
+
+def _custom(artifact: metadata_store_pb2.Artifact, name: str):
+  value = artifact.custom_properties.get(name)
+  if value is None:
+    return None
+  return getattr(value, value.WhichOneof('value'))
+
+
+def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> RunSummary:
+  summary = RunSummary(runs=runs)
+  outputs = {run.component: output_artifacts(store, run.execution_id)
+             for run in runs if run.execution_id is not None}
+  evaluation = outputs.get('Evaluator', {}).get('evaluation')
+  if evaluation is not None:
+    elbos = overall_mean_elbo(evaluation.uri)
+    summary.candidate_elbo = elbos.get('candidate', elbos.get(''))
+    summary.baseline_elbo = elbos.get('baseline')
+    summary.gate_failures = gate_failures(evaluation.uri)
+  blessing = outputs.get('Evaluator', {}).get('blessing')
+  if blessing is not None:
+    summary.blessed = bool(_custom(blessing, 'blessed'))
+  pushed = outputs.get('AtomicPusher', {}).get('pushed_model')
+  if pushed is not None and _custom(pushed, 'pushed'):
+    summary.pushed_path = _custom(pushed, 'pushed_destination') or ''
+    summary.pushed_version = str(_custom(pushed, 'pushed_version') or '')
+  report = outputs.get('VaeReport', {}).get('report')
+  if report is not None:
+    summary.report_path = os.path.join(report.uri, 'index.html')
+  return summary
+
+
+def format_summary(summary: RunSummary) -> str:
+  """The end-of-run text: timings, then what the run decided and where its outputs are."""
+  lines = ['Component wall times:']
+  for run in summary.runs:
+    lines.append(f'  {run.component:<30} {"cached" if run.cached else f"{run.seconds:7.1f} s"}')
+  if summary.candidate_elbo is not None:
+    baseline = ('none (first blessed model)' if summary.baseline_elbo is None
+                else f'{summary.baseline_elbo:.2f} nats')
+    lines += [f'Held-out ELBO: candidate {summary.candidate_elbo:.2f} nats, baseline {baseline}']
+  if summary.blessed is not None:
+    verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
+    reasons = '; '.join(summary.gate_failures) or 'every threshold passed'
+    lines.append(f'Evaluator: {verdict} ({reasons})')
+  if summary.pushed_path:
+    lines.append(f'Pushed: {summary.pushed_path} (version {summary.pushed_version})')
+  elif summary.blessed is not None:
+    lines.append('Pushed: nothing; the serving directory keeps its earlier versions')
+  if summary.report_path:
+    lines.append(f'Report: {summary.report_path}')
+  return '\n'.join(lines)

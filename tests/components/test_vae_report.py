@@ -1,0 +1,135 @@
+"""VaeReport's executor on models the Trainer's run_fn really exported (tests/model_fixtures.py)."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+from tfx.types import channel, standard_artifacts
+
+from tests import model_fixtures
+from vaetfx.components.vae_report import executor
+from vaetfx.components.vae_report.component import VaeReport, VaeReportArtifact
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+ALWAYS_DRAWN = (executor.RECONSTRUCTIONS_FILE, executor.PRIOR_SAMPLES_FILE,
+                executor.LATENT_SPACE_FILE, executor.ELBO_CURVES_FILE)
+HISTORY = {'strategy': 'default', 'epochs': [  # models/trainer.py's TrainingLog, abridged.
+    {'epoch': 1, 'train_elbo': -210.0, 'eval_elbo': -190.0, 'seconds': 1.0},
+    {'epoch': 2, 'train_elbo': -150.0, 'eval_elbo': -145.0, 'seconds': 1.0},
+    {'epoch': 3, 'train_elbo': -130.0, 'eval_elbo': -131.0, 'seconds': 1.0}]}
+
+
+@pytest.fixture(scope='module')
+def trained_model_5d(tmp_path_factory, transformed_mnist):
+  """The tiny model of conftest's trained_model, with a 5-D latent space."""
+  return model_fixtures.train_tiny_model(
+      transformed_mnist, str(tmp_path_factory.mktemp('trained_model_5d')),
+      dataclasses.replace(model_fixtures.TINY_HPARAMS, latent_dim=5))
+
+
+def _artifact(artifact_class, uri):
+  artifact = artifact_class()
+  artifact.uri = uri
+  return artifact
+
+
+def _run(tmp_path, trained: model_fixtures.TrainedModel, transformed: model_fixtures.TransformedMnist,
+         model_run_dir=None):
+  """The executor on the Trainer's outputs: the Model uri holds Format-Serving/."""
+  report = _artifact(VaeReportArtifact, str(tmp_path / 'report'))
+  executor.Executor().Do(
+      {'model': [_artifact(standard_artifacts.Model, os.path.dirname(trained.serving_model_dir))],
+       'model_run': [_artifact(standard_artifacts.ModelRun, model_run_dir or trained.model_run_dir)],
+       'examples': [model_fixtures.examples_artifact(transformed.raw_examples_dir)]},
+      {'report': [report]},
+      {executor.NUM_EXAMPLES_KEY: 80, executor.SEED_KEY: 0})
+  return report.uri
+
+
+def _pngs(report_dir):
+  return sorted(name for name in os.listdir(report_dir) if name.endswith('.png'))
+
+
+def _assert_valid_png(path):
+  with open(path, 'rb') as f:
+    assert f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+  with Image.open(path) as image:
+    image.verify()
+  with Image.open(path) as image:
+    assert image.width > 100 and image.height > 100
+
+
+def _index(report_dir):
+  with open(os.path.join(report_dir, executor.INDEX_FILE)) as f:
+    return f.read()
+
+
+def test_2d_latent_report_has_every_picture_and_the_manifold(tmp_path, trained_model,
+                                                             transformed_mnist):
+  report_dir = _run(tmp_path, trained_model, transformed_mnist)
+  assert _pngs(report_dir) == sorted(ALWAYS_DRAWN + (executor.MANIFOLD_FILE,))
+  for name in _pngs(report_dir):
+    _assert_valid_png(os.path.join(report_dir, name))
+    assert f'<img src="{name}"' in _index(report_dir)
+  assert 'mean ELBO of 80 held-out digits' in _index(report_dir)
+  assert 'held-out ELBO after epoch 2</th>' in _index(report_dir)
+
+
+def test_higher_latent_dim_is_projected_and_has_no_manifold(tmp_path, trained_model_5d,
+                                                            transformed_mnist):
+  report_dir = _run(tmp_path, trained_model_5d, transformed_mnist)
+  assert _pngs(report_dir) == sorted(ALWAYS_DRAWN)
+  assert executor.MANIFOLD_FILE not in _index(report_dir)
+  assert 'PCA of the 5-D latent means' in _index(report_dir)
+
+
+def test_missing_history_leaves_out_only_the_curves(tmp_path, trained_model, transformed_mnist):
+  os.makedirs(tmp_path / 'empty_model_run')
+  report_dir = _run(tmp_path, trained_model, transformed_mnist, str(tmp_path / 'empty_model_run'))
+  assert executor.ELBO_CURVES_FILE not in _pngs(report_dir)
+  assert executor.MANIFOLD_FILE in _pngs(report_dir)
+
+
+def test_elbo_history_reads_the_trainers_epochs(tmp_path):
+  path = tmp_path / 'history.json'
+  path.write_text(json.dumps(HISTORY))
+  assert executor.read_elbo_history(str(path)) == {
+      'training': [-210.0, -150.0, -130.0], 'held-out': [-190.0, -145.0, -131.0]}
+  path.write_text(json.dumps({'epochs': []}))
+  assert not executor.read_elbo_history(str(path))
+  assert not executor.read_elbo_history(str(tmp_path / 'absent.json'))
+
+
+def test_projection_keeps_2d_means_and_orders_components_by_variance():
+  rng = np.random.default_rng(0)
+  means_2d = rng.normal(size=(50, 2))
+  assert executor.project_to_2d(means_2d)[0] is means_2d
+  stretched = rng.normal(size=(200, 4)) * np.array([0.1, 5.0, 0.2, 1.0])
+  points, axis_labels = executor.project_to_2d(stretched)
+  assert points.shape == (200, 2)
+  assert np.var(points[:, 0]) > np.var(points[:, 1]) > np.var(stretched[:, 0])
+  assert axis_labels[0].startswith('PC1 (9')
+
+
+def test_manifold_grid_is_row_major_with_z2_decreasing():
+  values, latents = executor.manifold_grid(3)
+  np.testing.assert_allclose(values, [-1.645, 0.0, 1.645], atol=1e-3)
+  np.testing.assert_allclose(latents[:3, 1], [values[2]] * 3)
+  np.testing.assert_allclose(latents[:3, 0], values)
+
+
+def test_component_takes_trainer_and_example_gen_channels():
+  report = VaeReport(model=channel.Channel(type=standard_artifacts.Model),
+                     model_run=channel.Channel(type=standard_artifacts.ModelRun),
+                     examples=channel.Channel(type=standard_artifacts.Examples))
+  assert report.outputs['report'].type is VaeReportArtifact
+  assert report.exec_properties == {'num_examples': 2000, 'seed': 0}
+
+
+def test_component_rejects_other_artifact_types():
+  with pytest.raises(TypeError):
+    VaeReport(model=channel.Channel(type=standard_artifacts.Examples),
+              model_run=channel.Channel(type=standard_artifacts.ModelRun),
+              examples=channel.Channel(type=standard_artifacts.Examples))

@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_run_parser(subparsers)
   from vaetfx.pipeline import kubeflow_runner  # pylint: disable=g-import-not-at-top
   kubeflow_runner.add_subcommands(subparsers)
+  from vaetfx.serving import cli as serving_cli  # pylint: disable=g-import-not-at-top
+  serving_cli.add_subcommands(subparsers)
   return parser
 
 

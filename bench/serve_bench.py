@@ -1,0 +1,151 @@
+"""Benchmark: what serving over gRPC costs on top of calling the model in-process.
+
+Measures serving_default at batch 1 and 64 (latency p50/p99) and requests per
+second with 16 concurrent clients (batch 1), for the model called in-process
+(the floor), for `vaetfx serve` in its own process, and for the same server with
+batching (serving/deploy/batching_parameters.txt). Prints one table.
+
+  python bench/serve_bench.py --model-dir outputs/serving/vae      (make bench-serve)
+"""
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+import portpicker  # pylint: disable=g-import-not-at-top,wrong-import-position
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from vaetfx.serving import client  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaetfx.serving import versions  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+BATCHING_FILE = os.path.join(os.path.dirname(client.__file__), 'deploy', 'batching_parameters.txt')
+CLIENTS = 16
+
+
+def percentiles_ms(call, repeats: int):
+  """(p50, p99) in milliseconds of `call()`, after a warm-up."""
+  for _ in range(max(10, repeats // 10)):
+    call()
+  seconds = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    call()
+    seconds.append(time.perf_counter() - start)
+  return tuple(float(np.percentile(seconds, q)) * 1e3 for q in (50, 99))
+
+
+def requests_per_second(make_call, images, seconds: float) -> float:
+  """CLIENTS threads, each with its own `make_call()`, send `images` in a loop for `seconds`."""
+  stop = threading.Event()
+  counts = [0] * CLIENTS
+
+  def loop(index, call):
+    while not stop.is_set():
+      call(images)
+      counts[index] += 1
+
+  threads = [threading.Thread(target=loop, args=(i, make_call())) for i in range(CLIENTS)]
+  for thread in threads:
+    thread.start()
+  time.sleep(seconds)
+  stop.set()
+  for thread in threads:
+    thread.join()
+  return sum(counts) / seconds
+
+
+def measure(make_call, images, args):
+  """One table row: batch 1 and batch 64 latency, then throughput of 16 clients at batch 1."""
+  call = make_call()
+  one, many = images[:1], images[:64]
+  return (*percentiles_ms(lambda: call(one), args.repeats),
+          *percentiles_ms(lambda: call(many), max(20, args.repeats // 5)),
+          requests_per_second(make_call, one, args.seconds))
+
+
+def in_process_calls(version_dir: str):
+  signature = tf.saved_model.load(version_dir).signatures['serving_default']
+  return lambda: lambda images: {k: v.numpy() for k, v in signature(images=images).items()}
+
+
+class LocalServer:
+  """`vaetfx serve` in its own process, as users run it, on a free port."""
+
+  def __init__(self, model_dir: str, extra_flags=()):
+    self.address = f'127.0.0.1:{portpicker.pick_unused_port()}'
+    self._process = subprocess.Popen(
+        [sys.executable, '-m', 'vaetfx.cli', 'serve', '--model-dir', model_dir,
+         '--port', self.address.split(':')[1], *extra_flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+  def __enter__(self):
+    with client.ServingClient(self.address) as probe:
+      probe.wait_until_available(timeout=300)
+    return self
+
+  def __exit__(self, *exc_info):
+    self._process.terminate()
+    self._process.wait(timeout=60)
+
+  def round_trip_ms(self, model_name: str, repeats: int) -> float:
+    """p50 of GetModelStatus, an RPC without model work: the transport's share on this machine."""
+    with client.ServingClient(self.address, model_name) as serving:
+      return percentiles_ms(serving.version_states, repeats)[0]
+
+  def calls(self, model_name: str):
+    """A fresh client (own channel) per call site, as separate client processes would have."""
+    def make_call():
+      serving = client.ServingClient(self.address, model_name, timeout=60)
+      return lambda images: serving.predict('serving_default', {'images': images}).outputs
+    return make_call
+
+
+def print_table(rows, round_trip_ms: float):
+  header = (f'{"":<28}{"batch 1 p50":>12}{"p99":>8}{"batch 64 p50":>14}{"p99":>8}'
+            f'{f"{CLIENTS} clients":>13}')
+  print(f'\n{header}\n{"":<28}{"ms":>12}{"ms":>8}{"ms":>14}{"ms":>8}{"req/s":>13}')
+  for name, values in rows:
+    print(f'{name:<28}{values[0]:>12.2f}{values[1]:>8.2f}{values[2]:>14.2f}{values[3]:>8.2f}'
+          f'{values[4]:>13.0f}')
+  floor, served = rows[0][1], rows[1][1]
+  print(f'\nServer overhead at batch 1, p50: {served[0] - floor[0]:+.2f} ms '
+        f'(goal: under 1 ms); at batch 64: {served[2] - floor[2]:+.2f} ms.\n'
+        f'gRPC round trip without model work (GetModelStatus), p50: {round_trip_ms:.2f} ms.')
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--model-dir', default=os.path.join('outputs', 'serving', 'vae'),
+                      help='<serving_dir>/<model_name> with pushed versions; the newest is used.')
+  parser.add_argument('--repeats', type=int, default=500, help='Calls per batch-1 percentile.')
+  parser.add_argument('--seconds', type=float, default=5.0, help='Duration of each throughput run.')
+  args = parser.parse_args(argv)
+  if not os.path.isdir(args.model_dir) or not versions.versions_on_disk(args.model_dir):
+    print(f'error: no pushed model under {args.model_dir}: run the pipeline (make run), or '
+          f'point --model-dir (make: SERVE_MODEL_DIR=) at <serving_dir>/<model_name>',
+          file=sys.stderr)
+    return 2
+  newest = versions.versions_on_disk(args.model_dir)
+  model_name = os.path.basename(os.path.normpath(args.model_dir))
+  images = (np.random.default_rng(0).random((64, 28, 28)) * 255).astype(np.uint8)
+  print(f'Model {model_name} version {max(newest)}; {os.cpu_count()} CPUs; '
+        f'load average {os.getloadavg()[0]:.1f} (other processes skew the numbers)')
+  rows = [('in-process (floor)', measure(in_process_calls(newest[max(newest)]), images, args))]
+  with LocalServer(args.model_dir) as server:
+    rows.append(('vaetfx serve', measure(server.calls(model_name), images, args)))
+    round_trip_ms = server.round_trip_ms(model_name, args.repeats)
+  with LocalServer(args.model_dir, ['--batching-parameters-file', BATCHING_FILE]) as server:
+    rows.append(('vaetfx serve, batching', measure(server.calls(model_name), images, args)))
+  print_table(rows, round_trip_ms)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

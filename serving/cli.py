@@ -1,0 +1,334 @@
+"""`vaetfx serve` (a local server speaking TF Serving's gRPC API) and `vaetfx query` (its client).
+
+The query commands talk to real TF Serving and to `vaetfx serve` alike. The
+server and client modules import TensorFlow, so they are imported by the
+handlers, not here: `vaetfx --help` stays instant.
+"""
+import argparse
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+
+import numpy as np
+
+from vaetfx.serving import defaults
+
+EXIT_SERVING_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows a flag's default only when it has one worth showing (not None, '', [] or False)."""
+
+  def _get_help_string(self, action):
+    if action.default in (None, '', [], False):
+      return action.help
+    return super()._get_help_string(action)
+
+
+def add_subcommands(subparsers):
+  """Registers `serve` and `query` on the `vaetfx` command's subparsers."""
+  _add_serve_parser(subparsers)
+  _add_query_parser(subparsers)
+
+
+def _version_label(text: str):
+  name, _, version = text.partition('=')
+  if not name or not version.isdigit():
+    raise argparse.ArgumentTypeError(f'{text!r}: expected LABEL=VERSION, e.g. stable=1700000000')
+  return name, int(version)
+
+
+def _positive(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f'{text}: must be at least 1')
+  return value
+
+
+def _add_serve_parser(subparsers):
+  serve = subparsers.add_parser(
+      'serve', help='Serve pushed model versions over TF Serving\'s gRPC API.',
+      description='A local stand-in for TensorFlow Serving: serves the integer-named version '
+                  'folders the Pusher writes under --model-dir, loads new versions and unloads '
+                  'removed ones while running, and answers PredictionService.Predict, '
+                  'GetModelMetadata and ModelService.GetModelStatus as TF Serving does. '
+                  'SIGTERM or Ctrl-C stops it after the requests in flight finish.',
+      formatter_class=_HelpFormatter)
+  serve.add_argument('--model-dir', required=True,
+                     help='The model\'s base path, <serving_dir>/<model_name>, holding version '
+                          'folders 1/, 2/, ... (TF Serving\'s --model_base_path).')
+  serve.add_argument('--model-name', default='',
+                     help='Name clients ask for. Default: the last folder of --model-dir.')
+  serve.add_argument('--host', default=defaults.HOST,
+                     help='Address to listen on; 0.0.0.0 exposes the server to the network.')
+  serve.add_argument('--port', type=int, default=defaults.PORT,
+                     help='gRPC port (0: any free port, printed at start).')
+  serve.add_argument('--poll-seconds', type=float, default=defaults.POLL_SECONDS,
+                     help='Seconds between looks at --model-dir for new or removed versions '
+                          '(0: look once at start).')
+  serve.add_argument('--version-policy', default='latest',
+                     help='Versions to serve: latest, latest:N, all, or specific:V1,V2 (TF '
+                          'Serving\'s model_version_policy). Requests without a version get the '
+                          'highest loaded one.')
+  serve.add_argument('--version-label', type=_version_label, action='append', default=[],
+                     metavar='LABEL=VERSION',
+                     help='Let requests ask for VERSION by LABEL (e.g. stable=1), repeatable.')
+  serve.add_argument('--threads', type=_positive, default=defaults.SERVER_THREADS,
+                     help='Requests handled at once; more wait in gRPC\'s queue.')
+  serve.add_argument('--max-message-mb', type=_positive, default=defaults.MAX_MESSAGE_BYTES >> 20,
+                     help='Largest request or response in MiB; bigger ones get RESOURCE_EXHAUSTED.')
+  serve.add_argument('--enable-batching', action='store_true',
+                     help='Batch concurrent Predict calls of a signature together, as TF '
+                          'Serving\'s --enable_batching (signatures with scalar inputs, like '
+                          'sample, run unbatched).')
+  serve.add_argument('--batching-parameters-file', default='',
+                     help='TF Serving\'s batching_parameters.txt (max_batch_size, '
+                          'batch_timeout_micros, max_enqueued_batches, num_batch_threads, '
+                          'allowed_batch_sizes); implies --enable-batching.')
+  serve.add_argument('--tls-cert', default='', help='PEM certificate chain: serve over TLS.')
+  serve.add_argument('--tls-key', default='', help='PEM private key of --tls-cert.')
+  serve.add_argument('--grace-seconds', type=float, default=defaults.GRACE_SECONDS,
+                     help='On SIGTERM, how long requests in flight may take to finish.')
+  serve.set_defaults(handler=_serve)
+
+
+def _server_config(args):
+  """The ServerConfig the flags describe; ValueError for inconsistent ones."""
+  from vaetfx.serving import batching, server, versions  # pylint: disable=g-import-not-at-top
+  if bool(args.tls_cert) != bool(args.tls_key):
+    raise ValueError('--tls-cert and --tls-key go together')
+  if '://' not in args.model_dir and not os.path.isdir(args.model_dir):
+    raise ValueError(f'--model-dir {args.model_dir}: no such folder')
+  parameters = None
+  if args.batching_parameters_file:
+    with open(args.batching_parameters_file, encoding='utf-8') as f:
+      parameters = batching.BatchingParameters.from_text(f.read())
+  elif args.enable_batching:
+    parameters = batching.BatchingParameters()
+  return server.ServerConfig(
+      model_dir=args.model_dir, model_name=args.model_name, host=args.host, port=args.port,
+      poll_seconds=args.poll_seconds,
+      version_policy=versions.VersionPolicy.parse(args.version_policy),
+      version_labels=dict(args.version_label), threads=args.threads,
+      max_message_bytes=args.max_message_mb << 20, batching_parameters=parameters,
+      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key)
+
+
+def _serve(args) -> int:
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  try:
+    config = _server_config(args)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_USAGE
+  stop = threading.Event()
+  # Installed before loading, so a SIGTERM during a long load still stops gracefully.
+  previous = {sig: signal.signal(sig, lambda *_: stop.set())
+              for sig in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    return _serve_until(stop, config, args.grace_seconds)
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+
+
+def _serve_until(stop: threading.Event, config, grace_seconds: float) -> int:
+  from vaetfx.serving import server  # pylint: disable=g-import-not-at-top
+  model_server = server.ModelServer(config)
+  try:
+    model_server.start()
+  except OSError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return EXIT_SERVING_ERROR
+  print(f'Serving model {config.name!r} (versions {model_server.manager.available_versions}) '
+        f'from {config.model_dir} on {model_server.address}; SIGTERM or Ctrl-C stops.',
+        flush=True)
+  stop.wait()
+  print(f'Stopping: letting requests in flight finish (up to {grace_seconds:g} s).', flush=True)
+  model_server.stop(grace_seconds)
+  return 0
+
+
+def _connection_flags() -> argparse.ArgumentParser:
+  """Flags every query command shares: where the server is and which model version to ask."""
+  flags = argparse.ArgumentParser(add_help=False)
+  group = flags.add_argument_group('server and model')
+  group.add_argument('--server', default=defaults.ADDRESS,
+                     help='host:port of TF Serving or `vaetfx serve` (gRPC).')
+  group.add_argument('--model-name', default=defaults.MODEL_NAME, help='Model to query.')
+  version = group.add_mutually_exclusive_group()
+  version.add_argument('--version', type=int, help='Ask for this version. Default: the latest.')
+  version.add_argument('--version-label', default='',
+                       help='Ask for the version behind this label (e.g. stable).')
+  group.add_argument('--timeout', type=float, default=defaults.TIMEOUT_SECONDS,
+                     help='Deadline of each call, in seconds.')
+  group.add_argument('--tls', action='store_true',
+                     help='Connect over TLS, trusting the system\'s root certificates.')
+  group.add_argument('--tls-ca', default='',
+                     help='PEM file of the CA that signed the server\'s certificate; '
+                          'implies --tls.')
+  group.add_argument('--max-message-mb', type=_positive,
+                     default=defaults.MAX_MESSAGE_BYTES >> 20,
+                     help='Largest request or response accepted, in MiB.')
+  return flags
+
+
+def _image_inputs(parser: argparse.ArgumentParser):
+  parser.add_argument('inputs', nargs='+', metavar='INPUT',
+                      help='PNG/JPEG files (one digit each, resized to 28x28 if needed, '
+                           'inverted if dark on light), .npy (uint8 [N, 28, 28]) or MNIST IDX '
+                           'files (.gz or not).')
+  parser.add_argument('--limit', type=int, default=64,
+                      help='Use the first N images of the inputs together (0: all).')
+
+
+def _add_query_parser(subparsers):
+  query = subparsers.add_parser(
+      'query', help='Query the served VAE over gRPC (TF Serving or `vaetfx serve`).',
+      description='Calls the model\'s signatures through TF Serving\'s PredictionService. '
+                  'Exit codes: 0 done, 1 the server failed or refused, 2 bad input file or flag.')
+  commands = query.add_subparsers(dest='query_command', required=True, metavar='COMMAND')
+  flags = _connection_flags()
+  formatter = _HelpFormatter
+
+  reconstruct = commands.add_parser(
+      'reconstruct', parents=[flags], formatter_class=formatter,
+      help='Encode and decode images; write originals next to reconstructions.',
+      description='Runs serving_default; the PNG grid pairs each original (left) with its '
+                  'reconstruction (right).')
+  _image_inputs(reconstruct)
+  reconstruct.add_argument('--output', '-o', default='reconstructions.png', help='PNG to write.')
+  reconstruct.set_defaults(handler=_with_client(_reconstruct))
+
+  encode = commands.add_parser(
+      'encode', parents=[flags], formatter_class=formatter,
+      help='Print or save latent vectors (mean and log-variance) of images.',
+      description='Runs the encode signature. Without --output, prints one row per image.')
+  _image_inputs(encode)
+  encode.add_argument('--output', '-o', default='',
+                      help='.npz: latent_mean and latent_logvar; .npy, .txt or .csv: latent_mean '
+                           'only, the form `decode --input` reads.')
+  encode.set_defaults(handler=_with_client(_encode))
+
+  decode = commands.add_parser(
+      'decode', parents=[flags], formatter_class=formatter,
+      help='Decode latent vectors into digit images.',
+      description='Runs the decode signature on --latent values or on an --input file.')
+  source = decode.add_mutually_exclusive_group(required=True)
+  source.add_argument('--latent', action='append', metavar='V1,V2,...',
+                      help='One latent vector, comma-separated; repeatable. Write '
+                           '--latent=-0.5,1 when the first value is negative.')
+  source.add_argument('--input', help='.npy [N, L] or [L], .npz (its latent_mean), or a '
+                                      '.txt/.csv with one vector per row.')
+  decode.add_argument('--output', '-o', default='decoded.png', help='PNG grid to write.')
+  decode.set_defaults(handler=_with_client(_decode))
+
+  sample = commands.add_parser(
+      'sample', parents=[flags], formatter_class=formatter,
+      help='Draw digits from the prior.',
+      description='Runs the sample signature: latents from N(0, I), decoded.')
+  sample.add_argument('--count', type=_positive, default=16, help='How many digits.')
+  sample.add_argument('--seed', type=int, default=None,
+                      help='Seed >= 0 for a repeatable draw. Default: a fresh random draw.')
+  sample.add_argument('--output', '-o', default='samples.png', help='PNG grid to write.')
+  sample.set_defaults(handler=_with_client(_sample))
+
+  score = commands.add_parser(
+      'score', parents=[flags], formatter_class=formatter,
+      help='Print each image\'s ELBO; low values are anomalies.',
+      description='Runs serving_default and prints the evidence lower bound per image, in '
+                  'nats: the lower, the less the model expects the image.')
+  _image_inputs(score)
+  score.add_argument('--threshold', type=float, default=None,
+                     help='Mark images whose ELBO is below this as anomalous.')
+  score.set_defaults(handler=_with_client(_score))
+
+
+def _with_client(command):
+  """Opens the client the flags describe and turns failures into a message and an exit code."""
+  @functools.wraps(command)
+  def handler(args) -> int:
+    from vaetfx.serving import client, images, status  # pylint: disable=g-import-not-at-top
+    try:
+      with client.ServingClient(
+          args.server, args.model_name, version=args.version, version_label=args.version_label,
+          timeout=args.timeout, tls=args.tls, tls_ca_file=args.tls_ca,
+          max_message_bytes=args.max_message_mb << 20) as serving:
+        command(serving, args)
+    except status.ServingError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return EXIT_SERVING_ERROR
+    except (images.InputFileError, OSError) as e:
+      print(f'error: {e}', file=sys.stderr)
+      return EXIT_USAGE
+    return 0
+  return handler
+
+
+def _reconstruct(serving, args):
+  from vaetfx.serving import images  # pylint: disable=g-import-not-at-top
+  originals = images.read_images(args.inputs, args.limit)
+  outputs = serving.reconstruct(originals)
+  pairs = images.side_by_side(originals, outputs['reconstruction'])
+  columns = 2 * int(np.ceil(np.sqrt(len(originals))))
+  images.write_png(args.output, images.grid(pairs, columns))
+  print(f'Wrote {len(originals)} originals and reconstructions to {args.output} '
+        f'(mean ELBO {outputs["elbo"].mean():.2f}).')
+
+
+def _encode(serving, args):
+  from vaetfx.serving import images  # pylint: disable=g-import-not-at-top
+  mean, logvar = serving.encode(images.read_images(args.inputs, args.limit))
+  suffix = os.path.splitext(args.output)[1].lower()
+  if not args.output:
+    print(f'# image, latent_mean[{mean.shape[1]}], latent_logvar[{logvar.shape[1]}]')
+    for i, (m, v) in enumerate(zip(mean, logvar)):
+      print(i, ' '.join(f'{x:.5f}' for x in m), ' ', ' '.join(f'{x:.5f}' for x in v))
+  elif suffix == '.npz':
+    np.savez(args.output, latent_mean=mean, latent_logvar=logvar)
+  elif suffix == '.npy':
+    np.save(args.output, mean)
+  else:
+    np.savetxt(args.output, mean, fmt='%.6f', delimiter=',' if suffix == '.csv' else ' ')
+  if args.output:
+    print(f'Wrote {len(mean)} latent vectors of size {mean.shape[1]} to {args.output}.')
+
+
+def _decode(serving, args):
+  from vaetfx.serving import images  # pylint: disable=g-import-not-at-top
+  if args.input:
+    latent = images.read_latents(args.input)
+  else:
+    try:
+      rows = [[float(x) for x in text.split(',')] for text in args.latent]
+    except ValueError as e:
+      raise images.InputFileError(f'--latent: {e}') from e
+    if len({len(row) for row in rows}) != 1:
+      raise images.InputFileError('--latent: every vector needs the same number of values')
+    latent = images.latents_array(rows, '--latent')
+  decoded = serving.decode(latent)
+  images.write_png(args.output, images.grid(decoded))
+  print(f'Wrote {len(decoded)} decoded digits to {args.output}.')
+
+
+def _sample(serving, args):
+  from vaetfx.serving import client, images  # pylint: disable=g-import-not-at-top
+  seed = client.RANDOM_SEED if args.seed is None else args.seed
+  samples = serving.sample(args.count, seed)
+  images.write_png(args.output, images.grid(samples))
+  print(f'Wrote {len(samples)} sampled digits to {args.output}.')
+
+
+def _score(serving, args):
+  from vaetfx.serving import images  # pylint: disable=g-import-not-at-top
+  elbo = serving.score(images.read_images(args.inputs, args.limit))
+  print('image\telbo')
+  for i, value in enumerate(elbo):
+    flag = '\tanomalous' if args.threshold is not None and value < args.threshold else ''
+    print(f'{i}\t{value:.3f}{flag}')
+  if args.threshold is not None:
+    print(f'# {int((elbo < args.threshold).sum())} of {len(elbo)} below {args.threshold:g}')

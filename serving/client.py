@@ -1,0 +1,202 @@
+"""A client for the VAE behind TF Serving's gRPC API: real TF Serving or `vaetfx serve` alike.
+
+It uses only tensorflow-serving-api's generated stubs (PredictionService,
+ModelService), so nothing here depends on which server answers. Every call has
+a deadline, and every failure becomes a ServingError whose message says what to
+do about it: server down, model or version missing, input rejected.
+"""
+import dataclasses
+import pathlib
+import time
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import grpc
+import numpy as np
+from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from vaetfx.serving import defaults, status, tensors
+
+RANDOM_SEED = -1  # The `sample` signature draws a fresh seed for negative values.
+State = get_model_status_pb2.ModelVersionStatus.State
+AVAILABLE = State.AVAILABLE
+
+
+@dataclasses.dataclass(frozen=True)
+class Prediction:
+  """A Predict answer: the output arrays, and which version and signature produced them."""
+  outputs: Dict[str, np.ndarray]
+  version: int
+  signature_name: str
+
+
+class ServingClient:
+  """One channel to a model server, with the model (and optionally its version) fixed.
+
+  Thread-safe: a gRPC channel multiplexes concurrent calls.
+  """
+
+  def __init__(self, address: str = defaults.ADDRESS, model_name: str = defaults.MODEL_NAME, *,
+               version: Optional[int] = None, version_label: str = '',
+               timeout: float = defaults.TIMEOUT_SECONDS, tls: bool = False,
+               tls_ca_file: str = '', max_message_bytes: int = defaults.MAX_MESSAGE_BYTES):
+    """version / version_label: ask for that version (or label) instead of the latest.
+
+    tls: connect with TLS, trusting `tls_ca_file` (PEM) or else the system's roots.
+    """
+    if version is not None and version_label:
+      raise ValueError('give a version or a version label, not both')
+    self.address = address
+    self.model_name = model_name
+    self.version = version
+    self.version_label = version_label
+    self.timeout = timeout
+    options = [('grpc.max_receive_message_length', max_message_bytes),
+               ('grpc.max_send_message_length', max_message_bytes)]
+    if tls or tls_ca_file:
+      credentials = grpc.ssl_channel_credentials(
+          pathlib.Path(tls_ca_file).read_bytes() if tls_ca_file else None)
+      self._channel = grpc.secure_channel(address, credentials, options=options)
+    else:
+      self._channel = grpc.insecure_channel(address, options=options)
+    self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+    self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+  def close(self):
+    self._channel.close()
+
+  def __enter__(self) -> 'ServingClient':
+    return self
+
+  def __exit__(self, *exc_info):
+    self.close()
+
+  @property
+  def target(self) -> str:
+    """The model as a person would name it: 'vae', 'vae version 3', 'vae version label stable'."""
+    if self.version is not None:
+      return f'{self.model_name} version {self.version}'
+    if self.version_label:
+      return f'{self.model_name} version label {self.version_label}'
+    return self.model_name
+
+  def _fill_model_spec(self, model_spec, signature_name: str = ''):
+    model_spec.name = self.model_name
+    if self.version is not None:
+      model_spec.version.value = self.version
+    elif self.version_label:
+      model_spec.version_label = self.version_label
+    if signature_name:
+      model_spec.signature_name = signature_name
+
+  def _call(self, method, request, what: str):
+    try:
+      return method(request, timeout=self.timeout)
+    except grpc.RpcError as e:
+      raise self._explain(e, what) from None
+
+  def _explain(self, error: grpc.RpcError, what: str) -> status.ServingError:
+    code, details = error.code(), error.details()
+    messages = {
+        grpc.StatusCode.UNAVAILABLE:
+            f'cannot reach a model server at {self.address}: is it running, and are the '
+            f'address, port and TLS setting right?',
+        grpc.StatusCode.DEADLINE_EXCEEDED:
+            f'{self.address} did not answer {what} within {self.timeout:g} s; '
+            f'raise the timeout for big batches',
+        grpc.StatusCode.NOT_FOUND:
+            f'model {self.target} is not loaded on {self.address}: check the model name '
+            f'and version, or wait for the server to load it',
+        grpc.StatusCode.INVALID_ARGUMENT: f'the server rejected the {what} request as bad input',
+        grpc.StatusCode.FAILED_PRECONDITION:
+            f'model {self.target} cannot answer {what}: is it a model exported with the '
+            f'VAE\'s signatures?',
+        grpc.StatusCode.RESOURCE_EXHAUSTED:
+            f'{what}: a message exceeded the size limit, or the server is overloaded; '
+            f'send fewer images per request',
+        grpc.StatusCode.UNIMPLEMENTED: f'{self.address} does not implement {what}',
+    }
+    summary = messages.get(code, f'{what} on {self.address} failed')
+    return status.ServingError(code, f'{summary} ({code.name}: {details})')
+
+  def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+              output_filter: Sequence[str] = ()) -> Prediction:
+    """Runs one signature; arrays go out as they are, so their dtypes must be the signature's."""
+    request = predict_pb2.PredictRequest()
+    self._fill_model_spec(request.model_spec, signature_name)
+    for alias, array in inputs.items():
+      tensors.to_proto(array, request.inputs[alias])
+    request.output_filter.extend(output_filter)
+    response = self._call(self._predictions.Predict, request, f'Predict {signature_name!r}')
+    return Prediction({alias: tensors.to_array(proto) for alias, proto in response.outputs.items()},
+                      response.model_spec.version.value, response.model_spec.signature_name)
+
+  def reconstruct(self, images: np.ndarray) -> Dict[str, np.ndarray]:
+    """uint8 [N, 28, 28] -> reconstruction, latent_mean, latent_logvar and elbo."""
+    return self.predict('serving_default', {'images': _images(images)}).outputs
+
+  def encode(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, 28, 28] -> (latent_mean, latent_logvar), each float32 [N, L]."""
+    outputs = self.predict('encode', {'images': _images(images)}).outputs
+    return outputs['latent_mean'], outputs['latent_logvar']
+
+  def decode(self, latent: np.ndarray) -> np.ndarray:
+    """float32 [N, L] -> images float32 [N, 28, 28] in [0, 1]."""
+    latent = np.asarray(latent, np.float32)
+    return self.predict('decode', {'latent': latent}).outputs['images']
+
+  def sample(self, count: int, seed: int = RANDOM_SEED) -> np.ndarray:
+    """`count` digits from the prior, float32 [count, 28, 28]; a seed >= 0 makes them repeatable."""
+    inputs = {'count': np.array(count, np.int32), 'seed': np.array(seed, np.int64)}
+    return self.predict('sample', inputs).outputs['images']
+
+  def score(self, images: np.ndarray) -> np.ndarray:
+    """Per-image ELBO, float32 [N]: low values are images the model finds unlikely."""
+    return self.predict('serving_default', {'images': _images(images)},
+                        output_filter=['elbo']).outputs['elbo']
+
+  def signature_defs(self) -> Tuple[int, Dict[str, meta_graph_pb2.SignatureDef]]:
+    """(version, SignatureDefs by name) from GetModelMetadata."""
+    request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=['signature_def'])
+    self._fill_model_spec(request.model_spec)
+    response = self._call(self._predictions.GetModelMetadata, request, 'GetModelMetadata')
+    signature_defs = get_model_metadata_pb2.SignatureDefMap()
+    response.metadata['signature_def'].Unpack(signature_defs)
+    return response.model_spec.version.value, dict(signature_defs.signature_def)
+
+  def version_states(self) -> List[get_model_status_pb2.ModelVersionStatus]:
+    """GetModelStatus for the chosen version, or for every version the server knows."""
+    request = get_model_status_pb2.GetModelStatusRequest()
+    request.model_spec.name = self.model_name
+    if self.version is not None:
+      request.model_spec.version.value = self.version
+    response = self._call(self._models.GetModelStatus, request, 'GetModelStatus')
+    return list(response.model_version_status)
+
+  def wait_until_available(self, timeout: float) -> List[int]:
+    """Polls GetModelStatus until a version is AVAILABLE; returns the available versions."""
+    deadline = time.monotonic() + timeout
+    while True:
+      try:
+        available = [s.version for s in self.version_states() if s.state == AVAILABLE]
+        if available:
+          return available
+        error = status.ServingError(
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            f'no version of {self.target} became available on {self.address} within {timeout:g} s')
+      except status.ServingError as e:
+        if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+          raise
+        error = e
+      if time.monotonic() >= deadline:
+        raise error
+      time.sleep(0.1)
+
+
+def _images(images: np.ndarray) -> np.ndarray:
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    raise ValueError(f'images must be uint8 (pixels 0..255), got {images.dtype}')
+  return images

@@ -1,0 +1,163 @@
+"""One loaded model version: its SignatureDefs, and Predict's checks and call as in TF Serving.
+
+Every request tensor is checked against the SignatureDef's dtype and shape
+before the model runs: TF Serving leaves that to the TensorFlow runtime, but
+with TF 2.16 some wrong-rank inputs to a convolution abort the process instead
+of raising, which would take every client down with one bad request.
+"""
+import dataclasses
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from vaetfx.serving import status, tensors
+
+DEFAULT_SIGNATURE = 'serving_default'  # TF Serving's kDefaultServingSignatureDefKey.
+SERVE_TAG = 'serve'
+
+
+Shape = Optional[Tuple[Optional[int], ...]]  # None: unknown rank; a None size: unknown size.
+
+
+def describe_shape(shape: Shape) -> str:
+  """TensorShape's DebugString: [?,28,28], or <unknown>."""
+  if shape is None:
+    return '<unknown>'
+  return '[' + ','.join('?' if size is None else str(size) for size in shape) + ']'
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """What a signature declares for one input: DataType enum and shape."""
+  dtype: int
+  shape: Shape
+
+  @classmethod
+  def from_tensor_info(cls, info: meta_graph_pb2.TensorInfo) -> 'InputSpec':
+    if info.tensor_shape.unknown_rank:
+      return cls(info.dtype, None)
+    return cls(info.dtype, tuple(None if dim.size < 0 else dim.size
+                                 for dim in info.tensor_shape.dim))
+
+  def accepts_shape(self, shape: Tuple[int, ...]) -> bool:
+    if self.shape is None:
+      return True
+    return len(shape) == len(self.shape) and all(
+        want is None or want == got for want, got in zip(self.shape, shape))
+
+  @property
+  def batched(self) -> bool:
+    """Dimension 0 is a free batch dimension, so requests can be concatenated along it."""
+    return bool(self.shape) and self.shape[0] is None
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+  """A signature ready to run: checked inputs in, numpy outputs out."""
+  name: str
+  inputs: Mapping[str, InputSpec]
+  outputs: Tuple[str, ...]
+  function: Callable
+
+  @property
+  def batchable(self) -> bool:
+    return all(spec.batched for spec in self.inputs.values())
+
+  def parse_inputs(self, request_inputs: Mapping) -> Dict[str, np.ndarray]:
+    """Request TensorProtos -> arrays, rejecting what the signature does not declare."""
+    self._check_aliases(request_inputs)
+    arrays = {}
+    for alias, spec in self.inputs.items():
+      proto = request_inputs[alias]
+      try:
+        array = tensors.to_array(proto)
+      except tensors.TensorError as e:
+        raise status.invalid_argument(f'tensor parsing error: {alias} ({e})') from e
+      if proto.dtype != spec.dtype:
+        raise status.invalid_argument(
+            f'Expected input {alias} to be {tensors.dtype_name(spec.dtype)} but get '
+            f'{tensors.dtype_name(proto.dtype)}.')
+      if not spec.accepts_shape(array.shape):
+        raise status.invalid_argument(
+            f'Expected input {alias} to have shape {describe_shape(spec.shape)} but get '
+            f'{describe_shape(array.shape)}.')
+      arrays[alias] = array
+    return arrays
+
+  def _check_aliases(self, request_inputs: Mapping):
+    """TF Serving's VerifyRequestInputsSize and GetInputValues, with their messages."""
+    sent, expected = set(request_inputs), set(self.inputs)
+    if sent == expected:
+      return
+    if len(sent) != len(expected):
+      raise status.invalid_argument(
+          f'input size does not match signature: {len(sent)}!={len(expected)} '
+          f'len({{{_join(sent)}}}) != len({{{_join(expected)}}}). Sent extra: '
+          f'{{{_join(sent - expected)}}}. Missing but required: {{{_join(expected - sent)}}}.')
+    raise status.invalid_argument(
+        f'input tensor alias not found in signature: {_join(sent - expected)}. '
+        f'Inputs expected to be in the set {{{_join(expected)}}}.')
+
+  def output_names(self, output_filter: Sequence[str]) -> Tuple[str, ...]:
+    """The outputs a request asks for: all of them unless it filters."""
+    for i, alias in enumerate(output_filter):
+      if alias not in self.outputs:
+        raise status.invalid_argument(
+            f'output tensor alias not found in signature: {alias} Outputs expected to be in '
+            f'the set {{{_join(self.outputs)}}}.')
+      if alias in output_filter[:i]:
+        raise status.invalid_argument(f'duplicate output tensor alias: {alias}')
+    return tuple(output_filter) or self.outputs
+
+  def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+    """Calls the model; its runtime errors keep TensorFlow's status code."""
+    try:
+      results = self.function(**inputs)
+    except tf.errors.OpError as e:
+      raise status.ServingError(status.code_from_number(e.error_code), e.message) from e
+    return {alias: results[alias].numpy() for alias in outputs}
+
+
+def _join(names) -> str:
+  return ','.join(sorted(names))
+
+
+def read_signature_defs(path: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
+  """The SignatureDefs of the `serve` MetaGraph, as TF Serving reads them from saved_model.pb."""
+  with tf.io.gfile.GFile(tf.io.gfile.join(path, 'saved_model.pb'), 'rb') as f:
+    saved_model = saved_model_pb2.SavedModel.FromString(f.read())
+  for meta_graph in saved_model.meta_graphs:
+    if SERVE_TAG in meta_graph.meta_info_def.tags:
+      return dict(meta_graph.signature_def)
+  raise ValueError(f'{path}: no MetaGraph is tagged {SERVE_TAG!r}')
+
+
+class Servable:
+  """A SavedModel version loaded for serving; requests share it across threads."""
+
+  def __init__(self, name: str, version: int, path: str):
+    self.name = name
+    self.version = version
+    self.path = path
+    # All of them, as TF Serving's GetModelMetadata returns them (__saved_model_init_op too).
+    self.signature_defs = read_signature_defs(path)
+    self._model = tf.saved_model.load(path, tags=[SERVE_TAG])
+    self._signatures = {
+        key: Signature(key,
+                       {alias: InputSpec.from_tensor_info(info)
+                        for alias, info in signature_def.inputs.items()},
+                       tuple(sorted(signature_def.outputs)),
+                       self._model.signatures[key])
+        for key, signature_def in self.signature_defs.items() if key in self._model.signatures}
+
+  def signature(self, name: str) -> Signature:
+    """An empty name means serving_default; an unknown one is FAILED_PRECONDITION (TF Serving's)."""
+    name = name or DEFAULT_SIGNATURE
+    try:
+      return self._signatures[name]
+    except KeyError:
+      raise status.ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                                f'Serving signature key "{name}" not found.') from None

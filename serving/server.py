@@ -1,0 +1,238 @@
+"""A local model server that speaks TF Serving's gRPC API, for development and tests.
+
+It implements PredictionService.Predict and GetModelMetadata and
+ModelService.GetModelStatus from tensorflow-serving-api's protos, with TF
+Serving's version resolution, status codes and messages; the other RPCs answer
+UNIMPLEMENTED. Clients written for TF Serving (vaetfx query included) work
+against it unchanged, so everything but the binary is tested here.
+"""
+import dataclasses
+import functools
+import logging
+import os
+import pathlib
+from concurrent import futures
+from typing import Dict, Mapping, Optional, Sequence
+
+import grpc
+import numpy as np
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from vaetfx.serving import batching, defaults, status, tensors, versions
+from vaetfx.serving import servable as servable_lib
+
+SIGNATURE_DEF_FIELD = 'signature_def'  # GetModelMetadataImpl::kSignatureDef
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+  """Everything `vaetfx serve` sets; the model name defaults to the model folder's name."""
+  model_dir: str
+  model_name: str = ''
+  host: str = defaults.HOST
+  port: int = defaults.PORT
+  poll_seconds: float = defaults.POLL_SECONDS
+  version_policy: versions.VersionPolicy = versions.VersionPolicy()
+  version_labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  threads: int = defaults.SERVER_THREADS
+  max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
+  batching_parameters: Optional[batching.BatchingParameters] = None
+  tls_cert_file: str = ''
+  tls_key_file: str = ''
+
+  @property
+  def name(self) -> str:
+    return self.model_name or os.path.basename(os.path.normpath(self.model_dir))
+
+
+def _answers_errors(method):
+  """A ServingError raised while handling becomes the RPC's status code and message."""
+  @functools.wraps(method)
+  def handler(self, request, context):
+    try:
+      return method(self, request, context)
+    except status.ServingError as e:
+      context.abort(e.code, e.message)
+  return handler
+
+
+def _require_model_spec(request):
+  if not request.HasField('model_spec'):
+    raise status.invalid_argument('Missing ModelSpec')
+
+
+class _Models:
+  """The served models by name, and TF Serving's ModelSpec -> loaded version resolution."""
+
+  def __init__(self, managers: Sequence[versions.ModelManager]):
+    self._managers: Dict[str, versions.ModelManager] = {m.name: m for m in managers}
+
+  def resolve(self, model_spec) -> servable_lib.Servable:
+    manager = self._managers.get(model_spec.name)
+    version = versions.requested_version(model_spec, manager.labels if manager else {})
+    servable = manager.servable(version) if manager else None
+    if servable is None:
+      raise status.not_found(
+          f'Servable not found for request: {versions.describe_request(model_spec.name, version)}')
+    return servable
+
+  def statuses(self, name: str, version: Optional[int]) -> Dict[int, versions.VersionStatus]:
+    manager = self._managers.get(name)
+    return manager.statuses(version) if manager else {}
+
+
+class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+  """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
+
+  def __init__(self, models: _Models, batcher: Optional[batching.BatchScheduler]):
+    self._models = models
+    self._batcher = batcher
+
+  @_answers_errors
+  def Predict(self, request, context):
+    _require_model_spec(request)
+    servable = self._models.resolve(request.model_spec)
+    signature = servable.signature(request.model_spec.signature_name)
+    inputs = signature.parse_inputs(request.inputs)
+    outputs = signature.output_names(list(request.output_filter))
+    results = self._run(servable, signature, inputs, outputs)
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.model_spec.signature_name = signature.name
+    for alias in outputs:
+      tensors.to_proto(results[alias], response.outputs[alias])
+    return response
+
+  def _run(self, servable, signature, inputs, outputs) -> Dict[str, np.ndarray]:
+    """Batchable signatures go through the batcher when there is one; others run inline, as in
+    TF Serving for requests that match no batching signature."""
+    if self._batcher is None or not signature.batchable:
+      return signature.run(inputs, outputs)
+    key = (servable.name, servable.version, signature.name, outputs)
+    return self._batcher.run(key, functools.partial(signature.run, outputs=outputs), inputs)
+
+  @_answers_errors
+  def GetModelMetadata(self, request, context):
+    _require_model_spec(request)
+    if not request.metadata_field:
+      raise status.invalid_argument(
+          'GetModelMetadataRequest must specify at least one metadata_field')
+    for field in request.metadata_field:
+      if field != SIGNATURE_DEF_FIELD:
+        raise status.invalid_argument(f'Metadata field {field} is not supported')
+    servable = self._models.resolve(request.model_spec)
+    signature_defs = get_model_metadata_pb2.SignatureDefMap()
+    for key, signature_def in servable.signature_defs.items():
+      signature_defs.signature_def[key].CopyFrom(signature_def)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_defs)
+    return response
+
+
+class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
+  """GetModelStatus; HandleReloadConfigRequest stays UNIMPLEMENTED."""
+
+  def __init__(self, models: _Models):
+    self._models = models
+
+  @_answers_errors
+  def GetModelStatus(self, request, context):
+    _require_model_spec(request)
+    name = request.model_spec.name
+    version = request.model_spec.version.value if request.model_spec.HasField('version') else None
+    records = self._models.statuses(name, version)
+    if not records:
+      raise status.not_found(f'Could not find any versions of model {name}' if version is None
+                             else f'Could not find version {version} of model {name}')
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for number, record in records.items():
+      entry = response.model_version_status.add(version=number, state=record.state)
+      if record.error:
+        entry.status.error_code = record.error.code.value[0]
+        entry.status.error_message = record.error.message
+    return response
+
+
+def _host_port(host: str, port: int) -> str:
+  """IPv6 hosts need brackets before the port."""
+  return f'[{host}]:{port}' if ':' in host else f'{host}:{port}'
+
+
+class ModelServer:
+  """The model's versions, the optional batcher and the gRPC server, started and stopped as one."""
+
+  def __init__(self, config: ServerConfig):
+    self.config = config
+    self.manager = versions.ModelManager(config.name, config.model_dir, config.version_policy,
+                                         config.version_labels, config.poll_seconds)
+    self._batcher = (batching.BatchScheduler(config.batching_parameters)
+                     if config.batching_parameters else None)
+    self._server: Optional[grpc.Server] = None
+    self.port = 0
+
+  def start(self) -> int:
+    """Loads the versions on disk, then listens; returns the port (useful with port 0)."""
+    self.manager.start()
+    if not self.manager.available_versions:
+      log.warning('No version of %s is loaded from %s yet: requests get NOT_FOUND until one '
+                  'is (version folders are named by integers, e.g. %s/1/)', self.config.name,
+                  self.config.model_dir, self.config.model_dir)
+    limit = self.config.max_message_bytes
+    self._server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=self.config.threads, thread_name_prefix='rpc'),
+        options=[('grpc.max_receive_message_length', limit),
+                 ('grpc.max_send_message_length', limit),
+                 ('grpc.so_reuseport', 0)])  # A port in use must fail, not be shared.
+    models = _Models([self.manager])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        _PredictionService(models, self._batcher), self._server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(models), self._server)
+    self.port = self._bind()
+    self._server.start()
+    log.info('Serving %s versions %s on %s', self.config.name, self.manager.available_versions,
+             self.address)
+    return self.port
+
+  def _bind(self) -> int:
+    address = _host_port(self.config.host, self.config.port)
+    try:
+      if self.config.tls_cert_file:
+        key = pathlib.Path(self.config.tls_key_file).read_bytes()
+        chain = pathlib.Path(self.config.tls_cert_file).read_bytes()
+        port = self._server.add_secure_port(address, grpc.ssl_server_credentials([(key, chain)]))
+      else:
+        port = self._server.add_insecure_port(address)
+    except RuntimeError as e:
+      port = 0
+      log.debug('Binding %s failed: %s', address, e)
+    if not port:
+      self.stop(0)
+      raise OSError(f'cannot listen on {address}: the port is in use or the address is not local')
+    return port
+
+  @property
+  def address(self) -> str:
+    """host:port as clients dial it once started."""
+    return _host_port(self.config.host, self.port)
+
+  def stop(self, grace: Optional[float] = defaults.GRACE_SECONDS):
+    """Refuses new RPCs, lets running ones finish for up to `grace` seconds, then stops polling."""
+    if self._server is not None:
+      self._server.stop(grace).wait()
+    if self._batcher is not None:
+      self._batcher.stop()
+    self.manager.stop()
+
+  def __enter__(self) -> 'ModelServer':
+    self.start()
+    return self
+
+  def __exit__(self, *exc_info):
+    self.stop()

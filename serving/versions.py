@@ -1,0 +1,217 @@
+"""The versions of one model: TF Serving's file-system poller and availability-preserving manager.
+
+TF Serving watches `<base_path>/`, treats every integer-named subdirectory as a
+version, aspires the ones its version policy picks (by default the latest
+one), loads new aspired versions and unloads the rest, but never unloads the
+last available version before an aspired one is available, so requests do not
+fail while a new version loads. Names that are not integers (the Pusher's
+staging directories) are ignored, which makes a rename into place atomic.
+"""
+import dataclasses
+import logging
+import re
+import threading
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2
+
+from vaetfx.serving import servable as servable_lib
+from vaetfx.serving import defaults, status
+
+State = get_model_status_pb2.ModelVersionStatus.State
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionPolicy:
+  """TF Serving's ServableVersionPolicy: the latest N versions, all, or specific ones."""
+  latest: int = 1
+  all: bool = False
+  specific: Tuple[int, ...] = ()
+
+  @classmethod
+  def parse(cls, text: str) -> 'VersionPolicy':
+    """'latest', 'latest:N', 'all' or 'specific:V1,V2'."""
+    kind, _, value = text.partition(':')
+    try:
+      if kind == 'latest':
+        policy = cls(latest=int(value or 1))
+      elif kind == 'all' and not value:
+        policy = cls(all=True)
+      elif kind == 'specific' and value:
+        policy = cls(specific=tuple(sorted(int(v) for v in value.split(','))))
+      else:
+        raise ValueError(text)
+    except ValueError:
+      raise ValueError(f'{text!r}: expected latest, latest:N, all or specific:V1,V2') from None
+    if policy.latest < 1:
+      raise ValueError(f'{text!r}: latest:N needs N >= 1')
+    return policy
+
+  def aspired(self, versions: Iterable[int]) -> Set[int]:
+    versions = set(versions)
+    if self.all:
+      return versions
+    if self.specific:
+      return versions & set(self.specific)
+    return set(sorted(versions)[-self.latest:])
+
+
+def versions_on_disk(base_path: str) -> Dict[int, str]:
+  """Integer-named subdirectories -> their paths; tf.io.gfile also reads gs:// and s3://."""
+  found = {}
+  for name in tf.io.gfile.listdir(base_path):
+    name = name.rstrip('/')
+    path = tf.io.gfile.join(base_path, name)
+    if re.fullmatch('[0-9]+', name) and tf.io.gfile.isdir(path):
+      found[int(name)] = path
+  return found
+
+
+def requested_version(model_spec: model_pb2.ModelSpec, labels: Mapping[str, int]) -> Optional[int]:
+  """The version a ModelSpec names (None: the latest), as TF Serving's ServerCore resolves it."""
+  if not model_spec.name:
+    raise status.invalid_argument('ModelSpec has no name specified.')
+  choice = model_spec.WhichOneof('version_choice')
+  if choice == 'version':
+    return model_spec.version.value
+  if choice == 'version_label':
+    if model_spec.version_label not in labels:
+      raise status.invalid_argument(
+          f'Unrecognized servable version label: {model_spec.version_label}')
+    return labels[model_spec.version_label]
+  return None
+
+
+def describe_request(name: str, version: Optional[int]) -> str:
+  """ServableRequest::DebugString, which TF Serving's NOT_FOUND messages quote."""
+  return f'Latest({name})' if version is None else f'Specific({name}, {version})'
+
+
+@dataclasses.dataclass
+class VersionStatus:
+  """What GetModelStatus reports of a version; kept after unloading, as in TF Serving's monitor."""
+  state: int
+  error: Optional[status.ServingError] = None
+  failed_loads: int = 0
+
+
+class ModelManager:
+  """Polls one model's base path and keeps the versions its policy aspires loaded."""
+
+  def __init__(self, name: str, base_path: str, policy: VersionPolicy = VersionPolicy(),
+               labels: Optional[Mapping[str, int]] = None,
+               poll_seconds: float = defaults.POLL_SECONDS,
+               load_attempts: int = defaults.LOAD_ATTEMPTS,
+               loader: Callable[[str, int, str], servable_lib.Servable] = servable_lib.Servable):
+    self.name = name
+    self.base_path = base_path
+    self.policy = policy
+    self.labels = dict(labels or {})
+    self._poll_seconds = poll_seconds
+    self._load_attempts = load_attempts
+    self._loader = loader
+    # Replaced, never mutated, so request threads read it without a lock.
+    self._available: Dict[int, servable_lib.Servable] = {}
+    self._statuses: Dict[int, VersionStatus] = {}
+    self._statuses_lock = threading.Lock()
+    self._stopping = threading.Event()
+    self._thread: Optional[threading.Thread] = None
+
+  def start(self):
+    """Loads what is on disk now (TF Serving does before it opens its port), then keeps polling."""
+    self.poll()
+    if self._poll_seconds > 0:
+      self._thread = threading.Thread(target=self._poll_loop, name=f'poll-{self.name}',
+                                      daemon=True)
+      self._thread.start()
+
+  def stop(self):
+    self._stopping.set()
+    if self._thread:
+      self._thread.join()
+
+  def _poll_loop(self):
+    while not self._stopping.wait(self._poll_seconds):
+      try:
+        self.poll()
+      except Exception:  # pylint: disable=broad-except
+        log.exception('Polling %s failed; serving what is loaded', self.base_path)
+
+  def poll(self):
+    """One pass: load new aspired versions (newest first), then unload what is no longer aspired."""
+    try:
+      on_disk = versions_on_disk(self.base_path)
+    except tf.errors.NotFoundError:
+      log.warning('Could not find base path %s for servable %s', self.base_path, self.name)
+      return
+    aspired = self.policy.aspired(on_disk)
+    self._forget_failures(on_disk)
+    for version in sorted(aspired - set(self._available), reverse=True):
+      self._load(version, on_disk[version])
+    self._unload(aspired)
+
+  def _forget_failures(self, on_disk: Mapping[int, str]):
+    """A version that failed and left the disk gets fresh attempts if it is pushed again."""
+    with self._statuses_lock:
+      for version, record in self._statuses.items():
+        if version not in on_disk:
+          record.failed_loads = 0
+
+  def _set_state(self, version: int, state: int, error: Optional[status.ServingError] = None):
+    with self._statuses_lock:
+      record = self._statuses.setdefault(version, VersionStatus(state))
+      record.state, record.error = state, error
+      if error:
+        record.failed_loads += 1
+
+  def _load(self, version: int, path: str):
+    record = self._statuses.get(version)
+    if record and record.failed_loads >= self._load_attempts:
+      return
+    self._set_state(version, State.LOADING)
+    log.info('Loading servable version %s %s from %s', self.name, version, path)
+    try:
+      loaded = self._loader(self.name, version, path)
+    except Exception as e:  # pylint: disable=broad-except
+      code = (status.code_from_number(e.error_code) if isinstance(e, tf.errors.OpError)
+              else grpc.StatusCode.UNKNOWN)
+      log.error('Loading servable version %s %s failed: %s', self.name, version, e)
+      self._set_state(version, State.END, status.ServingError(code, str(e)))
+      return
+    self._available = {**self._available, version: loaded}
+    self._set_state(version, State.AVAILABLE)
+    log.info('Successfully loaded servable version %s %s', self.name, version)
+
+  def _unload(self, aspired: Set[int]):
+    """Availability preserving: the newest unaspired version serves until an aspired one does."""
+    unaspired = sorted(set(self._available) - aspired)
+    if aspired and not aspired & set(self._available):
+      unaspired = unaspired[:-1]
+    for version in unaspired:
+      self._set_state(version, State.UNLOADING)
+      self._available = {v: s for v, s in self._available.items() if v != version}
+      self._set_state(version, State.END)
+      log.info('Unloaded servable version %s %s', self.name, version)
+
+  def servable(self, version: Optional[int]) -> Optional[servable_lib.Servable]:
+    """The given loaded version, or the latest loaded one for None; None if there is none."""
+    available = self._available
+    if version is None:
+      return available[max(available)] if available else None
+    return available.get(version)
+
+  @property
+  def available_versions(self) -> List[int]:
+    return sorted(self._available)
+
+  def statuses(self, version: Optional[int] = None) -> Dict[int, VersionStatus]:
+    """Every version seen (or just `version`), as TF Serving's GetModelStatus lists them."""
+    with self._statuses_lock:
+      if version is None:
+        return {v: dataclasses.replace(s) for v, s in sorted(self._statuses.items())}
+      record = self._statuses.get(version)
+      return {version: dataclasses.replace(record)} if record else {}

@@ -1,0 +1,27 @@
+"""What the serving tests do more than once: push a version, start a server on a free port."""
+import os
+
+import portpicker
+
+from vaetfx.components.atomic_pusher import executor as pusher
+from vaetfx.serving import server
+
+MODEL_NAME = 'vae'
+
+
+def push(saved_model_dir: str, serving_dir: str, version: int) -> str:
+  """Pushes as the Pusher does: a copy under a staging name, renamed to the version."""
+  model_dir = os.path.join(serving_dir, MODEL_NAME)
+  os.makedirs(model_dir, exist_ok=True)
+  version_dir = os.path.join(model_dir, str(version))
+  pusher.push_atomically(saved_model_dir, version_dir)
+  return version_dir
+
+
+def start_server(serving_dir: str, **config) -> server.ModelServer:
+  """A local server over `<serving_dir>/vae` on a free port of 127.0.0.1."""
+  model_server = server.ModelServer(server.ServerConfig(
+      model_dir=os.path.join(serving_dir, MODEL_NAME), port=portpicker.pick_unused_port(),
+      **config))
+  model_server.start()
+  return model_server

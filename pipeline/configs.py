@@ -34,7 +34,7 @@ class GateConfig:
   TFX's latest-blessed-model resolver. Open-source KFP 2.x cannot run resolver
   tasks, so the Kubeflow runner turns it off there (the floor still gates).
   """
-  elbo_floor: float = -200.0
+  elbo_floor: float = -150.0
   elbo_tolerance: float = 2.0
   compare_with_baseline: bool = True
 

@@ -55,3 +55,11 @@ SERVE_MODEL_DIR ?= $(OUTPUT_DIR)/serving/vae
 
 bench-serve: setup
 	$(BIN)/python bench/serve_bench.py --model-dir $(SERVE_MODEL_DIR)
+
+# Trainer benchmark (not a test): the Trainer's VAE with its default hyperparameters
+# against the seed tutorial's own training loop, side by side on the real MNIST.
+# BENCH_TRAIN_ARGS e.g. '--tutorial-epochs 3' or '--hparam batch_size=256'.
+BENCH_TRAIN_ARGS ?=
+
+bench-train: setup
+	$(BIN)/python bench/train_bench.py --data-dir $(DATA_DIR) $(BENCH_TRAIN_ARGS)

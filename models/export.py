@@ -52,14 +52,19 @@ class VaeServingModule(tf.Module):
         tf.TensorSpec([None], tf.string, name='examples'))
 
   def _transform(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
+    """Transform's `pixels`, float32 [N, 784].
+
+    The layer's call(), not the layer itself: Keras' __call__ would record an
+    input spec, and saving would then trace the layer again under autograph to
+    serialize it as Keras, most of a minute for nothing the signatures use.
+    """
     pixels = self.transform_layer.call(raw_features)[features.PIXELS_KEY]
     return tf.ensure_shape(pixels, [None, features.NUM_PIXELS])
 
   def _pixels_from_images(self, images: tf.Tensor) -> tf.Tensor:
     """The raw `image` feature, int64 [N, 784], fed through Transform."""
-    _check_rows(images, features.NUM_PIXELS, 'images: expected uint8 [N, 28, 28]')
-    raw_image = tf.reshape(tf.cast(images, tf.int64), [-1, features.NUM_PIXELS])
-    return self._transform({features.IMAGE_KEY: raw_image})
+    rows = _as_rows(images, features.NUM_PIXELS, 'images: expected uint8 [N, 28, 28]')
+    return self._transform({features.IMAGE_KEY: tf.cast(rows, tf.int64)})
 
   def _outputs(self, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
     mean, logvar = self.vae.encode(pixels)
@@ -99,15 +104,18 @@ def _signature(function, *input_signature: tf.TensorSpec):
   return tf.function(function, input_signature=input_signature, autograph=False)
 
 
-def _check_rows(tensor: tf.Tensor, row_size: int, message: str):
-  """Fails unless `tensor` holds N rows of `row_size` values, N being its first dimension.
+def _as_rows(tensor: tf.Tensor, row_size: int, message: str) -> tf.Tensor:
+  """`tensor` as [N, row_size], N being its first dimension, or an error saying `message`.
 
   Neither the loaded signatures nor TF Serving check a request against the
   signature's shape, and a bare reshape would regroup an [N, 27, 28] batch into
-  fewer images. Both sides of this check are computed at run time, so graph
+  fewer images. Both sides of the check are computed at run time, so graph
   optimization, which trusts the declared shape, cannot fold it away.
   """
-  tf.debugging.assert_equal(tf.size(tensor), tf.shape(tensor)[0] * row_size, message=message)
+  check = tf.debugging.assert_equal(tf.size(tensor), tf.shape(tensor)[0] * row_size,
+                                    message=message)
+  with tf.control_dependencies([check]):
+    return tf.reshape(tensor, [-1, row_size])
 
 
 def _as_images(pixels: tf.Tensor) -> tf.Tensor:

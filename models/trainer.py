@@ -17,6 +17,7 @@ single-sample estimate over the epoch's batches as the weights changed;
 eval_elbo is vae.fixed_noise_elbo over the whole eval split after the epoch.
 """
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -99,9 +100,15 @@ def epoch_step_counts(num_examples: int, batch_size: int, epochs: int,
 
 
 def make_optimizer(hparams: TrainingHparams) -> tf.keras.optimizers.Optimizer:
+  """Adam; under mixed precision wrapped in dynamic loss scaling, starting at 2^7.
+
+  The loss sums 784 per-pixel terms, so its float16 gradients are large: from
+  Keras' default 2^15 the scale halves through eight overflowing (skipped)
+  steps before settling at 2^7 (measured), so it starts there.
+  """
   optimizer = tf.keras.optimizers.Adam(hparams.learning_rate)
   if hparams.mixed_precision:
-    return tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+    return tf.keras.mixed_precision.LossScaleOptimizer(optimizer, initial_scale=2 ** 7)
   return optimizer
 
 
@@ -110,6 +117,8 @@ class TrainingLoop:
 
   The train split is cached in memory once, then reshuffled (seeded) each epoch,
   batched and prefetched; the eval split is cached and batched in file order.
+  Keras draws initial weights from the global generators, so construction seeds
+  Python's, NumPy's and TensorFlow's with hparams.seed.
   """
 
   def __init__(self, hparams: TrainingHparams, train_pixels: tf.data.Dataset,
@@ -129,17 +138,20 @@ class TrainingLoop:
     with self.strategy.scope():
       self.vae = vae_lib.build_vae(hparams)
       self.optimizer = make_optimizer(hparams)
+      # Slots made now, not in the first traced call, which would then be traced twice.
+      self.optimizer.build(self.vae.trainable_variables)
       self.noise = tf.random.Generator.from_seed(hparams.seed)
     self.eval_noise = tf.constant(vae_lib.eval_noise(hparams.eval_samples, hparams.latent_dim))
     self.epochs_done = 0
     # Autograph is for the loop over batches only: converting the steps would also
-    # transpile all of tf_keras they call, a minute of tracing for nothing.
+    # transpile all of tf_keras they call, a minute of tracing for nothing. (The
+    # steps are bound positionally: bound as a keyword, autograph converted them.)
     train_step = tf.autograph.experimental.do_not_convert(self._train_step)
     if hparams.xla:
       train_step = tf.function(train_step, jit_compile=True, autograph=False)
     eval_step = tf.autograph.experimental.do_not_convert(self._eval_step)
-    self._train_epoch = tf.function(lambda batches: self._sum_over(batches, train_step))
-    self._evaluate = tf.function(lambda batches: self._sum_over(batches, eval_step))
+    self._train_epoch = tf.function(functools.partial(self._sum_over, train_step))
+    self._evaluate = tf.function(functools.partial(self._sum_over, eval_step))
 
   def _train_step(self, pixels: tf.Tensor) -> tf.Tensor:
     """One replica's update; returns [sum of ELBO estimates, number of images]."""
@@ -161,9 +173,11 @@ class TrainingLoop:
     return _sum_and_count(
         vae_lib.fixed_noise_elbo(self.vae.decode, pixels, mean, logvar, self.eval_noise))
 
-  def _sum_over(self, batches, step) -> tf.Tensor:
+  def _sum_over(self, step, batches) -> tf.Tensor:
     """Runs `step` on every batch in a graph loop and adds up its [sum, count] across replicas."""
     totals = tf.zeros([2])
+    # iter(): a while-loop over the iterator in this graph. Over the bare dataset,
+    # autograph would build a Dataset.reduce and run the step inside tf.data.
     for batch in iter(batches):
       per_replica = self.strategy.run(step, args=(batch,))
       totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)

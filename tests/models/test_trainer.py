@@ -1,0 +1,127 @@
+"""The training loop on the synthetic digits, and run_fn end to end on a fake FnArgs."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from vaetfx.models import features, preprocessing, trainer
+from vaetfx.models.hparams import TrainingHparams
+
+TINY = TrainingHparams(latent_dim=2, batch_size=32, epochs=3, eval_samples=2)
+
+
+def _pixels(images: np.ndarray) -> tf.data.Dataset:
+  binarized = preprocessing.binarize(images.reshape(-1, features.NUM_PIXELS))
+  return tf.data.Dataset.from_tensor_slices(binarized)
+
+
+def _loop(mnist_splits, hparams, strategy=None) -> trainer.TrainingLoop:
+  return trainer.TrainingLoop(hparams, _pixels(mnist_splits['train'][0]),
+                              _pixels(mnist_splits['eval'][0]), strategy)
+
+
+def _train(loop: trainer.TrainingLoop):
+  steps = trainer.epoch_step_counts(loop.num_train_examples, loop.hparams.batch_size,
+                                    loop.hparams.epochs)
+  return [loop.run_epoch(count) for count in steps]
+
+
+@pytest.mark.parametrize('hparams', [
+    TINY,
+    TrainingHparams(model='mlp', latent_dim=2, batch_size=32, epochs=3, eval_samples=2,
+                    estimator='monte_carlo', beta=0.5),
+    TrainingHparams(latent_dim=2, batch_size=32, epochs=3, eval_samples=2, xla=True),
+], ids=['conv', 'mlp-monte-carlo-beta', 'xla'])
+def test_a_few_epochs_raise_the_held_out_elbo(mnist_splits, hparams):
+  loop = _loop(mnist_splits, hparams)
+  before = loop.evaluate()
+  epochs = _train(loop)
+  assert [e.epoch for e in epochs] == [1, 2, 3]
+  assert all(np.isfinite([e.train_elbo, e.eval_elbo]).all() for e in epochs)
+  assert epochs[-1].eval_elbo > before + 50, (before, epochs)
+  assert epochs[-1].train_elbo > epochs[0].train_elbo
+  assert sum(1 for _ in loop.train_batches) == 7  # 200 images, batches of 32
+
+
+def test_mixed_precision_trains_on_cpu(mnist_splits):
+  """Few and small batches: oneDNN's fused float16 MatMul+BiasAdd crawls on CPUs."""
+  hparams = TrainingHparams(latent_dim=2, batch_size=8, epochs=2, eval_samples=1,
+                            mixed_precision=True)
+  images = mnist_splits['train'][0]
+  loop = trainer.TrainingLoop(hparams, _pixels(images[:24]), _pixels(images[24:32]))
+  assert isinstance(loop.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
+  before = loop.evaluate()
+  stats = _train(loop)[-1]
+  assert np.isfinite(stats.train_elbo) and stats.eval_elbo > before + 1, (before, stats)
+  assert loop.optimizer.loss_scale.numpy() >= 1
+
+
+def test_epochs_reuse_one_trace(mnist_splits):
+  loop = _loop(mnist_splits, TINY)
+  loop.run_epoch(2)
+  loop.run_epoch(3)
+  assert loop._train_epoch.experimental_get_tracing_count() == 1  # pylint: disable=protected-access
+
+
+TWO_REPLICAS = """
+import json, os
+os.environ['TF_USE_LEGACY_KERAS'] = '1'
+import tensorflow as tf
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from tests import synthetic_mnist
+from tests.models.test_trainer import TINY, _pixels, _train
+from vaetfx.models import trainer, vae
+images, _ = synthetic_mnist.draw_digits(200)
+loop = trainer.TrainingLoop(TINY, _pixels(images), _pixels(images[:100]),
+                            tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
+before = loop.evaluate()
+after = _train(loop)[-1].eval_elbo
+exported = vae.float32_copy(loop.vae, TINY).variables[0]
+print(json.dumps([trainer.describe_strategy(loop.strategy), before, after,
+                  type(exported).__name__]))
+"""
+
+
+def test_mirrored_strategy_trains_across_two_replicas():
+  """The multi-GPU path (split batches, per-replica noise, all-reduce) on two logical CPUs.
+
+  A subprocess, because logical devices must be set before TensorFlow starts.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  result = subprocess.run([sys.executable, '-c', TWO_REPLICAS], cwd=root, capture_output=True,
+                          text=True, check=True)
+  strategy, before, after, exported_type = json.loads(result.stdout.strip().splitlines()[-1])
+  assert strategy.startswith('MirroredStrategy, 2 replica(s)')
+  assert after > before + 50
+  assert exported_type == 'ResourceVariable'
+
+
+def test_training_is_reproducible_from_the_seed(mnist_splits):
+  hparams = TrainingHparams(latent_dim=2, batch_size=32, epochs=1, eval_samples=2)
+  first, second = (_train(_loop(mnist_splits, hparams))[0] for _ in range(2))
+  assert first.eval_elbo == pytest.approx(second.eval_elbo, abs=1e-3)
+
+
+@pytest.mark.parametrize('train_steps, expected', [
+    (None, [7, 7, 7]), (0, [7, 7, 7]), (-1, [7, 7, 7]), (10, [7, 3]), (14, [7, 7]), (2, [2])])
+def test_epoch_step_counts(train_steps, expected):
+  assert trainer.epoch_step_counts(200, 32, 3, train_steps) == expected
+
+
+def test_run_fn_writes_history_summaries_and_the_serving_model(trained_model):
+  with open(os.path.join(trained_model.model_run_dir, 'history.json')) as f:
+    history = json.load(f)
+  assert history['hparams'] == trained_model.hparams.to_custom_config()
+  assert (history['num_train_examples'], history['num_eval_examples']) == (200, 100)
+  assert [e['epoch'] for e in history['epochs']] == [1, 2]
+  for epoch in history['epochs']:
+    assert epoch['train_elbo'] < 0 and epoch['eval_elbo'] < 0 and epoch['images_per_second'] > 0
+  assert 'replica' in history['strategy']
+  for writer in ('train', 'eval'):
+    assert tf.io.gfile.glob(os.path.join(trained_model.model_run_dir, writer, 'events.out.*'))
+  assert tf.saved_model.contains_saved_model(trained_model.serving_model_dir)

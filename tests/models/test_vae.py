@@ -74,26 +74,30 @@ def test_elbo_terms_match_numpy(pixels, model, numpy_networks, estimator):
 @pytest.mark.parametrize('model, numpy_networks', [('mlp', _numpy_mlp), ('conv', _keras_conv)])
 def test_fixed_noise_elbo_matches_numpy_and_ignores_batching(pixels, model, numpy_networks):
   vae = _vae(model)
-  noise = vae_lib.eval_noise(4, LATENT_DIM)
+  table = vae_lib.eval_noise(4, LATENT_DIM)
   x = tf.constant(pixels, tf.float32)
   mean_tf, logvar_tf = vae.encode(x)
-  elbo = vae_lib.fixed_noise_elbo(vae.decode, x, mean_tf, logvar_tf, noise).numpy()
+  elbo = vae_lib.fixed_noise_elbo(vae.decode, x, mean_tf, logvar_tf, table).numpy()
 
+  rows = (pixels.astype(np.int64) @ vae_lib.PIXEL_HASH_WEIGHTS) % vae_lib.EVAL_NOISE_ROWS
+  assert len(set(rows)) == len(pixels), 'each image should get its own draws'
   mean, logvar, decode = numpy_networks(vae, pixels)
-  expected = np.mean([
-      _numpy_log_likelihood(pixels, decode(mean + np.exp(0.5 * logvar) * eps)) for eps in noise
-  ], axis=0) - _numpy_kl('analytic', mean, logvar, None)
+  expected = [  # An image's K draws decoded as one batch [K, L].
+      np.mean(_numpy_log_likelihood(pixels[i], decode(mean[i] + np.exp(0.5 * logvar[i]) * draws)))
+      for i, draws in enumerate(table[rows])
+  ] - _numpy_kl('analytic', mean, logvar, None)
   np.testing.assert_allclose(elbo, expected, rtol=1e-4)
 
   one_at_a_time = [vae_lib.fixed_noise_elbo(vae.decode, x[i:i + 1], mean_tf[i:i + 1],
-                                            logvar_tf[i:i + 1], noise).numpy()[0]
+                                            logvar_tf[i:i + 1], table).numpy()[0]
                    for i in range(len(pixels))]
   np.testing.assert_allclose(one_at_a_time, elbo, rtol=1e-5)
 
 
-def test_eval_noise_is_fixed():
-  np.testing.assert_array_equal(vae_lib.eval_noise(4, 2), vae_lib.eval_noise(4, 2))
-  assert vae_lib.eval_noise(4, 2).dtype == np.float32
+def test_eval_noise_is_a_fixed_table():
+  table = vae_lib.eval_noise(4, 2)
+  assert table.shape == (vae_lib.EVAL_NOISE_ROWS, 4, 2) and table.dtype == np.float32
+  np.testing.assert_array_equal(table, vae_lib.eval_noise(4, 2))
 
 
 @pytest.mark.parametrize('estimator', ['analytic', 'monte_carlo'])

@@ -107,11 +107,12 @@ class Run:
     return statistics.median(e.images_per_second * e.seconds / e.cpu_seconds
                              for e in self.epochs[1:] or self.epochs)
 
-  def seconds_to_reach(self, elbo: float) -> Optional[float]:
-    """Training seconds until the end of the first epoch whose held-out ELBO is >= elbo."""
+  def seconds_to_reach(self, elbo: float, clock: str = 'seconds') -> Optional[float]:
+    """Training time (`seconds` or `cpu_seconds`) to the end of the first epoch whose
+    held-out ELBO is >= elbo."""
     elapsed = 0.0
     for epoch in self.epochs:
-      elapsed += epoch.seconds
+      elapsed += getattr(epoch, clock)
       if epoch.eval_elbo >= elbo:
         return elapsed
     return None
@@ -147,7 +148,7 @@ def tutorial_epochs(train_pixels: np.ndarray, test_pixels: np.ndarray, epochs: i
 
 
 def held_out_elbo_fn(model: TutorialCVAE, test_pixels: np.ndarray, eval_samples: int):
-  """The Trainer's evaluation (fixed_noise_elbo, same K draws) applied to the tutorial's model."""
+  """The Trainer's evaluation (fixed_noise_elbo, the same noise table) on the tutorial's model."""
   noise = tf.constant(vae_lib.eval_noise(eval_samples, TUTORIAL_LATENT_DIM))
   batches = tf.data.Dataset.from_tensor_slices(test_pixels).batch(trainer.EVAL_BATCH_SIZE)
   decode = lambda latent: tf.reshape(model.decode(latent), [-1, features.NUM_PIXELS])
@@ -196,20 +197,24 @@ def print_summary(trainer_run: Run, tutorial_run: Run):
   print(f'\n| | {trainer_run.name} | {tutorial_run.name} |\n|---|---|---|')
   for label, cell in rows:
     print(f'| {label} | {cell(trainer_run)} | {cell(tutorial_run)} |')
-  print(f'\nper-epoch ELBO (held-out, nats):')
+  print('\nper-epoch ELBO (held-out, nats):')
   print('| epoch | ' + ' | '.join(run.name for run in (trainer_run, tutorial_run)) + ' |\n|---|---|---|')
   for epoch, (ours, theirs) in enumerate(itertools.zip_longest(trainer_run.epochs,
                                                                tutorial_run.epochs), 1):
     cells = [f'{e.eval_elbo:.2f} ({e.seconds:.1f} s)' if e else '' for e in (ours, theirs)]
     print(f'| {epoch} | {cells[0]} | {cells[1]} |')
   ratio = trainer_run.steady_images_per_second() / tutorial_run.steady_images_per_second()
-  print(f'\nthroughput ratio Trainer / tutorial: {ratio:.2f}x')
-  ours, theirs = trainer_run.seconds_to_reach(target), tutorial_run.seconds_to_reach(target)
-  if ours is not None:
+  cpu_ratio = (trainer_run.steady_images_per_cpu_second()
+               / tutorial_run.steady_images_per_cpu_second())
+  print(f'\nthroughput ratio Trainer / tutorial: {ratio:.2f}x wall, {cpu_ratio:.2f}x per CPU-second')
+  for clock, unit in (('seconds', 's'), ('cpu_seconds', 'CPU-s')):
+    ours = trainer_run.seconds_to_reach(target, clock)
+    theirs = tutorial_run.seconds_to_reach(target, clock)
+    if ours is None:
+      print('the Trainer never reached the tutorial\'s final held-out ELBO')
+      return
     print(f'time to the tutorial\'s {len(tutorial_run.epochs)}-epoch held-out ELBO: '
-          f'{ours:.0f} s vs {theirs:.0f} s ({ours / theirs:.2f} of the tutorial\'s time)')
-  else:
-    print('the Trainer never reached the tutorial\'s final held-out ELBO')
+          f'{ours:.0f} {unit} vs {theirs:.0f} {unit} ({ours / theirs:.2f} of the tutorial\'s)')
 
 
 def _seconds_or_never(seconds: Optional[float]) -> str:

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tests import synthetic_mnist
-from tests.serving.helpers import MODEL_NAME, push, start_server
+from tests.serving.helpers import MODEL_NAME, push, running_server
 from vaetfx.models import features
 from vaetfx.serving import client
 
@@ -51,9 +51,8 @@ def serving_dir(exported_model_dir, tmp_path_factory):
 @pytest.fixture(scope='module')
 def model_server(serving_dir):
   """A server over version 1, labelled `stable`, shared by the module's tests."""
-  model_server = start_server(serving_dir, version_labels={'stable': 1})
-  yield model_server
-  model_server.stop(grace=1)
+  with running_server(serving_dir, version_labels={'stable': 1}) as model_server:
+    yield model_server
 
 
 @pytest.fixture

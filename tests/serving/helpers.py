@@ -1,4 +1,5 @@
-"""What the serving tests do more than once: push a version, start a server on a free port."""
+"""What the serving tests do more than once: push a version, run a server on a free port."""
+import contextlib
 import os
 
 import portpicker
@@ -18,10 +19,14 @@ def push(saved_model_dir: str, serving_dir: str, version: int) -> str:
   return version_dir
 
 
-def start_server(serving_dir: str, **config) -> server.ModelServer:
-  """A local server over `<serving_dir>/vae` on a free port of 127.0.0.1."""
+@contextlib.contextmanager
+def running_server(serving_dir: str, **config):
+  """A local server over `<serving_dir>/vae` on a free port of 127.0.0.1, stopped on exit."""
   model_server = server.ModelServer(server.ServerConfig(
       model_dir=os.path.join(serving_dir, MODEL_NAME), port=portpicker.pick_unused_port(),
       **config))
   model_server.start()
-  return model_server
+  try:
+    yield model_server
+  finally:
+    model_server.stop(grace=1)

@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.serving.helpers import MODEL_NAME, start_server
+from tests.serving.helpers import MODEL_NAME, running_server
 from vaetfx.serving import batching, client, status
 
 DEPLOY_FILE = os.path.join(os.path.dirname(batching.__file__), 'deploy', 'batching_parameters.txt')
@@ -104,16 +104,14 @@ def test_limits_give_tf_serving_codes():
 def test_batching_server_answers_concurrent_clients_like_the_model(serving_dir, reference,
                                                                    digits):
   """Batch shapes differ from the request's, so equality is up to float rounding."""
-  model_server = start_server(serving_dir, batching_parameters=batching.BatchingParameters(
-      max_batch_size=16, batch_timeout_micros=20_000, num_batch_threads=2))
+  parameters = batching.BatchingParameters(
+      max_batch_size=16, batch_timeout_micros=20_000, num_batch_threads=2)
   expected = reference.signatures['serving_default'](images=digits)
-  try:
+  with running_server(serving_dir, batching_parameters=parameters) as model_server:
     with client.ServingClient(model_server.address, MODEL_NAME, timeout=30) as serving:
       with futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: serving.reconstruct(digits[i:i + 1]), range(8)))
       assert serving.sample(3, 1).shape == (3, 28, 28), 'scalar inputs run unbatched'
-  finally:
-    model_server.stop(grace=1)
   for name in ('reconstruction', 'latent_mean', 'elbo'):
     np.testing.assert_allclose(np.concatenate([a[name] for a in answers]),
                                expected[name].numpy(), rtol=1e-4, atol=1e-3, err_msg=name)

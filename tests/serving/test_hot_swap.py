@@ -6,7 +6,7 @@ import time
 import grpc
 import pytest
 
-from tests.serving.helpers import MODEL_NAME, push, start_server
+from tests.serving.helpers import MODEL_NAME, push, running_server
 from vaetfx.components.atomic_pusher import executor as pusher
 from vaetfx.serving import client, status
 
@@ -54,8 +54,7 @@ class _Traffic:
 def test_push_and_removal_while_querying_fail_no_request(exported_model_dir, tmp_path, digits):
   serving_dir = str(tmp_path)
   push(exported_model_dir, serving_dir, 1)
-  model_server = start_server(serving_dir, poll_seconds=0.1)
-  try:
+  with running_server(serving_dir, poll_seconds=0.1) as model_server:
     with client.ServingClient(model_server.address, MODEL_NAME, timeout=30) as serving:
       with _Traffic(serving, digits[:2]) as traffic:
         traffic.wait_until_all_see(1)
@@ -71,5 +70,3 @@ def test_push_and_removal_while_querying_fail_no_request(exported_model_dir, tmp
       with pytest.raises(status.ServingError) as raised:
         removed.score(digits)
       assert raised.value.code == grpc.StatusCode.NOT_FOUND
-  finally:
-    model_server.stop(grace=1)

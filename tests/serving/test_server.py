@@ -8,7 +8,7 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from tests.serving.helpers import MODEL_NAME, start_server
+from tests.serving.helpers import MODEL_NAME, running_server
 from vaetfx.serving import client, server, status, tensors
 
 SEED = 7
@@ -202,13 +202,10 @@ def test_a_port_in_use_is_an_error(model_server, serving_dir):
 
 
 def test_oversized_request_is_refused(serving_dir):
-  small = start_server(serving_dir, max_message_bytes=10_000)
-  try:
+  with running_server(serving_dir, max_message_bytes=10_000) as small:
     with client.ServingClient(small.address) as serving:
       with pytest.raises(status.ServingError) as raised:
         serving.score(np.zeros((100, 28, 28), np.uint8))
       assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
       assert serving.score(np.zeros((2, 28, 28), np.uint8)).shape == (2,)
-  finally:
-    small.stop(grace=1)
 

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.serving.helpers import MODEL_NAME, start_server
+from tests.serving.helpers import MODEL_NAME, running_server
 from vaetfx.serving import client, status
 
 
@@ -39,13 +39,10 @@ def certificate(tmp_path_factory):
 
 def test_tls_client_queries_tls_server(serving_dir, certificate, digits):
   cert, key = certificate
-  model_server = start_server(serving_dir, tls_cert_file=cert, tls_key_file=key)
-  try:
+  with running_server(serving_dir, tls_cert_file=cert, tls_key_file=key) as model_server:
     with client.ServingClient(model_server.address, MODEL_NAME, tls_ca_file=cert) as serving:
       assert serving.score(digits).shape == (8,)
     with client.ServingClient(model_server.address, MODEL_NAME, timeout=5) as plaintext:
       with pytest.raises(status.ServingError) as raised:
         plaintext.score(digits)
       assert raised.value.code == grpc.StatusCode.UNAVAILABLE
-  finally:
-    model_server.stop(grace=1)

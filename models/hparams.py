@@ -13,8 +13,9 @@ batch 64 at 1e-3 for 6% less CPU, and the two estimators ended level
 (closed-form KL -84.6, Monte Carlo -83.3). The held-out ELBO still gains about
 0.3 nats an epoch after epoch 12 (README: Trainer benchmark), so 18 epochs:
 4.6 to 6.3 minutes with their evaluations. XLA and mixed precision are off:
-paired on this CPU, the train step ran 3.3x slower per CPU-second under XLA and 190x
-slower in float16 (1,056, 321 and 6 images per CPU-second); both are for GPUs.
+paired on this CPU, the train step ran 3.3x slower per CPU-second under XLA and
+190x slower in float16 (default 1,056, XLA 321, float16 6 images per
+CPU-second); both are for GPUs.
 """
 import dataclasses
 from typing import Any, Dict

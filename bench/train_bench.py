@@ -164,11 +164,12 @@ def held_out_elbo_fn(model: TutorialCVAE, test_pixels: np.ndarray, eval_samples:
 def trainer_epochs(hparams: TrainingHparams, train_pixels: np.ndarray,
                    test_pixels: np.ndarray) -> Iterator[trainer.EpochStats]:
   """The Trainer's own TrainingLoop (input pipeline, strategy, compiled epochs) on the same data."""
-  loop = trainer.TrainingLoop(hparams, tf.data.Dataset.from_tensor_slices(train_pixels),
+  # monitor_examples=0: every epoch scored on the whole test split, as the tutorial's are.
+  loop = trainer.TrainingLoop(dataclasses.replace(hparams, monitor_examples=0),
+                              tf.data.Dataset.from_tensor_slices(train_pixels),
                               tf.data.Dataset.from_tensor_slices(test_pixels))
   print(f'Trainer: {trainer.describe_strategy(loop.strategy)}', flush=True)
-  for steps in trainer.epoch_step_counts(loop.num_train_examples, hparams.batch_size,
-                                         hparams.epochs):
+  for steps in loop.step_counts:
     yield loop.run_epoch(steps)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Dict
 
 MODELS = ('conv', 'mlp')
 ESTIMATORS = ('monte_carlo', 'analytic')
+LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +39,11 @@ class TrainingHparams:
   batch_size: int = dataclasses.field(default=128, metadata={
       'help': 'Global batch size (split across GPUs when there are several).'})
   learning_rate: float = dataclasses.field(default=2e-3, metadata={
-      'help': 'Adam learning rate.'})
+      'help': 'Adam learning rate (the peak one under the cosine schedule).'})
+  learning_rate_schedule: str = dataclasses.field(default='cosine', metadata={
+      'help': 'cosine: decay the learning rate to 0 along a half cosine over all training '
+              'steps; constant: keep it.',
+      'choices': LEARNING_RATE_SCHEDULES})
   estimator: str = dataclasses.field(default='analytic', metadata={
       'help': 'ELBO estimator for training: closed-form KL (analytic, seed 002) or the '
               'single-sample log p(x|z) + log p(z) - log q(z|x) (monte_carlo, seed 000).',
@@ -55,6 +60,10 @@ class TrainingHparams:
   eval_samples: int = dataclasses.field(default=2, metadata={
       'help': 'Noise draws K per image in the deterministic held-out ELBO (the per-epoch '
               'evaluation and the exported `elbo`); each image gets its own fixed draws.'})
+  monitor_examples: int = dataclasses.field(default=1000, metadata={
+      'help': 'Held-out images scored after each epoch (evenly spaced through the split); '
+              'the whole split is scored once after the last epoch. 0: the whole split '
+              'after every epoch.'})
 
   def __post_init__(self):
     for field in dataclasses.fields(self):
@@ -64,6 +73,8 @@ class TrainingHparams:
     for name in ('latent_dim', 'epochs', 'batch_size', 'eval_samples'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name}={getattr(self, name)}: expected a positive integer')
+    if self.monitor_examples < 0:
+      raise ValueError(f'monitor_examples={self.monitor_examples}: expected 0 or more')
     if self.learning_rate <= 0 or self.beta < 0:
       raise ValueError(f'learning_rate={self.learning_rate}, beta={self.beta}: '
                        'expected learning_rate > 0 and beta >= 0')

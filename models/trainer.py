@@ -11,10 +11,14 @@ ELBO per epoch, images/s, and eval reconstructions) and history.json:
   {"hparams": {...}, "strategy": "...", "num_train_examples": N,
    "num_eval_examples": M, "epochs": [{"epoch": 1, "train_elbo": ..., "eval_elbo": ...,
    "images_per_second": ..., "seconds": ..., "eval_seconds": ..., "cpu_seconds": ...},
-   ...]}
+   ...],
+   "monitor_examples": n, "final_eval_elbo": ..., "final_eval_seconds": ...}
 ELBOs are in nats per image (negative; higher is better). train_elbo is the mean
 single-sample estimate over the epoch's batches as the weights changed;
-eval_elbo is vae.fixed_noise_elbo over the whole eval split after the epoch.
+eval_elbo is vae.fixed_noise_elbo after the epoch on `monitor_examples` held-out
+images spread evenly through the split (the whole split when 0), and
+final_eval_elbo the same over the whole split once training ends: the whole
+10,000-image split after every epoch cost a quarter of the Trainer's time.
 """
 import dataclasses
 import functools
@@ -99,14 +103,25 @@ def epoch_step_counts(num_examples: int, batch_size: int, epochs: int,
   return [steps_per_epoch] * whole_epochs + ([rest] if rest else [])
 
 
-def make_optimizer(hparams: TrainingHparams) -> tf.keras.optimizers.Optimizer:
+def learning_rate(hparams: TrainingHparams, total_steps: int):
+  """The peak rate, decayed to 0 along a half cosine over `total_steps` unless constant.
+
+  Annealing lets the last epochs settle into a minimum that a constant rate keeps
+  jumping around (README: Trainer benchmark has the measured curves).
+  """
+  if hparams.learning_rate_schedule == 'constant':
+    return hparams.learning_rate
+  return tf.keras.optimizers.schedules.CosineDecay(hparams.learning_rate, max(total_steps, 1))
+
+
+def make_optimizer(hparams: TrainingHparams, total_steps: int) -> tf.keras.optimizers.Optimizer:
   """Adam; under mixed precision wrapped in dynamic loss scaling, starting at 2^7.
 
   The loss sums 784 per-pixel terms, so its float16 gradients are large: from
   Keras' default 2^15 the scale halves through eight overflowing (skipped)
   steps before settling at 2^7 (measured), so it starts there.
   """
-  optimizer = tf.keras.optimizers.Adam(hparams.learning_rate)
+  optimizer = tf.keras.optimizers.Adam(learning_rate(hparams, total_steps))
   if hparams.mixed_precision:
     return tf.keras.mixed_precision.LossScaleOptimizer(optimizer, initial_scale=2 ** 7)
   return optimizer
@@ -116,28 +131,37 @@ class TrainingLoop:
   """A VAE, its optimizer and data, and the compiled epoch functions, under one strategy.
 
   The train split is cached in memory once, then reshuffled (seeded) each epoch,
-  batched and prefetched; the eval split is cached and batched in file order.
+  batched and prefetched; the eval split is cached and batched in file order,
+  whole and as the evenly spaced subset scored after each epoch.
   Keras draws initial weights from the global generators, so construction seeds
-  Python's, NumPy's and TensorFlow's with hparams.seed.
+  Python's, NumPy's and TensorFlow's with hparams.seed. `step_counts` are the
+  batches of each epoch (epoch_step_counts with `train_steps`).
   """
 
   def __init__(self, hparams: TrainingHparams, train_pixels: tf.data.Dataset,
-               eval_pixels: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy] = None):
+               eval_pixels: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy] = None,
+               train_steps: Optional[int] = None):
     self.hparams = hparams
     self.strategy = strategy or distribution_strategy()
     tf.keras.utils.set_random_seed(hparams.seed)
     train_pixels, self.num_train_examples = cache_and_count(train_pixels)
     eval_pixels, self.num_eval_examples = cache_and_count(eval_pixels)
+    self.step_counts = epoch_step_counts(self.num_train_examples, hparams.batch_size,
+                                         hparams.epochs, train_steps)
     self.train_batches = (train_pixels
                           .shuffle(self.num_train_examples, seed=hparams.seed)
                           .batch(hparams.batch_size)
                           .prefetch(tf.data.AUTOTUNE))
-    self.eval_batches = self.strategy.experimental_distribute_dataset(
-        eval_pixels.batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
+    self.eval_batches = self._eval_batches(eval_pixels)
+    monitor_stride = max(1, self.num_eval_examples // (hparams.monitor_examples or 1))
+    monitor_pixels = eval_pixels.shard(monitor_stride, 0) if hparams.monitor_examples else eval_pixels
+    self.monitor_batches = self._eval_batches(monitor_pixels.take(hparams.monitor_examples or -1))
+    self.num_monitor_examples = min(self.num_eval_examples, hparams.monitor_examples
+                                    or self.num_eval_examples)
     self.reconstruction_inputs = next(iter(eval_pixels.batch(RECONSTRUCTION_IMAGES)))
     with self.strategy.scope():
       self.vae = vae_lib.build_vae(hparams)
-      self.optimizer = make_optimizer(hparams)
+      self.optimizer = make_optimizer(hparams, sum(self.step_counts))
       # Slots made now, not in the first traced call, which would then be traced twice.
       self.optimizer.build(self.vae.trainable_variables)
       self.noise = tf.random.Generator.from_seed(hparams.seed)
@@ -152,6 +176,10 @@ class TrainingLoop:
     eval_step = tf.autograph.experimental.do_not_convert(self._eval_step)
     self._train_epoch = tf.function(functools.partial(self._sum_over, train_step))
     self._evaluate = tf.function(functools.partial(self._sum_over, eval_step))
+
+  def _eval_batches(self, pixels: tf.data.Dataset):
+    return self.strategy.experimental_distribute_dataset(
+        pixels.batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
 
   def _train_step(self, pixels: tf.Tensor) -> tf.Tensor:
     """One replica's update; returns [sum of ELBO estimates, number of images]."""
@@ -189,16 +217,18 @@ class TrainingLoop:
     elbo_sum, images = self._train_epoch(batches).numpy()
     return float(elbo_sum / images), int(images)
 
-  def evaluate(self) -> float:
-    """Mean fixed-noise ELBO over the whole eval split."""
-    elbo_sum, images = self._evaluate(self.eval_batches).numpy()
+  def evaluate(self, whole_split: bool = True) -> float:
+    """Mean fixed-noise ELBO over the whole eval split, or over the per-epoch monitor subset."""
+    batches = self.eval_batches if whole_split else self.monitor_batches
+    elbo_sum, images = self._evaluate(batches).numpy()
     return float(elbo_sum / images)
 
   def run_epoch(self, steps: int) -> EpochStats:
+    """Trains one epoch of `steps` batches, then scores the monitor subset."""
     start, cpu_start = time.perf_counter(), time.process_time()
     train_elbo, images = self.train_epoch(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    eval_elbo = self.evaluate()
+    eval_elbo = self.evaluate(whole_split=False)
     self.epochs_done += 1
     return EpochStats(epoch=self.epochs_done, train_elbo=train_elbo, eval_elbo=eval_elbo,
                       images_per_second=images / seconds, seconds=seconds,
@@ -234,6 +264,7 @@ class TrainingLog:
         'strategy': describe_strategy(loop.strategy),
         'num_train_examples': loop.num_train_examples,
         'num_eval_examples': loop.num_eval_examples,
+        'monitor_examples': loop.num_monitor_examples,
         'epochs': [],
     }
     print(f'[trainer] {self.history["strategy"]}; {loop.num_train_examples} train and '
@@ -250,6 +281,18 @@ class TrainingLog:
       tf.summary.scalar('elbo', stats.eval_elbo)
       tf.summary.image('reconstructions', reconstruction_pairs, max_outputs=RECONSTRUCTION_IMAGES)
     self.history['epochs'].append(dataclasses.asdict(stats))
+    self._write()
+
+  def record_final(self, eval_elbo: float, seconds: float):
+    """The whole eval split's ELBO after the last epoch."""
+    print(f'[trainer] held-out ELBO on all {self.history["num_eval_examples"]} eval images: '
+          f'{eval_elbo:.2f}  ({seconds:.1f} s)', flush=True)
+    with self.eval_writer.as_default(step=len(self.history['epochs'])):
+      tf.summary.scalar('final_elbo', eval_elbo)
+    self.history.update(final_eval_elbo=eval_elbo, final_eval_seconds=seconds)
+    self._write()
+
+  def _write(self):
     with tf.io.gfile.GFile(self.history_path, 'w') as f:
       json.dump(self.history, f, indent=1)
 
@@ -268,11 +311,12 @@ def run_fn(fn_args):
   schema = tf_transform_output.transformed_metadata.schema
   loop = TrainingLoop(hparams,
                       read_pixels(fn_args.data_accessor, fn_args.train_files, schema),
-                      read_pixels(fn_args.data_accessor, fn_args.eval_files, schema))
-  step_counts = epoch_step_counts(loop.num_train_examples, hparams.batch_size, hparams.epochs,
-                                  fn_args.train_steps)
-  log = TrainingLog(fn_args.model_run_dir, loop, len(step_counts))
-  for steps in step_counts:
+                      read_pixels(fn_args.data_accessor, fn_args.eval_files, schema),
+                      train_steps=fn_args.train_steps)
+  log = TrainingLog(fn_args.model_run_dir, loop, len(loop.step_counts))
+  for steps in loop.step_counts:
     log.record(loop.run_epoch(steps), loop.reconstruction_pairs())
+  start = time.perf_counter()
+  log.record_final(loop.evaluate(), time.perf_counter() - start)
   export.export_serving_model(loop.vae, hparams, tf_transform_output, fn_args.serving_model_dir)
   print(f'[trainer] exported the serving model to {fn_args.serving_model_dir}', flush=True)

@@ -1,4 +1,5 @@
 """The training loop on the synthetic digits, and run_fn end to end on a fake FnArgs."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -25,9 +26,7 @@ def _loop(mnist_splits, hparams, strategy=None) -> trainer.TrainingLoop:
 
 
 def _train(loop: trainer.TrainingLoop):
-  steps = trainer.epoch_step_counts(loop.num_train_examples, loop.hparams.batch_size,
-                                    loop.hparams.epochs)
-  return [loop.run_epoch(count) for count in steps]
+  return [loop.run_epoch(count) for count in loop.step_counts]
 
 
 @pytest.mark.parametrize('hparams', [
@@ -107,6 +106,31 @@ def test_training_is_reproducible_from_the_seed(mnist_splits):
   assert first.eval_elbo == pytest.approx(second.eval_elbo, abs=1e-3)
 
 
+def test_each_epoch_scores_an_evenly_spaced_subset_and_zero_means_the_whole_split(mnist_splits):
+  subset = _loop(mnist_splits, dataclasses.replace(TINY, monitor_examples=10))
+  whole = _loop(mnist_splits, dataclasses.replace(TINY, monitor_examples=0))
+  assert (subset.num_monitor_examples, whole.num_monitor_examples) == (10, 100)
+  [monitored] = [list(batch.numpy()) for batch in subset.monitor_batches]
+  every_tenth = _pixels(mnist_splits['eval'][0]).shard(10, 0)
+  assert np.array_equal(monitored, list(every_tenth.as_numpy_iterator()))
+  assert whole.evaluate(whole_split=False) == whole.evaluate()
+  assert subset.evaluate(whole_split=False) != subset.evaluate()
+
+
+@pytest.mark.parametrize('schedule, last_rate', [('cosine', 1.1e-5), ('constant', 2e-3)])
+def test_learning_rate_schedule_over_all_training_steps(mnist_splits, schedule, last_rate):
+  """Cosine: 2e-3 at the first step, 2e-3 * (1 + cos(pi * 20 / 21)) / 2 at the 21st and last."""
+  loop = _loop(mnist_splits, dataclasses.replace(TINY, learning_rate=2e-3,
+                                                 learning_rate_schedule=schedule))
+  assert sum(loop.step_counts) == 21
+  _train(loop)
+  assert loop.optimizer.iterations.numpy() == 21
+  assert float(loop.optimizer.learning_rate) == pytest.approx(last_rate, rel=0.02)
+  if schedule == 'cosine':
+    rate = trainer.learning_rate(loop.hparams, 21)
+    assert float(rate(0)) == pytest.approx(2e-3) and float(rate(10)) == pytest.approx(1.075e-3, rel=0.01)
+
+
 @pytest.mark.parametrize('train_steps, expected', [
     (None, [7, 7, 7]), (0, [7, 7, 7]), (-1, [7, 7, 7]), (10, [7, 3]), (14, [7, 7]), (2, [2])])
 def test_epoch_step_counts(train_steps, expected):
@@ -119,6 +143,7 @@ def test_run_fn_writes_history_summaries_and_the_serving_model(trained_model):
   assert history['hparams'] == trained_model.hparams.to_custom_config()
   assert (history['num_train_examples'], history['num_eval_examples']) == (200, 100)
   assert [e['epoch'] for e in history['epochs']] == [1, 2]
+  assert history['monitor_examples'] == 100 and history['final_eval_elbo'] < 0
   for epoch in history['epochs']:
     assert epoch['train_elbo'] < 0 and epoch['eval_elbo'] < 0 and epoch['images_per_second'] > 0
   assert 'replica' in history['strategy']

@@ -17,10 +17,17 @@ MEAN_ELBO = 'mean_elbo'
 
 
 class MeanElbo(tfma.metrics.Metric):
-  """Mean of the model's per-example ELBO prediction, in nats (higher is better)."""
+  """Mean of the model's per-example ELBO prediction, in nats (higher is better).
 
-  def __init__(self, name: str = MEAN_ELBO):
-    super().__init__(metric_util.merge_per_key_computations(_mean_elbo), name=name)
+  code_fingerprint: a hash of this module's source (pipeline/code_fingerprint.py),
+  unused by the computation. The Evaluator's cache key sees only its eval config,
+  where TFMA keeps this metric's constructor arguments (MetricConfig.config), so
+  carrying the hash there re-runs the evaluation when this code changes.
+  """
+
+  def __init__(self, name: str = MEAN_ELBO, code_fingerprint: str = ''):
+    super().__init__(metric_util.merge_per_key_computations(_mean_elbo), name=name,
+                     code_fingerprint=code_fingerprint)
 
 
 def _mean_elbo(name: str = MEAN_ELBO,

@@ -23,6 +23,9 @@ from typing import Any, Dict
 MODELS = ('conv', 'mlp')
 ESTIMATORS = ('monte_carlo', 'analytic')
 LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
+# The pipeline adds this key to the Trainer's custom_config so that a code change
+# re-trains (pipeline/code_fingerprint.py); it is not a hyperparameter.
+CODE_FINGERPRINT_KEY = 'code_fingerprint'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +88,7 @@ class TrainingHparams:
   @classmethod
   def from_custom_config(cls, custom_config: Dict[str, Any]) -> 'TrainingHparams':
     """Missing keys take their defaults; unknown keys are an error, so a typo never goes unseen."""
+    custom_config = {k: v for k, v in custom_config.items() if k != CODE_FINGERPRINT_KEY}
     fields = {field.name: field for field in dataclasses.fields(cls)}
     unknown = sorted(set(custom_config) - set(fields))
     if unknown:

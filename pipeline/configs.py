@@ -5,9 +5,11 @@ arguments -> each component's custom_config. Nothing below reads the environment
 """
 import dataclasses
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from vaetfx.components.atomic_pusher.model_name import check_model_name
 from vaetfx.models.hparams import TrainingHparams
+from vaetfx.pipeline import code_fingerprint
 
 PIPELINE_NAME = 'vae-mnist'
 MODEL_NAME = 'vae'
@@ -30,6 +32,10 @@ class BeamConfig:
 class GateConfig:
   """The Evaluator's blessing rule on the held-out mean ELBO (nats per image).
 
+  The floor and the tolerance apply to the overall mean only. digit_tolerance,
+  when set, also refuses a model more than that many nats below the baseline on
+  any one digit (None: per-digit results are reported, not gated).
+
   compare_with_baseline: also gate against the last blessed model, found by
   TFX's latest-blessed-model resolver. Open-source KFP 2.x cannot run resolver
   tasks, so the Kubeflow runner turns it off there (the floor still gates).
@@ -37,6 +43,13 @@ class GateConfig:
   elbo_floor: float = -150.0
   elbo_tolerance: float = 2.0
   compare_with_baseline: bool = True
+  digit_tolerance: Optional[float] = None
+
+  def __post_init__(self):
+    for name in ('elbo_tolerance', 'digit_tolerance'):
+      value = getattr(self, name)
+      if value is not None and not value >= 0:
+        raise ValueError(f'{name}={value}: expected a number of nats, 0 or more')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +58,12 @@ class PushConfig:
   serving_dir: str = ''
   model_name: str = MODEL_NAME
   keep_versions: int = 3
+
+  def __post_init__(self):
+    check_model_name(self.model_name)
+    if self.keep_versions < 1:
+      raise ValueError(f'keep_versions={self.keep_versions}: expected 1 or more '
+                       '(the pushed version is always kept)')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +97,11 @@ class PipelineConfig:
     return self.push.serving_dir or os.path.join(self.output_dir, 'serving')
 
   def create_pipeline_args(self) -> Dict:
-    """The arguments of pipeline.create_pipeline() this config decides, for every runner."""
+    """The arguments of pipeline.create_pipeline() this config decides, for every runner.
+
+    The code fingerprints are computed here, once per pipeline built, from the
+    installed package, so both runners key their caches on the code too.
+    """
     return dict(
         pipeline_name=self.pipeline_name,
         pipeline_root=self.pipeline_root,
@@ -88,9 +111,11 @@ class PipelineConfig:
         elbo_floor=self.gate.elbo_floor,
         elbo_tolerance=self.gate.elbo_tolerance,
         compare_with_baseline=self.gate.compare_with_baseline,
+        digit_tolerance=self.gate.digit_tolerance,
         model_name=self.push.model_name,
         keep_versions=self.push.keep_versions,
         digits=self.digits,
         beam_pipeline_args=self.beam.pipeline_args(),
         enable_cache=self.enable_cache,
+        code_fingerprints=code_fingerprint.component_fingerprints(),
     )

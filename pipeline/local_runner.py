@@ -20,6 +20,11 @@ def _was_cached(component_launcher: launcher.Launcher, execution_id: int) -> boo
   return execution.last_known_state == metadata_store_pb2.Execution.CACHED
 
 
+def _one_line(error: Exception) -> str:
+  message = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {message[0]}' if message else type(error).__name__
+
+
 @contextlib.contextmanager
 def component_progress(total: int, out=sys.stdout) -> Iterator[List[ComponentRun]]:
   """Prints each component as it starts and ends, with its wall time; yields the timings.
@@ -34,7 +39,13 @@ def component_progress(total: int, out=sys.stdout) -> Iterator[List[ComponentRun
     name = self._pipeline_node.node_info.id  # pylint: disable=protected-access
     print(f'[{len(runs) + 1}/{total}] {name:<30} running ...', file=out, flush=True)
     start = time.perf_counter()
-    execution_info = launch(self)
+    try:
+      execution_info = launch(self)
+    except Exception as e:
+      runs.append(ComponentRun(name, time.perf_counter() - start, False, error=_one_line(e)))
+      print(f'[{len(runs)}/{total}] {name:<30} FAILED after {runs[-1].seconds:.1f} s: '
+            f'{runs[-1].error}', file=out, flush=True)
+      raise
     execution_id = execution_info.execution_id if execution_info else None
     cached = execution_id is None or _was_cached(self, execution_id)
     run = ComponentRun(name, time.perf_counter() - start, cached, execution_id)
@@ -60,8 +71,16 @@ def build_pipeline(config: configs.PipelineConfig) -> tfx.dsl.Pipeline:
 
 
 def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
-  """Runs the whole pipeline locally; returns each component's wall time and the outcome."""
+  """Runs the whole pipeline locally; returns each component's wall time and the outcome.
+
+  A failure in an optional component (the report, which runs after the push) is
+  in the summary; any other failure is raised.
+  """
   pipeline = build_pipeline(config)
   with component_progress(len(pipeline.components), out) as runs:
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    try:
+      tfx.orchestration.LocalDagRunner().run(pipeline)
+    except Exception:  # pylint: disable=broad-except
+      if not (runs and runs[-1].error and runs[-1].component in pipeline_def.OPTIONAL_COMPONENTS):
+        raise
   return summarize(metadata_store.MetadataStore(metadata_connection(config)), runs)

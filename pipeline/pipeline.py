@@ -4,7 +4,8 @@ Every setting is an argument; runners (local_runner, kubeflow_runner) decide the
 Module code is referenced by dotted names inside the installed `vaetfx` package,
 so it travels with the package instead of being staged as a module file.
 """
-from typing import Any, Dict, List, Optional, Sequence
+import json
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
@@ -13,32 +14,56 @@ from tfx import v1 as tfx
 from vaetfx.components.atomic_pusher.component import AtomicPusher
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
 from vaetfx.components.vae_report.component import VaeReport
-from vaetfx.models import elbo_metric, features
+from vaetfx.models import elbo_metric, features, hparams
 
 PREPROCESSING_FN = 'vaetfx.models.preprocessing.preprocessing_fn'
 RUN_FN = 'vaetfx.models.trainer.run_fn'
 EXAMPLES_SIGNATURE = 'from_examples'
 
 
-def elbo_eval_config(elbo_floor: float, elbo_tolerance: float) -> tfma.EvalConfig:
+OVERALL_SLICE = tfma.SlicingSpec()
+DIGIT_SLICES = tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
+# A component runs after the AtomicPusher and may fail without taking the push with it.
+OPTIONAL_COMPONENTS = ('VaeReport',)
+
+
+def _at_most_below_baseline(tolerance: float) -> tfma.GenericChangeThreshold:
+  return tfma.GenericChangeThreshold(direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+                                     absolute={'value': -tolerance})
+
+
+def elbo_eval_config(elbo_floor: float, elbo_tolerance: float,
+                     digit_tolerance: Optional[float] = None,
+                     code_fingerprint: str = '') -> tfma.EvalConfig:
   """Bless when the held-out mean ELBO is >= elbo_floor and at most elbo_tolerance
-  nats below the last blessed model's (TFX drops the change threshold on a first run).
+  nats below the last blessed model's (TFX drops the change threshold on a first run);
+  with digit_tolerance, also when no digit's mean ELBO is more than that below the
+  baseline's on that digit.
 
   The model has no label: TFMA reads its `elbo` output through the tf.Example
-  signature and averages it with the label-free MeanElbo metric.
+  signature and averages it with the label-free MeanElbo metric, overall and per
+  digit. A threshold on MetricConfig.threshold would apply to every slice (the
+  per-digit ones too), so each is tied to its slices with per_slice_thresholds.
+  code_fingerprint rides in the metric's config (see elbo_metric.MeanElbo).
   """
-  threshold = tfma.MetricThreshold(
-      value_threshold=tfma.GenericValueThreshold(lower_bound={'value': elbo_floor}),
-      change_threshold=tfma.GenericChangeThreshold(
-          direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-          absolute={'value': -elbo_tolerance}))
+  thresholds = [tfma.PerSliceMetricThreshold(
+      slicing_specs=[OVERALL_SLICE],
+      threshold=tfma.MetricThreshold(
+          value_threshold=tfma.GenericValueThreshold(lower_bound={'value': elbo_floor}),
+          change_threshold=_at_most_below_baseline(elbo_tolerance)))]
+  if digit_tolerance is not None:
+    thresholds.append(tfma.PerSliceMetricThreshold(
+        slicing_specs=[DIGIT_SLICES],
+        threshold=tfma.MetricThreshold(change_threshold=_at_most_below_baseline(digit_tolerance))))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(signature_name=EXAMPLES_SIGNATURE, model_type='tf_generic',
                                   prediction_key='elbo')],
-      slicing_specs=[tfma.SlicingSpec(), tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])],
+      slicing_specs=[OVERALL_SLICE, DIGIT_SLICES],
       metrics_specs=[tfma.MetricsSpec(metrics=[
           tfma.MetricConfig(class_name=elbo_metric.MeanElbo.__name__,
-                            module=elbo_metric.__name__, threshold=threshold)])])
+                            module=elbo_metric.__name__,
+                            config=json.dumps({'code_fingerprint': code_fingerprint}),
+                            per_slice_thresholds=thresholds)])])
 
 
 def create_pipeline(
@@ -57,15 +82,30 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
     trainer_platform_config: Optional[Any] = None,
+    digit_tolerance: Optional[float] = None,
+    code_fingerprints: Optional[Mapping[str, str]] = None,
 ) -> tfx.dsl.Pipeline:
-  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate -> atomic push, plus a report.
+  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate -> atomic push -> report.
 
   compare_with_baseline: gate against the last blessed model too (see configs.GateConfig).
+
+  digit_tolerance: also refuse a model more than this many nats below the
+  baseline on any one digit; None gates on the overall mean only.
+
+  code_fingerprints: {component id: hash of the code it runs}
+  (code_fingerprint.component_fingerprints()), put among each component's
+  execution properties so that TFX's cache (and KFP's) re-runs it when its code
+  changes. Without them, an edit to the package's code is served from the cache.
+
+  The report runs after the push (an ordering, not a data dependency), so a
+  failure in drawing pictures never keeps a blessed model from being served.
 
   trainer_platform_config: an orchestrator's resource request for the Trainer
   (Kubeflow V2: a PipelineContainerSpec.ResourceSpec asking for GPUs).
   """
-  example_gen = MnistExampleGen(input_base=data_root, digits=digits)
+  fingerprints = dict(code_fingerprints or {})
+  example_gen = MnistExampleGen(input_base=data_root, digits=digits,
+                                code_fingerprint=fingerprints.get('MnistExampleGen', ''))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs['statistics'])
   example_validator = tfx.components.ExampleValidator(
@@ -74,13 +114,15 @@ def create_pipeline(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
+      custom_config={hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Transform', '')},
       disable_statistics=True)  # StatisticsGen already describes the raw data.
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
-      custom_config=trainer_custom_config)
+      custom_config={**trainer_custom_config,
+                     hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Trainer', '')})
   if trainer_platform_config is not None:
     trainer.with_platform_config(trainer_platform_config)
   baseline_components = []
@@ -95,17 +137,21 @@ def create_pipeline(
       model=trainer.outputs['model'],
       baseline_model=baseline_components[0].outputs['model'] if baseline_components else None,
       schema=schema_gen.outputs['schema'],
-      eval_config=elbo_eval_config(elbo_floor, elbo_tolerance),
+      eval_config=elbo_eval_config(elbo_floor, elbo_tolerance, digit_tolerance,
+                                   fingerprints.get('Evaluator', '')),
       example_splits=[features.EVAL_SPLIT])
-  report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
-                     examples=example_gen.outputs['examples'])
   pusher = AtomicPusher(model=trainer.outputs['model'],
                         model_blessing=evaluator.outputs['blessing'],
                         serving_dir=serving_dir, model_name=model_name,
-                        keep_versions=keep_versions)
+                        keep_versions=keep_versions,
+                        code_fingerprint=fingerprints.get('AtomicPusher', ''))
+  report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
+                     examples=example_gen.outputs['examples'],
+                     code_fingerprint=fingerprints.get('VaeReport', ''))
+  report.add_upstream_node(pusher)
 
   components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                *baseline_components, evaluator, report, pusher]
+                *baseline_components, evaluator, pusher, report]
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,

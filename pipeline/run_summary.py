@@ -10,8 +10,9 @@ from typing import Dict, List, Optional
 import tensorflow_model_analysis as tfma
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
+from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
-from vaetfx.models import elbo_metric
+from vaetfx.models import elbo_metric, features
 
 
 @dataclasses.dataclass
@@ -20,6 +21,7 @@ class ComponentRun:
   seconds: float
   cached: bool
   execution_id: Optional[int] = None
+  error: str = ''
 
 
 @dataclasses.dataclass
@@ -31,7 +33,9 @@ class RunSummary:
   gate_failures: List[str] = dataclasses.field(default_factory=list)
   pushed_path: str = ''
   pushed_version: str = ''
+  already_served: bool = False
   report_path: str = ''
+  report_error: str = ''
 
 
 def output_artifacts(store: metadata_store.MetadataStore,
@@ -55,13 +59,35 @@ def overall_mean_elbo(evaluation_uri: str) -> Dict[str, float]:
   return elbos
 
 
+def slice_name(slice_key: metrics_for_slice_pb2.SliceKey) -> str:
+  """'over all digits', 'on digit 8', or 'on <column> <value>, ...' for other slices."""
+  parts = []
+  for key in slice_key.single_slice_keys:
+    value = getattr(key, key.WhichOneof('kind'))
+    value = value.decode() if isinstance(value, bytes) else value
+    parts.append(f'digit {value}' if key.column == features.LABEL_KEY else f'{key.column} {value}')
+  return f'on {", ".join(parts)}' if parts else 'over all digits'
+
+
+def describe_failure(slice_description: str,
+                     failure: validation_result_pb2.ValidationFailure) -> str:
+  """One failed threshold in words: the metric, the slice, its value and the threshold."""
+  metric = failure.metric_key.name
+  value = failure.metric_value.double_value.value
+  threshold = failure.metric_threshold
+  if failure.metric_key.is_diff and threshold.change_threshold.HasField('absolute'):
+    return (f'{metric} {slice_description} is {-value:.2f} nats below the baseline\'s, '
+            f'more than the {-threshold.change_threshold.absolute.value:.2f} allowed')
+  if not failure.metric_key.is_diff and threshold.value_threshold.HasField('lower_bound'):
+    return (f'{metric} {slice_description} is {value:.2f} nats, below the floor of '
+            f'{threshold.value_threshold.lower_bound.value:.2f}')
+  return f'{metric} {slice_description} = {value:.2f} failed: {failure.message}'
+
+
 def gate_failures(evaluation_uri: str) -> List[str]:
-  """One line per failed threshold, as TFMA's validator recorded it."""
+  """One line per failed threshold, as TFMA's validator recorded it, with its slice."""
   result = tfma.load_validation_result(evaluation_uri)
-  return [f'{failure.metric_key.name}'
-          f'{" of " + failure.metric_key.model_name if failure.metric_key.model_name else ""}'
-          f'{" (change vs baseline)" if failure.metric_key.is_diff else ""} = '
-          f'{failure.metric_value.double_value.value:.2f} failed {failure.message or "its threshold"}'
+  return [describe_failure(slice_name(per_slice.slice_key), failure)
           for per_slice in result.metric_validations_per_slice
           for failure in per_slice.failures]
 
@@ -90,9 +116,11 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
   if pushed is not None and _custom(pushed, 'pushed'):
     summary.pushed_path = _custom(pushed, 'pushed_destination') or ''
     summary.pushed_version = str(_custom(pushed, 'pushed_version') or '')
+    summary.already_served = bool(_custom(pushed, 'already_served'))
   report = outputs.get('VaeReport', {}).get('report')
   if report is not None:
     summary.report_path = os.path.join(report.uri, 'index.html')
+  summary.report_error = next((run.error for run in runs if run.component == 'VaeReport'), '')
   return summary
 
 
@@ -100,7 +128,8 @@ def format_summary(summary: RunSummary) -> str:
   """The end-of-run text: timings, then what the run decided and where its outputs are."""
   lines = ['Component wall times:']
   for run in summary.runs:
-    lines.append(f'  {run.component:<30} {"cached" if run.cached else f"{run.seconds:7.1f} s"}')
+    timing = 'FAILED' if run.error else 'cached' if run.cached else f'{run.seconds:7.1f} s'
+    lines.append(f'  {run.component:<30} {timing}')
   if summary.candidate_elbo is not None:
     baseline = ('none (first blessed model)' if summary.baseline_elbo is None
                 else f'{summary.baseline_elbo:.2f} nats')
@@ -109,10 +138,15 @@ def format_summary(summary: RunSummary) -> str:
     verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
     reasons = '; '.join(summary.gate_failures) or 'every threshold passed'
     lines.append(f'Evaluator: {verdict} ({reasons})')
-  if summary.pushed_path:
+  if summary.pushed_path and summary.already_served:
+    lines.append(f'Pushed: nothing new; version {summary.pushed_version} already holds this '
+                 f'model ({summary.pushed_path})')
+  elif summary.pushed_path:
     lines.append(f'Pushed: {summary.pushed_path} (version {summary.pushed_version})')
   elif summary.blessed is not None:
     lines.append('Pushed: nothing; the serving directory keeps its earlier versions')
-  if summary.report_path:
+  if summary.report_error:
+    lines.append(f'Report: FAILED ({summary.report_error}); the push above did not depend on it')
+  elif summary.report_path:
     lines.append(f'Report: {summary.report_path}')
   return '\n'.join(lines)

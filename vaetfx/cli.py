@@ -28,6 +28,14 @@ def _digits(text: str):
   return digits
 
 
+def _model_name(text: str) -> str:
+  from vaetfx.components.atomic_pusher.model_name import check_model_name  # pylint: disable=g-import-not-at-top
+  try:
+    return check_model_name(text)
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def _add_dataclass_flags(parser, dataclass_type, title: str):
   """One flag per field, named after it, typed by its default, explained by its metadata."""
   group = parser.add_argument_group(title)
@@ -53,9 +61,10 @@ def _add_run_parser(subparsers):
   run = subparsers.add_parser(
       'run', help='Run the whole pipeline locally on Apache Beam.',
       description='Runs MnistExampleGen, StatisticsGen, SchemaGen, ExampleValidator, Transform, '
-                  'Trainer, Evaluator, the report and the atomic Pusher with TFX\'s '
+                  'Trainer, Evaluator, the atomic Pusher and the report with TFX\'s '
                   'LocalDagRunner on Beam, with ML Metadata in SQLite under --output-dir and '
-                  'caching on: a re-run recomputes only what changed.',
+                  'caching on: a re-run recomputes only the components whose inputs, settings or '
+                  'code (the installed vaetfx package) changed.',
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   run.add_argument('--data-dir', help='Folder with MNIST: the four IDX files (gzip or not) or '
                    'mnist.npz. Default: $MNIST_DIR, then the cache, then a download into it.')
@@ -82,11 +91,16 @@ def _add_run_parser(subparsers):
                     help='Bless only a model whose held-out mean ELBO is at least this.')
   gate.add_argument('--elbo-tolerance', type=float, default=configs.GateConfig.elbo_tolerance,
                     help='...and that is at most this many nats below the last blessed model.')
+  gate.add_argument('--digit-tolerance', type=float, default=None,
+                    help='Also refuse a model more than this many nats below the last blessed '
+                         'model on any one digit. Default: off (the floor and the tolerance '
+                         'gate the mean over all digits; per-digit ELBOs are reported only).')
   push = run.add_argument_group('pusher')
   push.add_argument('--serving-dir', default='',
                     help='Where blessed models are pushed as <serving-dir>/<model-name>/<version>/ '
                          '(TF Serving\'s layout). Default: <output-dir>/serving.')
-  push.add_argument('--model-name', default=configs.MODEL_NAME, help='TF Serving model name.')
+  push.add_argument('--model-name', type=_model_name, default=configs.MODEL_NAME,
+                    help='TF Serving model name: one folder name of letters, digits, ., _, -.')
   push.add_argument('--keep-versions', type=int, default=configs.PushConfig.keep_versions,
                     help='Versions kept in the serving directory, the new one included.')
   run.set_defaults(handler=_run)
@@ -107,7 +121,8 @@ def _run(args) -> int:
       pipeline_name=args.pipeline_name,
       digits=args.digits,
       hparams=_from_flags(configs.TrainingHparams, args),
-      gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance),
+      gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance,
+                              digit_tolerance=args.digit_tolerance),
       push=configs.PushConfig(args.serving_dir and os.path.abspath(args.serving_dir),
                               args.model_name, args.keep_versions),
       beam=configs.BeamConfig(args.beam_mode, args.beam_workers, tuple(args.beam_arg)),

@@ -13,6 +13,7 @@ from tfx.types import standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from vaetfx.components.atomic_pusher import executor
+from vaetfx.components.atomic_pusher.model_name import check_model_name
 
 DEFAULT_KEEP_VERSIONS = 3
 
@@ -24,6 +25,8 @@ class AtomicPusherSpec(types.ComponentSpec):
       executor.SERVING_DIR_KEY: ExecutionParameter(type=str),
       executor.MODEL_NAME_KEY: ExecutionParameter(type=str),
       executor.KEEP_VERSIONS_KEY: ExecutionParameter(type=int),
+      # Not read by the executor: it is in TFX's cache key, so editing the Pusher's code re-runs it.
+      executor.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       standard_component_specs.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -48,19 +51,23 @@ class AtomicPusher(base_component.BaseComponent):
 
   def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
                serving_dir: str, model_name: str,
-               keep_versions: int = DEFAULT_KEEP_VERSIONS):
+               keep_versions: int = DEFAULT_KEEP_VERSIONS, code_fingerprint: str = ''):
     """serving_dir: TF Serving's --model_base_path is `<serving_dir>/<model_name>`.
 
     keep_versions: how many versions, the new one included, stay in place;
     older ones are removed after a successful push.
+
+    code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
     """
     if keep_versions < 1:
       raise ValueError(f'keep_versions must be at least 1 (the pushed version), got {keep_versions}')
+    check_model_name(model_name)
     spec = AtomicPusherSpec(
         model=model,
         model_blessing=model_blessing,
         serving_dir=serving_dir,
         model_name=model_name,
         keep_versions=keep_versions,
+        code_fingerprint=code_fingerprint or None,
         pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

@@ -15,9 +15,12 @@ from vaetfx.components.mnist_example_gen import executor
 from vaetfx.models import features
 
 
-def _digits_config(digits: Sequence[int]) -> example_gen_pb2.CustomConfig:
+def _digits_config(digits: Sequence[int], code_fingerprint: str) -> example_gen_pb2.CustomConfig:
   config = struct_pb2.Struct()
   config['digits'] = [int(d) for d in digits]
+  if code_fingerprint:
+    # Not read by the executor: it is in TFX's cache key, so editing this package re-runs it.
+    config['code_fingerprint'] = code_fingerprint
   packed = any_pb2.Any()
   packed.Pack(config)
   return example_gen_pb2.CustomConfig(custom_config=packed)
@@ -28,10 +31,12 @@ class MnistExampleGen(FileBasedExampleGen):
 
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-  def __init__(self, input_base: str, digits: Sequence[int] = ()):
+  def __init__(self, input_base: str, digits: Sequence[int] = (), code_fingerprint: str = ''):
     """input_base: a folder with the four IDX files (gzip or not) or mnist.npz.
 
     digits: keep only these digits in both splits (seed 003 shows 1, 5, 6); empty keeps all.
+
+    code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
     """
     # Both splits fingerprint the whole folder: which file feeds which split is
     # decided by the executor from MNIST's own file names.
@@ -41,4 +46,4 @@ class MnistExampleGen(FileBasedExampleGen):
     ])
     super().__init__(input_base=input_base, input_config=input_config,
                      output_config=example_gen_pb2.Output(),
-                     custom_config=_digits_config(digits))
+                     custom_config=_digits_config(digits, code_fingerprint))

@@ -31,6 +31,8 @@ class VaeReportSpec(types.ComponentSpec):
   PARAMETERS = {
       executor.NUM_EXAMPLES_KEY: ExecutionParameter(type=int),
       executor.SEED_KEY: ExecutionParameter(type=int),
+      # Not read by the executor: it is in TFX's cache key, so editing the report's code re-runs it.
+      'code_fingerprint': ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -50,14 +52,17 @@ class VaeReport(base_component.BaseComponent):
 
   def __init__(self, model: types.BaseChannel, model_run: types.BaseChannel,
                examples: types.BaseChannel, num_examples: int = DEFAULT_NUM_EXAMPLES,
-               seed: int = DEFAULT_SEED):
+               seed: int = DEFAULT_SEED, code_fingerprint: str = ''):
     """num_examples: held-out digits encoded for the latent-space plot (the first ones read).
 
     seed: the prior samples' seed, so re-drawing a report gives the same picture.
+
+    code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
     """
     if num_examples < 1:
       raise ValueError(f'num_examples must be at least 1, got {num_examples}')
     spec = VaeReportSpec(model=model, model_run=model_run, examples=examples,
                          num_examples=num_examples, seed=seed,
+                         code_fingerprint=code_fingerprint or None,
                          report=types.Channel(type=VaeReportArtifact))
     super().__init__(spec=spec)

@@ -1,43 +1,62 @@
-"""AtomicPusher's executor, run as the launcher runs it, on a tiny SavedModel."""
+"""AtomicPusher's executor, run as the launcher runs it, on tiny SavedModels.
+
+Every test that breaks a push checks two things afterwards: TF Serving's view
+(each integer-named folder holds one whole model) and that the execution's
+outcome (raised, or the PushedModel it published) matches what is on disk.
+"""
 import filecmp
 import itertools
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
 from unittest import mock
 
 import pytest
 import tensorflow as tf
-from tfx.dsl.io import fileio
+from tfx.dsl.io import fileio, filesystem_registry
+from tfx.dsl.io.plugins import tensorflow_gfile
 from tfx.types import channel, standard_artifacts
-from tfx.utils import path_utils
+from tfx.utils import io_utils, path_utils
 
 from vaetfx.components.atomic_pusher import executor
 from vaetfx.components.atomic_pusher.component import AtomicPusher
 
 MODEL_NAME = 'vae'
+FACTORS = (2.0, 3.0, 4.0, 5.0)
+BAD_MODEL_NAMES = ('', '.', '..', 'a/b', '/abs', '../up', '.hidden', 'has space', 'x' * 256)
 
 
-class _Doubler(tf.Module):
+class _Multiplier(tf.Module):
 
-  def __init__(self):
+  def __init__(self, factor):
     super().__init__()
-    self.factor = tf.Variable(2.0)
+    self.factor = tf.Variable(factor)
 
   @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
   def __call__(self, x):
-    return {'doubled': x * self.factor}
+    return {'scaled': x * self.factor}
 
 
-@pytest.fixture(scope='module')
-def saved_model_dir(tmp_path_factory):
-  """A real SavedModel (saved_model.pb, variables/, fingerprint.pb) under a Trainer-like Model uri."""
-  model_uri = str(tmp_path_factory.mktemp('trainer_model'))
-  module = _Doubler()
+def _save_model(model_uri, factor):
+  module = _Multiplier(factor)
   tf.saved_model.save(module, path_utils.serving_model_path(model_uri),
                       signatures={'serving_default': module.__call__})
   return model_uri
 
 
-def _run(model_uri, serving_dir, pushed_uri, blessed, keep_versions=3):
+@pytest.fixture(scope='module')
+def models(tmp_path_factory):
+  """{factor: Trainer-like Model uri} of real, distinct SavedModels."""
+  root = tmp_path_factory.mktemp('trainer_models')
+  return {factor: _save_model(str(root / str(factor)), factor) for factor in FACTORS}
+
+
+def _run(model_uri, serving_dir, pushed_uri, blessed=True, keep_versions=3,
+         model_name=MODEL_NAME):
   model = standard_artifacts.Model()
   model.uri = model_uri
   blessing = standard_artifacts.ModelBlessing()
@@ -47,21 +66,21 @@ def _run(model_uri, serving_dir, pushed_uri, blessed, keep_versions=3):
   executor.Executor().Do(
       {'model': [model], 'model_blessing': [blessing]},
       {'pushed_model': [pushed_model]},
-      {executor.SERVING_DIR_KEY: serving_dir, executor.MODEL_NAME_KEY: MODEL_NAME,
+      {executor.SERVING_DIR_KEY: serving_dir, executor.MODEL_NAME_KEY: model_name,
        executor.KEEP_VERSIONS_KEY: keep_versions})
   return pushed_model
 
 
 @pytest.fixture
-def push(tmp_path, saved_model_dir):
-  """Runs the executor; each call gets its own PushedModel uri, as each execution does."""
+def push(tmp_path, models):
+  """Runs the executor on the model of `factor`; each call gets its own PushedModel uri."""
   serving_dir = str(tmp_path / 'serving')
   runs = itertools.count()
 
-  def run(blessed=True, keep_versions=3):
-    return _run(saved_model_dir, serving_dir, str(tmp_path / f'pushed_{next(runs)}'),
-                blessed, keep_versions)
+  def run(factor=FACTORS[0], **kwargs):
+    return _run(models[factor], serving_dir, str(tmp_path / f'pushed_{next(runs)}'), **kwargs)
 
+  run.serving_dir = serving_dir
   run.model_dir = os.path.join(serving_dir, MODEL_NAME)
   return run
 
@@ -83,39 +102,56 @@ def _snapshot(directory):
 
 
 def _entries(model_dir):
-  return sorted(os.listdir(model_dir))
+  return sorted(name for name in os.listdir(model_dir) if name != executor.LOCK_FILE)
 
 
-def _assert_serves(version_dir):
+def _version(pushed_model):
+  return pushed_model.get_string_custom_property('pushed_version')
+
+
+def _serves(version_dir, factor):
   loaded = tf.saved_model.load(version_dir)
-  doubled = loaded.signatures['serving_default'](tf.constant([1.5]))['doubled']
-  assert doubled.numpy().tolist() == [3.0]
+  scaled = loaded.signatures['serving_default'](tf.constant([1.5]))['scaled']
+  return scaled.numpy().tolist() == [1.5 * factor]
 
 
-def test_blessed_model_is_pushed_whole_at_an_integer_version(push, saved_model_dir):
+def served_models(model_dir, models):
+  """TF Serving's view: {version: factor of the model it holds}; fails on anything incomplete."""
+  view = {}
+  for name in os.listdir(model_dir):
+    if not name.isdigit():
+      continue
+    matches = [factor for factor, uri in models.items()
+               if _same_tree(path_utils.serving_model_path(uri), os.path.join(model_dir, name))]
+    assert matches, f'version {name} is not a whole copy of any pushed model'
+    view[int(name)] = matches[0]
+  return view
+
+
+def test_blessed_model_is_pushed_whole_at_an_integer_version(push, models):
   pushed_model = push()
-  version = pushed_model.get_string_custom_property('pushed_version')
+  version = _version(pushed_model)
   version_dir = os.path.join(push.model_dir, version)
   assert version.isdigit()
   assert _entries(push.model_dir) == [version]
   assert pushed_model.get_int_custom_property('pushed') == 1
+  assert pushed_model.get_int_custom_property(executor.ALREADY_SERVED_KEY) == 0
   assert pushed_model.get_string_custom_property('pushed_destination') == version_dir
-  model_path = path_utils.serving_model_path(saved_model_dir)
+  model_path = path_utils.serving_model_path(models[FACTORS[0]])
   assert _same_tree(model_path, version_dir)
   assert _same_tree(model_path, pushed_model.uri)
-  _assert_serves(version_dir)
+  assert _serves(version_dir, FACTORS[0])
 
 
 def test_unblessed_model_is_not_pushed_and_the_served_version_stays(push):
-  served = push().get_string_custom_property('pushed_version')
+  served = _version(push())
   before = _snapshot(os.path.join(push.model_dir, served))
-  pushed_model = push(blessed=False)
+  pushed_model = push(FACTORS[1], blessed=False)
   assert pushed_model.get_int_custom_property('pushed') == 0
   assert not pushed_model.has_custom_property('pushed_version')
   assert not os.path.exists(pushed_model.uri)
   assert _entries(push.model_dir) == [served]
   assert _snapshot(os.path.join(push.model_dir, served)) == before
-  _assert_serves(os.path.join(push.model_dir, served))
 
 
 def test_unblessed_first_model_creates_no_serving_dir(push):
@@ -123,48 +159,147 @@ def test_unblessed_first_model_creates_no_serving_dir(push):
   assert not os.path.exists(push.model_dir)
 
 
-def _copy_failing_after(file_count):
-  """fileio.copy that copies `file_count` files, then fails as a full disk would."""
-  copy = fileio.copy
+def test_each_distinct_model_gets_a_higher_version(push, models):
+  versions = [int(_version(push(factor))) for factor in FACTORS[:3]]
+  assert versions == sorted(set(versions))
+  assert served_models(push.model_dir, models) == dict(zip(versions, FACTORS))
+
+
+def test_an_identical_model_is_not_pushed_again_and_the_execution_records_its_version(push,
+                                                                                     models):
+  """The re-run case of the issue: seeds 0, 5, 5, 9 with --keep-versions 2 must keep seed 0."""
+  first = _version(push(FACTORS[0], keep_versions=2))
+  second = _version(push(FACTORS[1], keep_versions=2))
+  before = _snapshot(push.model_dir)
+  again = push(FACTORS[1], keep_versions=2)
+  assert _version(again) == second
+  assert again.get_int_custom_property('pushed') == 1
+  assert again.get_int_custom_property(executor.ALREADY_SERVED_KEY) == 1
+  assert again.get_string_custom_property('pushed_destination') == os.path.join(
+      push.model_dir, second)
+  assert _snapshot(push.model_dir) == before
+  assert served_models(push.model_dir, models) == {int(first): FACTORS[0], int(second): FACTORS[1]}
+  # An older identical version is found too; pruning keeps it beside the newest one.
+  assert _version(push(FACTORS[0], keep_versions=1)) == first
+  assert served_models(push.model_dir, models) == {int(first): FACTORS[0], int(second): FACTORS[1]}
+
+
+def test_keep_versions_removes_the_oldest(push, models):
+  versions = [_version(push(factor, keep_versions=2)) for factor in FACTORS]
+  assert _entries(push.model_dir) == sorted(versions[-2:])
+  assert served_models(push.model_dir, models) == {int(versions[2]): FACTORS[2],
+                                                   int(versions[3]): FACTORS[3]}
+
+
+def test_pruning_removes_only_folders_that_hold_a_saved_model(push):
+  """A user's folder `1/` with notes, an empty `12/` and `notes/` are not this Pusher's."""
+  for name in ('notes', '1', '12'):
+    os.makedirs(os.path.join(push.model_dir, name))
+  with open(os.path.join(push.model_dir, '1', 'notes.txt'), 'w') as f:
+    f.write('mine')
+  older = _version(push(FACTORS[0]))
+  version = _version(push(FACTORS[1], keep_versions=1))
+  assert _entries(push.model_dir) == sorted(['1', '12', 'notes', version])
+  assert older not in _entries(push.model_dir)
+  assert open(os.path.join(push.model_dir, '1', 'notes.txt')).read() == 'mine'
+
+
+@pytest.mark.parametrize('name', BAD_MODEL_NAMES)
+def test_bad_model_name_is_refused_before_anything_is_touched(tmp_path, models, name):
+  serving_dir = tmp_path / 'serving'
+  (serving_dir / '1').mkdir(parents=True)
+  with pytest.raises(ValueError, match='model name'):
+    _run(models[FACTORS[0]], str(serving_dir), str(tmp_path / 'pushed'), keep_versions=1,
+         model_name=name)
+  assert sorted(os.listdir(serving_dir)) == ['1'] and not os.listdir(serving_dir / '1')
+  assert not (tmp_path / 'pushed').exists()
+
+
+def _failing_after(function, calls_before_failure, error):
+  """A wrapper of `function` that runs `calls_before_failure` times, then raises `error`."""
   calls = []
 
-  def failing_copy(src, dst, overwrite=False):
-    if len(calls) == file_count:
-      raise OSError(28, 'No space left on device', dst)
-    calls.append(dst)
-    copy(src, dst, overwrite)
+  def failing(*args, **kwargs):
+    if len(calls) == calls_before_failure:
+      raise error
+    calls.append(args)
+    return function(*args, **kwargs)
 
-  return failing_copy, calls
+  return failing, calls
 
 
-def test_failure_mid_copy_leaves_no_version_and_no_staging(push):
-  served = push().get_string_custom_property('pushed_version')
-  failing_copy, copied = _copy_failing_after(2)
-  with mock.patch.object(fileio, 'copy', failing_copy), pytest.raises(OSError, match='No space'):
+DISK_FULL = OSError(28, 'No space left on device')
+
+
+def _archive_fails(pushed_root):
+  copy_dir = io_utils.copy_dir
+
+  def failing(src, dst, *args, **kwargs):
+    if dst.startswith(pushed_root):
+      raise DISK_FULL
+    return copy_dir(src, dst, *args, **kwargs)
+
+  return mock.patch.object(io_utils, 'copy_dir', failing)
+
+
+FAULTS = {
+    'staging copy': lambda push: mock.patch.object(
+        fileio, 'copy', _failing_after(fileio.copy, 2, DISK_FULL)[0]),
+    'fsync': lambda push: mock.patch.object(
+        executor.os, 'fsync', _failing_after(os.fsync, 1, OSError(5, 'Input/output error'))[0]),
+    'archive': lambda push: _archive_fails(os.path.join(os.path.dirname(push.serving_dir),
+                                                        'pushed_')),
+    'rename': lambda push: mock.patch.object(
+        executor.os, 'rename', side_effect=OSError(13, 'Permission denied')),
+}
+
+
+@pytest.mark.parametrize('step', sorted(FAULTS))
+def test_a_failure_before_the_rename_fails_the_push_and_changes_nothing_served(push, models,
+                                                                               step):
+  served = _version(push(FACTORS[0]))
+  before = _snapshot(push.model_dir)
+  with FAULTS[step](push), pytest.raises(OSError):
+    push(FACTORS[1])
+  assert _entries(push.model_dir) == [served]  # no new version, no staging folder left
+  assert _snapshot(push.model_dir) == before
+  assert served_models(push.model_dir, models) == {int(served): FACTORS[0]}
+  # The next push succeeds as if nothing had happened.
+  version = int(_version(push(FACTORS[1])))
+  assert served_models(push.model_dir, models) == {int(served): FACTORS[0], version: FACTORS[1]}
+
+
+def test_a_failed_prune_is_logged_and_the_push_still_succeeds(push, models):
+  old = [_version(push(factor)) for factor in FACTORS[:2]]
+  with mock.patch.object(executor, 'remove_version', side_effect=OSError(16, 'Device busy')), \
+      mock.patch.object(executor.logging, 'error') as logged:
+    pushed_model = push(FACTORS[2], keep_versions=1)
+  version = _version(pushed_model)
+  assert pushed_model.get_int_custom_property('pushed') == 1
+  assert 'Device busy' in str(logged.call_args_list)
+  assert served_models(push.model_dir, models) == {
+      int(old[0]): FACTORS[0], int(old[1]): FACTORS[1], int(version): FACTORS[2]}
+
+
+def test_staging_is_flushed_to_disk_before_the_rename(push, models):
+  events = []
+  fsync, rename = os.fsync, os.rename
+  with mock.patch.object(executor.os, 'fsync', lambda fd: events.append('fsync') or fsync(fd)), \
+      mock.patch.object(executor.os, 'rename',
+                        lambda src, dst: events.append('rename') or rename(src, dst)):
     push()
-  assert len(copied) == 2
-  assert _entries(push.model_dir) == [served]
-  _assert_serves(os.path.join(push.model_dir, served))
+  files_and_dirs = sum(len(names) + 1 for _, _, names in os.walk(path_utils.serving_model_path(
+      models[FACTORS[0]])))
+  # Each staged file and folder, then the rename, then the model directory (the rename's entry).
+  assert events == ['fsync'] * files_and_dirs + ['rename', 'fsync']
 
 
-def test_failed_remote_style_copy_removes_its_partial_version(tmp_path, saved_model_dir):
-  version_dir = str(tmp_path / 'vae' / '1')
-  failing_copy, copied = _copy_failing_after(1)
-  with mock.patch.object(fileio, 'copy', failing_copy), pytest.raises(OSError):
-    executor.push_in_place(path_utils.serving_model_path(saved_model_dir), version_dir)
-  assert copied and not os.path.exists(version_dir)
-
-
-def test_saved_model_pb_is_copied_last(tmp_path, saved_model_dir):
+def test_saved_model_pb_is_copied_last(tmp_path, models):
   with mock.patch.object(fileio, 'copy', wraps=fileio.copy) as copy:
-    executor.copy_saved_model(path_utils.serving_model_path(saved_model_dir), str(tmp_path / 'out'))
+    executor.copy_saved_model(path_utils.serving_model_path(models[FACTORS[0]]),
+                              str(tmp_path / 'out'))
   copied = [os.path.basename(call.args[1]) for call in copy.call_args_list]
   assert copied[-1] == 'saved_model.pb' and copied.count('saved_model.pb') == 1
-
-
-def test_each_push_gets_a_higher_version(push):
-  versions = [int(push().get_string_custom_property('pushed_version')) for _ in range(3)]
-  assert versions == sorted(set(versions))
 
 
 def test_next_version_is_a_timestamp_unless_a_version_is_already_higher():
@@ -174,26 +309,135 @@ def test_next_version_is_a_timestamp_unless_a_version_is_already_higher():
   assert executor.next_version([2000000000], now=1700000000.7) == 2000000001
 
 
-def test_keep_versions_removes_the_oldest(push):
-  versions = [push(keep_versions=2).get_string_custom_property('pushed_version') for _ in range(4)]
-  assert _entries(push.model_dir) == sorted(versions[-2:])
+def test_concurrent_pushes_get_distinct_versions(push, models):
+  """Four threads push four different models at once: four versions, all whole."""
+  barrier = threading.Barrier(len(FACTORS))
+  results, errors = {}, []
+
+  def push_one(factor):
+    barrier.wait()
+    try:
+      results[factor] = int(_version(push(factor, keep_versions=len(FACTORS))))
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+
+  threads = [threading.Thread(target=push_one, args=(factor,)) for factor in FACTORS]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join()
+  assert not errors
+  assert len(set(results.values())) == len(FACTORS)
+  assert served_models(push.model_dir, models) == {v: f for f, v in results.items()}
 
 
-def test_only_integer_directories_count_as_versions(push):
-  os.makedirs(os.path.join(push.model_dir, 'notes'))
-  os.makedirs(os.path.join(push.model_dir, '12'))
-  version = push(keep_versions=1).get_string_custom_property('pushed_version')
-  assert _entries(push.model_dir) == sorted([version, 'notes'])
+def test_a_push_that_loses_the_rename_race_takes_the_next_version(push, models):
+  """Without the lock (another host on a shared disk), both pick the same second:
+  the rename onto the taken version fails and the push moves one up."""
+  with mock.patch.object(executor.time, 'time', return_value=1700000000.5):
+    first = _version(push(FACTORS[0]))
+    stale_listing = mock.patch.object(executor, 'list_versions', return_value=[])
+    with stale_listing, mock.patch.object(executor, 'find_identical_version', return_value=None):
+      second = _version(push(FACTORS[1]))
+  assert (first, second) == ('1700000000', '1700000001')
+  assert served_models(push.model_dir, models) == {1700000000: FACTORS[0],
+                                                   1700000001: FACTORS[1]}
+
+
+KILLED_PUSH = textwrap.dedent('''
+    import os, sys, time
+    from unittest import mock
+    from tfx.dsl.io import fileio
+    from tests.components import test_atomic_pusher as t
+
+    model_uri, serving_dir, pushed_uri, ready = sys.argv[1:]
+    copy = fileio.copy
+
+    def copy_then_hang(src, dst, overwrite=False):
+      copy(src, dst, overwrite)
+      if '.staging-' in dst:
+        open(ready, 'w').close()
+        time.sleep(600)
+
+    with mock.patch.object(fileio, 'copy', copy_then_hang):
+      t._run(model_uri, serving_dir, pushed_uri)
+''')
+
+
+def test_a_sigkilled_push_leaves_no_version_and_the_next_push_cleans_up(push, models, tmp_path):
+  served = _version(push(FACTORS[0]))
+  ready = tmp_path / 'ready'
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  process = subprocess.Popen(
+      [sys.executable, '-c', KILLED_PUSH, models[FACTORS[1]], push.serving_dir,
+       str(tmp_path / 'killed_pushed'), str(ready)],
+      cwd=repo, env={**os.environ, 'TF_USE_LEGACY_KERAS': '1', 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  try:
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+      assert process.poll() is None, 'the push ended before it was killed'
+      assert time.monotonic() < deadline, 'the push never reached its staging copy'
+      time.sleep(0.1)
+    os.kill(process.pid, signal.SIGKILL)
+  finally:
+    process.wait()
+  assert process.returncode == -signal.SIGKILL
+  entries = _entries(push.model_dir)
+  assert [name for name in entries if name.isdigit()] == [served]
+  assert any(name.startswith(executor.STAGING_PREFIX) for name in entries)
+  assert served_models(push.model_dir, models) == {int(served): FACTORS[0]}
+
+  version = _version(push(FACTORS[1]))
+  assert _entries(push.model_dir) == sorted([served, version])
+  assert served_models(push.model_dir, models) == {int(served): FACTORS[0],
+                                                   int(version): FACTORS[1]}
+
+
+class _RamFilesystem(tensorflow_gfile.TensorflowFilesystem):
+  """TensorFlow's in-memory ram:// filesystem, which TFX's fileio does not route by default."""
+  SUPPORTED_SCHEMES = ['ram://']
+
+
+@pytest.fixture(scope='module')
+def ram_filesystem():
+  filesystem_registry.DEFAULT_FILESYSTEM_REGISTRY.register(_RamFilesystem, priority=0)
+
+
+def test_a_remote_filesystem_gets_the_in_place_push_through_fileio(models, ram_filesystem):
+  """TensorFlow's ram:// filesystem stands in for gs://: no rename, no lock, no fsync, and
+  every path operation must go through fileio (os and shutil would not find ram:// paths)."""
+  serving_dir = f'ram://serving-{os.getpid()}-{time.time_ns()}'
+  with mock.patch.object(executor.os, 'rename') as rename, \
+      mock.patch.object(executor.os, 'fsync') as fsync:
+    first = _run(models[FACTORS[0]], serving_dir, f'{serving_dir}-pushed-0', keep_versions=1)
+    again = _run(models[FACTORS[0]], serving_dir, f'{serving_dir}-pushed-1', keep_versions=1)
+    second = _run(models[FACTORS[1]], serving_dir, f'{serving_dir}-pushed-2', keep_versions=1)
+  rename.assert_not_called()
+  fsync.assert_not_called()
+  model_dir = f'{serving_dir}/{MODEL_NAME}'
+  assert _version(again) == _version(first)
+  assert again.get_int_custom_property(executor.ALREADY_SERVED_KEY) == 1
+  assert executor.list_versions(model_dir) == [int(_version(second))]
+  assert executor.same_content(path_utils.serving_model_path(models[FACTORS[1]]),
+                               f'{model_dir}/{_version(second)}')
+
+
+def test_failed_remote_style_copy_removes_its_partial_version(models, ram_filesystem):
+  model_dir = f'ram://partial-{os.getpid()}-{time.time_ns()}/vae'
+  failing_copy, copied = _failing_after(fileio.copy, 1, DISK_FULL)
+  with mock.patch.object(fileio, 'copy', failing_copy), pytest.raises(OSError):
+    executor.push_in_place(path_utils.serving_model_path(models[FACTORS[0]]), model_dir)
+  assert copied and executor.list_versions(model_dir) == []
 
 
 def test_component_wires_pusher_channels():
   pusher = AtomicPusher(
       model=channel.Channel(type=standard_artifacts.Model),
       model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
-      serving_dir='/srv/models', model_name=MODEL_NAME)
+      serving_dir='/srv/models', model_name=MODEL_NAME, code_fingerprint='abc')
   assert pusher.outputs['pushed_model'].type is standard_artifacts.PushedModel
   assert pusher.exec_properties == {'serving_dir': '/srv/models', 'model_name': MODEL_NAME,
-                                    'keep_versions': 3}
+                                    'keep_versions': 3, 'code_fingerprint': 'abc'}
 
 
 def test_component_rejects_keeping_no_version():
@@ -201,3 +445,11 @@ def test_component_rejects_keeping_no_version():
     AtomicPusher(model=channel.Channel(type=standard_artifacts.Model),
                  model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
                  serving_dir='/srv/models', model_name=MODEL_NAME, keep_versions=0)
+
+
+@pytest.mark.parametrize('name', BAD_MODEL_NAMES)
+def test_component_rejects_a_bad_model_name(name):
+  with pytest.raises(ValueError, match='model name'):
+    AtomicPusher(model=channel.Channel(type=standard_artifacts.Model),
+                 model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
+                 serving_dir='/srv/models', model_name=name)

@@ -125,7 +125,7 @@ def test_component_takes_trainer_and_example_gen_channels():
                      model_run=channel.Channel(type=standard_artifacts.ModelRun),
                      examples=channel.Channel(type=standard_artifacts.Examples))
   assert report.outputs['report'].type is VaeReportArtifact
-  assert report.exec_properties == {'num_examples': 2000, 'seed': 0}
+  assert report.exec_properties == {'num_examples': 2000, 'seed': 0, 'code_fingerprint': None}
 
 
 def test_component_rejects_other_artifact_types():

@@ -7,6 +7,7 @@ The runs share one output folder and go in order, each building on the last.
 import dataclasses
 import io
 import os
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -16,9 +17,11 @@ from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
 
 from tests import artifacts, synthetic_mnist
+from tests.pipeline import test_code_fingerprint
 from vaetfx.components.mnist_example_gen import mnist_files
+from vaetfx.components.vae_report import executor as vae_report_executor
 from vaetfx.models.hparams import TrainingHparams
-from vaetfx.pipeline import configs, local_runner
+from vaetfx.pipeline import configs, local_runner, run_summary
 
 Execution = metadata_store_pb2.Execution
 SIGNATURES = {'serving_default', 'encode', 'decode', 'sample', 'from_examples'}
@@ -115,10 +118,33 @@ def test_statistics_schema_and_anomalies_are_written(base_config, first_run):
     assert {'Split-train', 'Split-eval'} <= set(os.listdir(uri))
 
 
-def test_rerun_recomputes_no_data_or_training(base_config, first_run):
+def test_rerun_recomputes_no_data_or_training_and_pushes_nothing_new(base_config, first_run):
+  """The Evaluator re-runs (it now has a baseline), and the Pusher finds its model served."""
+  versions = _versions(base_config)
   summary, _ = _run(base_config)
   cached = {run.component for run in summary.runs if run.cached}
   assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport'} <= cached
+  assert summary.blessed and summary.already_served
+  assert summary.pushed_version == str(versions[-1])
+  assert _versions(base_config) == versions
+  assert f'Pushed: nothing new; version {versions[-1]} already holds this model' in (
+      run_summary.format_summary(summary))
+
+
+def test_a_code_edit_reruns_the_components_that_run_that_code(base_config, first_run, tmp_path):
+  """An edit to models/vae.py re-trains and re-evaluates on cached data; the next,
+  unchanged run recomputes no data or training and pushes nothing new."""
+  with test_code_fingerprint.with_edited('vaetfx.models.vae', tmp_path):
+    summary, _ = _run(base_config)
+    runs = {run.component: run for run in summary.runs}
+    assert all(runs[name].cached for name in DATA_COMPONENTS)
+    assert not runs['Trainer'].cached and not runs['Evaluator'].cached
+    assert not runs['VaeReport'].cached
+    versions = _versions(base_config)
+    rerun, _ = _run(base_config)
+  cached = {run.component for run in rerun.runs if run.cached}
+  assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport'} <= cached
+  assert _versions(base_config) == versions
 
 
 def test_unreachable_floor_pushes_nothing(base_config, first_run):
@@ -126,7 +152,8 @@ def test_unreachable_floor_pushes_nothing(base_config, first_run):
   config = dataclasses.replace(base_config, gate=configs.GateConfig(elbo_floor=0.0))
   summary, _ = _run(config)
   assert summary.blessed is False and not summary.pushed_path
-  assert any('mean_elbo' in failure for failure in summary.gate_failures)
+  assert any(failure.startswith('mean_elbo over all digits is') and 'below the floor of 0.00'
+             in failure for failure in summary.gate_failures)
   assert _versions(base_config) == versions
   tf.saved_model.load(os.path.join(base_config.serving_dir, 'vae', str(versions[-1])))
 
@@ -145,6 +172,24 @@ def test_changed_hyperparameter_retrains_and_an_untrained_candidate_loses(base_c
   assert summary.blessed is False
   assert summary.candidate_elbo < summary.baseline_elbo - 2.0
   assert _versions(base_config) == versions
+
+
+def test_a_failing_report_does_not_block_the_push(base_config, first_run):
+  """The report runs after the Pusher; its failure is in the summary, not a failed run."""
+  versions = _versions(base_config)
+  config = dataclasses.replace(base_config, hparams=dataclasses.replace(TINY_TRAINING, seed=7),
+                               gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=1000.0),
+                               push=dataclasses.replace(base_config.push, keep_versions=10))
+  with mock.patch.object(vae_report_executor.Executor, 'Do',
+                         side_effect=RuntimeError('matplotlib ran out of ink')):
+    summary, printed = _run(config)
+  assert summary.blessed and summary.pushed_version and not summary.already_served
+  assert _versions(base_config) == sorted([*versions, int(summary.pushed_version)])
+  assert summary.report_error == 'RuntimeError: matplotlib ran out of ink'
+  [failed_line] = [line for line in printed.splitlines() if 'FAILED after' in line]
+  assert 'VaeReport' in failed_line and 'matplotlib ran out of ink' in failed_line
+  assert 'Report: FAILED (RuntimeError: matplotlib ran out of ink)' in (
+      run_summary.format_summary(summary))
 
 
 def test_bad_input_fails_at_example_gen_with_nothing_published(tmp_path, mnist_splits):

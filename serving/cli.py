@@ -100,11 +100,11 @@ def _add_serve_parser(subparsers):
 
 def _server_config(args):
   """The ServerConfig the flags describe; ValueError for inconsistent ones."""
-  from vaetfx.serving import batching, server, versions  # pylint: disable=g-import-not-at-top
   if bool(args.tls_cert) != bool(args.tls_key):
     raise ValueError('--tls-cert and --tls-key go together')
   if '://' not in args.model_dir and not os.path.isdir(args.model_dir):
     raise ValueError(f'--model-dir {args.model_dir}: no such folder')
+  from vaetfx.serving import batching, server, versions  # pylint: disable=g-import-not-at-top
   parameters = None
   if args.batching_parameters_file:
     with open(args.batching_parameters_file, encoding='utf-8') as f:

@@ -34,6 +34,7 @@ def _silence_library_noise():
   warnings.filterwarnings('ignore', category=DeprecationWarning)
   # TensorFlow's deprecation notices (raised inside TFX and TFMA) drown the progress lines.
   logging.getLogger('tensorflow').setLevel(logging.ERROR)
+  logging.getLogger('apache_beam').setLevel(logging.ERROR)
   # A filter, not a level: Transform resets absl's verbosity while the pipeline runs.
   logging.getLogger('absl').addFilter(lambda record: record.levelno >= logging.ERROR)
 

@@ -38,6 +38,8 @@ class Parser(argparse.ArgumentParser):
   """
 
   def __init__(self, *args, **kwargs):
+    # `--epoch 3` must not quietly mean --epochs: a typo would run a whole pipeline.
+    kwargs.setdefault('allow_abbrev', False)
     super().__init__(*args, **kwargs)
     if self.add_help:
       self.add_argument('--verbose', action='store_true', default=argparse.SUPPRESS,

@@ -80,7 +80,7 @@ def test_bounds_match_a_plain_numpy_computation(digits):
 def test_log_sum_exp_stays_finite_where_the_weights_underflow():
   log_weights = tf.constant([[-5000.0, -5001.0, -4999.0, -5002.0]])
   bounds = iwae.iwae_bounds(log_weights, (1, 2, 4))
-  with np.errstate(divide="ignore"):
+  with np.errstate(divide='ignore'):
     naive = np.log(np.mean(np.exp(np.float32(log_weights.numpy()))))
   assert not np.isfinite(naive)
   expected = _numpy_bound(log_weights.numpy().astype(np.float64), 4)

@@ -26,12 +26,6 @@ from vaetfx.models import features
 from vaetfx.models import preprocessing
 from vaetfx.models import vae as vae_lib
 
-# The default subset and K: the conv VAE at latent_dim 32 took 20.4 CPU-seconds
-# for 50 images at K=1000 (0.41 per image; measured on the shared 2-core machine
-# at load 9), so 200 images cost about 82 CPU-seconds: under a minute of wall
-# time on two idle cores (README: Held-out log-likelihood).
-DEFAULT_EXAMPLES = 200
-DEFAULT_MAX_SAMPLES = 1000
 RESULTS_FILE = 'heldout_log_likelihood.json'  # HeldoutLikelihood.to_json(), in the report.
 # Decoded latents per call: bounds memory (the conv decoder's activations are
 # about 0.1 MB per latent) while keeping calls large enough to be efficient.

@@ -12,6 +12,7 @@ from tfx import v1 as tfx
 
 from vaetfx.components.atomic_pusher.component import AtomicPusher
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
+from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.components.vae_report.component import VaeReport
 from vaetfx.models import elbo_metric, features
 
@@ -51,6 +52,8 @@ def create_pipeline(
     elbo_tolerance: float,
     model_name: str,
     keep_versions: int,
+    likelihood_examples: int,
+    likelihood_samples: int,
     compare_with_baseline: bool = True,
     digits: Sequence[int] = (),
     beam_pipeline_args: Optional[List[str]] = None,
@@ -58,9 +61,13 @@ def create_pipeline(
     enable_cache: bool = True,
     trainer_platform_config: Optional[Any] = None,
 ) -> tfx.dsl.Pipeline:
-  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate -> atomic push, plus a report.
+  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
+  push, plus a report.
 
   compare_with_baseline: gate against the last blessed model too (see configs.GateConfig).
+
+  likelihood_examples, likelihood_samples: the report's held-out log-likelihood
+  (see configs.ReportConfig).
 
   trainer_platform_config: an orchestrator's resource request for the Trainer
   (Kubeflow V2: a PipelineContainerSpec.ResourceSpec asking for GPUs).
@@ -98,14 +105,22 @@ def create_pipeline(
       eval_config=elbo_eval_config(elbo_floor, elbo_tolerance),
       example_splits=[features.EVAL_SPLIT])
   report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
-                     examples=example_gen.outputs['examples'])
-  pusher = AtomicPusher(model=trainer.outputs['model'],
+                     examples=example_gen.outputs['examples'],
+                     likelihood_examples=likelihood_examples,
+                     likelihood_samples=likelihood_samples)
+  infra_validator = ServingInfraValidator(model=trainer.outputs['model'],
+                                          examples=example_gen.outputs['examples'],
+                                          model_name=model_name)
+  # No `model`: as with TFX's Pusher, the model pushed is the infra blessing's
+  # copy, which carries the TF Serving warmup requests.
+  pusher = AtomicPusher(model=None,
                         model_blessing=evaluator.outputs['blessing'],
+                        infra_blessing=infra_validator.outputs['blessing'],
                         serving_dir=serving_dir, model_name=model_name,
                         keep_versions=keep_versions)
 
   components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                *baseline_components, evaluator, report, pusher]
+                *baseline_components, evaluator, infra_validator, report, pusher]
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,

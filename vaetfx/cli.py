@@ -89,6 +89,7 @@ def _add_run_parser(subparsers):
   push.add_argument('--model-name', default=configs.MODEL_NAME, help='TF Serving model name.')
   push.add_argument('--keep-versions', type=int, default=configs.PushConfig.keep_versions,
                     help='Versions kept in the serving directory, the new one included.')
+  _add_dataclass_flags(run, configs.ReportConfig, 'report: held-out log-likelihood (IWAE bound)')
   run.set_defaults(handler=_run)
 
 
@@ -111,6 +112,7 @@ def _run(args) -> int:
       push=configs.PushConfig(args.serving_dir and os.path.abspath(args.serving_dir),
                               args.model_name, args.keep_versions),
       beam=configs.BeamConfig(args.beam_mode, args.beam_workers, tuple(args.beam_arg)),
+      report=_from_flags(configs.ReportConfig, args),
       enable_cache=not args.no_cache,
   )
   print(f'vaetfx run: MNIST from {config.data_dir}, outputs under {config.output_dir}')

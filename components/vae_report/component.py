@@ -52,10 +52,8 @@ class VaeReport(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, model_run: types.BaseChannel,
-               examples: types.BaseChannel, num_examples: int = DEFAULT_NUM_EXAMPLES,
-               seed: int = DEFAULT_SEED,
-               likelihood_examples: int = iwae.DEFAULT_EXAMPLES,
-               likelihood_samples: int = iwae.DEFAULT_MAX_SAMPLES):
+               examples: types.BaseChannel, likelihood_examples: int, likelihood_samples: int,
+               num_examples: int = DEFAULT_NUM_EXAMPLES, seed: int = DEFAULT_SEED):
     """num_examples: held-out digits encoded for the latent-space plot (the first ones read).
 
     seed: the prior samples' seed, so re-drawing a report gives the same picture,

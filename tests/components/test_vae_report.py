@@ -11,7 +11,6 @@ from tfx.types import channel, standard_artifacts
 from tests import model_fixtures
 from vaetfx.components.vae_report import executor
 from vaetfx.components.vae_report.component import VaeReport, VaeReportArtifact
-from vaetfx.models import iwae
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 ALWAYS_DRAWN = (executor.RECONSTRUCTIONS_FILE, executor.PRIOR_SAMPLES_FILE,
@@ -150,15 +149,21 @@ def test_manifold_grid_is_row_major_with_z2_decreasing():
 def test_component_takes_trainer_and_example_gen_channels():
   report = VaeReport(model=channel.Channel(type=standard_artifacts.Model),
                      model_run=channel.Channel(type=standard_artifacts.ModelRun),
-                     examples=channel.Channel(type=standard_artifacts.Examples))
+                     examples=channel.Channel(type=standard_artifacts.Examples),
+                     likelihood_examples=200, likelihood_samples=1000)
   assert report.outputs['report'].type is VaeReportArtifact
   assert report.exec_properties == {'num_examples': 2000, 'seed': 0,
-                                    'likelihood_examples': iwae.DEFAULT_EXAMPLES,
-                                    'likelihood_samples': iwae.DEFAULT_MAX_SAMPLES}
+                                    'likelihood_examples': 200, 'likelihood_samples': 1000}
+  with pytest.raises(ValueError, match='power of ten'):
+    VaeReport(model=channel.Channel(type=standard_artifacts.Model),
+              model_run=channel.Channel(type=standard_artifacts.ModelRun),
+              examples=channel.Channel(type=standard_artifacts.Examples),
+              likelihood_examples=200, likelihood_samples=500)
 
 
 def test_component_rejects_other_artifact_types():
   with pytest.raises(TypeError):
     VaeReport(model=channel.Channel(type=standard_artifacts.Examples),
               model_run=channel.Channel(type=standard_artifacts.ModelRun),
-              examples=channel.Channel(type=standard_artifacts.Examples))
+              examples=channel.Channel(type=standard_artifacts.Examples),
+              likelihood_examples=1, likelihood_samples=1)

@@ -18,7 +18,8 @@ from PIL import Image
 from tests import artifacts, synthetic_mnist
 from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.models.hparams import TrainingHparams
-from vaetfx.pipeline import configs, local_runner
+from vaetfx.pipeline import configs, local_runner, run_summary
+from vaetfx.serving import warmup
 
 Execution = metadata_store_pb2.Execution
 SIGNATURES = {'serving_default', 'encode', 'decode', 'sample', 'from_examples'}
@@ -52,7 +53,8 @@ def _run(config):
 def base_config(tmp_path_factory, mnist_idx_dir):
   return configs.PipelineConfig(
       data_dir=mnist_idx_dir, output_dir=str(tmp_path_factory.mktemp('pipeline')),
-      hparams=TINY_TRAINING, gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=2.0))
+      hparams=TINY_TRAINING, gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=2.0),
+      report=configs.ReportConfig(likelihood_examples=20, likelihood_samples=10))
 
 
 @pytest.fixture(scope='module')
@@ -79,6 +81,17 @@ def test_first_model_is_blessed_and_pushed_with_every_signature(base_config, fir
   [version] = _versions(base_config)
   assert summary.pushed_path.rstrip('/').endswith(f'{base_config.push.model_name}/{version}')
   assert SIGNATURES <= set(tf.saved_model.load(summary.pushed_path).signatures)
+  assert summary.infra_blessed and not summary.infra_failures
+  assert os.path.exists(os.path.join(summary.pushed_path, warmup.WARMUP_FILE))
+
+
+def test_summary_reports_the_log_likelihood_and_infra_validation(first_run):
+  summary, _ = first_run
+  assert summary.log_likelihood['num_examples'] == 20
+  assert summary.log_likelihood['samples'] == [1, 10]
+  text = run_summary.format_summary(summary)
+  assert 'Held-out log-likelihood (IWAE bound, first 20 eval digits, nats per image): K=1 ' in text
+  assert 'Infra validation: BLESSED' in text
 
 
 def test_report_pictures_are_pngs(first_run):
@@ -118,7 +131,7 @@ def test_statistics_schema_and_anomalies_are_written(base_config, first_run):
 def test_rerun_recomputes_no_data_or_training(base_config, first_run):
   summary, _ = _run(base_config)
   cached = {run.component for run in summary.runs if run.cached}
-  assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport'} <= cached
+  assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport', 'ServingInfraValidator'} <= cached
 
 
 def test_unreachable_floor_pushes_nothing(base_config, first_run):

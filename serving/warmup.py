@@ -55,8 +55,8 @@ def replay(servable: servable_lib.Servable, requests: List[predict_pb2.PredictRe
       signature.run(signature.parse_inputs(request.inputs),
                     signature.output_names(list(request.output_filter)))
     except Exception as e:  # pylint: disable=broad-except
-      raise WarmupError(f'warmup request {index} ({request.model_spec.signature_name or "serving_default"}) '
-                        f'failed on {servable.path}: {e}') from e
+      name = request.model_spec.signature_name or servable_lib.DEFAULT_SIGNATURE
+      raise WarmupError(f'warmup request {index} ({name}) failed on {servable.path}: {e}') from e
 
 
 def load_warmed_up(name: str, version: int, path: str) -> servable_lib.Servable:

@@ -53,9 +53,9 @@ def _add_run_parser(subparsers):
   run = subparsers.add_parser(
       'run', help='Run the whole pipeline locally on Apache Beam.',
       description='Runs MnistExampleGen, StatisticsGen, SchemaGen, ExampleValidator, Transform, '
-                  'Trainer, Evaluator, the report and the atomic Pusher with TFX\'s '
-                  'LocalDagRunner on Beam, with ML Metadata in SQLite under --output-dir and '
-                  'caching on: a re-run recomputes only what changed.',
+                  'Trainer, Evaluator, the report, the infra validator and the atomic Pusher '
+                  'with TFX\'s LocalDagRunner on Beam, with ML Metadata in SQLite under '
+                  '--output-dir and caching on: a re-run recomputes only what changed.',
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   run.add_argument('--data-dir', help='Folder with MNIST: the four IDX files (gzip or not) or '
                    'mnist.npz. Default: $MNIST_DIR, then the cache, then a download into it.')

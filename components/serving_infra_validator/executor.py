@@ -80,7 +80,8 @@ def query_every_signature(server: server_process.ServerProcess, saved_model,
 
 
 def serve_and_check(model_path: str, model_name: str, saved_model,
-                    requests: List[checks.SignatureRequest], max_loading_seconds: float) -> List[str]:
+                    requests: List[checks.SignatureRequest],
+                    max_loading_seconds: float) -> List[str]:
   """Serves a local copy of `model_path` as version 1 and queries it; returns the failures.
 
   A copy, in TF Serving's `<base>/<name>/<version>/` layout, wherever the model
@@ -128,7 +129,7 @@ def read_failures(blessing_failures: str) -> List[str]:
 
 
 class Executor(base_executor.BaseExecutor):
-  """Blesses a model that `vaetfx serve` loads, warms up and answers correctly on every signature."""
+  """Blesses a model that `vaetfx serve` loads, warms up and answers right on every signature."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],

@@ -28,7 +28,7 @@ class ServerFailure(RuntimeError):
 
 
 class ServerProcess:
-  """`python -m vaetfx.cli serve` over `model_dir` (`<base>/<model_name>/<version>/`) on a free port.
+  """`python -m vaetfx.cli serve` over `model_dir` (`<base>/<name>/<version>/`) on a free port.
 
   The server loads once (--poll-seconds 0): nothing else will appear in its folder.
   Its output goes to a temporary file, quoted in ServerFailure messages.

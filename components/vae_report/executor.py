@@ -181,7 +181,7 @@ def _elbo_curves(history: Dict[str, List[float]], report_dir: str) -> Tuple[str,
 
 def heldout_likelihood(vae: export.ExportedVae, images: np.ndarray, labels: np.ndarray,
                        max_samples: int, seed: int) -> Optional[iwae.HeldoutLikelihood]:
-  """The IWAE bounds of `images` (none asked for, or a model exported without decode_logits: None)."""
+  """The IWAE bounds of `images`; None for no images or a model exported without decode_logits."""
   if not len(images) or vae.decode_logits is None:
     return None
   def encode(batch):

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
-from tfx.types import standard_artifacts
+from tfx.types import channel, standard_artifacts
 from tfx.utils import path_utils
 
 from tests import model_fixtures
 from vaetfx.components.atomic_pusher import executor as pusher_executor
 from vaetfx.components.atomic_pusher.component import AtomicPusher
-from vaetfx.components.serving_infra_validator import executor
+from vaetfx.components.serving_infra_validator import checks, executor
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.models import export
 
@@ -145,8 +145,7 @@ def test_model_whose_warmup_fails_never_becomes_available(tmp_path, failing_samp
   assert 'sample is broken' in failure
 
 
-def test_requests_cover_every_exported_signature(exported_model_dir, transformed_mnist):
-  from vaetfx.components.serving_infra_validator import checks  # pylint: disable=g-import-not-at-top
+def test_requests_cover_every_exported_signature():
   images = np.zeros((2, 28, 28), np.uint8)
   requests = checks.build_requests(images, [b'', b''], latent_dim=2)
   assert tuple(r.signature_name for r in requests) == export.SIGNATURE_NAMES
@@ -154,7 +153,6 @@ def test_requests_cover_every_exported_signature(exported_model_dir, transformed
 
 
 def test_pusher_needs_a_model_or_an_infra_blessing_that_carries_one():
-  from tfx.types import channel  # pylint: disable=g-import-not-at-top
   model_blessing = channel.Channel(type=standard_artifacts.ModelBlessing)
   with pytest.raises(ValueError, match='needs a model'):
     AtomicPusher(model=None, model_blessing=model_blessing, serving_dir='/s', model_name='vae')

@@ -1,4 +1,4 @@
-"""Warmup at load, as TF Serving does it: recorded requests replayed; a failing one fails the load."""
+"""Warmup at load as in TF Serving: recorded requests are replayed; a failing one fails the load."""
 import os
 import shutil
 

@@ -12,6 +12,10 @@ the very graph Transform used for training. Signatures (N: batch, L: latent_dim)
   from_examples    examples string [N] (serialized tf.Examples as ExampleGen writes
                    them) -> the outputs of serving_default; for TFMA and batch inference
 `elbo` is vae.fixed_noise_elbo: deterministic and independent of batching.
+Besides the signatures, the SavedModel holds `decode_logits` (latent [N, L] ->
+Bernoulli logits [N, 784]), a function for evaluation in Python, not a
+signature: the held-out log-likelihood (models/iwae.py) needs log p(x|z), which
+probabilities rounded to 1.0 in float32 cannot give.
 """
 from typing import Dict
 
@@ -45,6 +49,8 @@ class VaeServingModule(tf.Module):
     self.encode = _signature(self._encode, IMAGES_SPEC)
     self.decode = _signature(
         self._decode, tf.TensorSpec([None, vae.latent_dim], tf.float32, name='latent'))
+    self.decode_logits = _signature(
+        self.vae.decode, tf.TensorSpec([None, vae.latent_dim], tf.float32, name='latent'))
     self.sample = _signature(self._sample, tf.TensorSpec([], tf.int32, name='count'),
                              tf.TensorSpec([], tf.int64, name='seed'))
     self.from_examples = _signature(
@@ -157,6 +163,11 @@ class ExportedVae:
 
   def decode(self, latent: np.ndarray) -> np.ndarray:
     return self._call('decode', latent=tf.constant(latent, tf.float32))['images']
+
+  @property
+  def decode_logits(self):
+    """latent float32 [N, L] -> logits [N, 784], a tf.function; None in models exported before it."""
+    return getattr(self.saved_model, 'decode_logits', None)
 
   def sample(self, count: int, seed: int = -1) -> np.ndarray:
     return self._call('sample', count=tf.constant(count, tf.int32),

@@ -22,16 +22,19 @@ import importlib.util
 from typing import Dict, Iterable, List, Set
 
 PACKAGE = 'vaetfx'
-# The module whose code each component runs; what they import is followed from there.
+# The modules whose code each component runs; what they import is followed from there.
 ENTRY_MODULES = {
-    'MnistExampleGen': f'{PACKAGE}.components.mnist_example_gen.executor',
-    'Transform': f'{PACKAGE}.models.preprocessing',
-    'Trainer': f'{PACKAGE}.models.trainer',
+    'MnistExampleGen': (f'{PACKAGE}.components.mnist_example_gen.executor',),
+    'Transform': (f'{PACKAGE}.models.preprocessing',),
+    'Trainer': (f'{PACKAGE}.models.trainer',),
     # The Evaluator runs the SavedModel (a changed model is a new Model artifact
     # already) and the TFMA metric module, which is Python.
-    'Evaluator': f'{PACKAGE}.models.elbo_metric',
-    'VaeReport': f'{PACKAGE}.components.vae_report.executor',
-    'AtomicPusher': f'{PACKAGE}.components.atomic_pusher.executor',
+    'Evaluator': (f'{PACKAGE}.models.elbo_metric',),
+    # The validator runs `vaetfx serve` in a child process: the server is its code too.
+    'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',
+                              f'{PACKAGE}.serving.cli'),
+    'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
+    'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',),
 }
 
 
@@ -77,10 +80,10 @@ def _with_parent_packages(module: str) -> List[str]:
   return ['.'.join(parts[:i]) for i in range(1, len(parts) + 1)]
 
 
-def module_closure(entry_module: str) -> Dict[str, str]:
-  """`entry_module` and every PACKAGE module it imports, transitively: {module: source file}."""
+def module_closure(*entry_modules: str) -> Dict[str, str]:
+  """The entry modules and every PACKAGE module they import, transitively: {module: source file}."""
   found: Dict[str, str] = {}
-  pending = [entry_module]
+  pending = list(entry_modules)
   while pending:
     for module in _with_parent_packages(pending.pop()):
       if module in found:
@@ -104,5 +107,5 @@ def fingerprint(sources: Dict[str, str]) -> str:
 
 def component_fingerprints(components: Iterable[str] = tuple(ENTRY_MODULES)) -> Dict[str, str]:
   """{component id: fingerprint of the code it runs}, for create_pipeline(code_fingerprints=...)."""
-  return {component: fingerprint(module_closure(ENTRY_MODULES[component]))
+  return {component: fingerprint(module_closure(*ENTRY_MODULES[component]))
           for component in components}

@@ -13,6 +13,7 @@ from tfx import v1 as tfx
 
 from vaetfx.components.atomic_pusher.component import AtomicPusher
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
+from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.components.vae_report.component import VaeReport
 from vaetfx.models import elbo_metric, features, hparams
 
@@ -76,6 +77,8 @@ def create_pipeline(
     elbo_tolerance: float,
     model_name: str,
     keep_versions: int,
+    likelihood_examples: int,
+    likelihood_samples: int,
     compare_with_baseline: bool = True,
     digits: Sequence[int] = (),
     beam_pipeline_args: Optional[List[str]] = None,
@@ -85,12 +88,16 @@ def create_pipeline(
     digit_tolerance: Optional[float] = None,
     code_fingerprints: Optional[Mapping[str, str]] = None,
 ) -> tfx.dsl.Pipeline:
-  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate -> atomic push -> report.
+  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
+  push -> report.
 
   compare_with_baseline: gate against the last blessed model too (see configs.GateConfig).
 
   digit_tolerance: also refuse a model more than this many nats below the
   baseline on any one digit; None gates on the overall mean only.
+
+  likelihood_examples, likelihood_samples: the report's held-out log-likelihood
+  (see configs.ReportConfig).
 
   code_fingerprints: {component id: hash of the code it runs}
   (code_fingerprint.component_fingerprints()), put among each component's
@@ -140,18 +147,26 @@ def create_pipeline(
       eval_config=elbo_eval_config(elbo_floor, elbo_tolerance, digit_tolerance,
                                    fingerprints.get('Evaluator', '')),
       example_splits=[features.EVAL_SPLIT])
-  pusher = AtomicPusher(model=trainer.outputs['model'],
+  infra_validator = ServingInfraValidator(
+      model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
+      model_name=model_name, code_fingerprint=fingerprints.get('ServingInfraValidator', ''))
+  # No `model`: as with TFX's Pusher, the model pushed is the infra blessing's
+  # copy, which carries the TF Serving warmup requests.
+  pusher = AtomicPusher(model=None,
                         model_blessing=evaluator.outputs['blessing'],
+                        infra_blessing=infra_validator.outputs['blessing'],
                         serving_dir=serving_dir, model_name=model_name,
                         keep_versions=keep_versions,
                         code_fingerprint=fingerprints.get('AtomicPusher', ''))
   report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
                      examples=example_gen.outputs['examples'],
+                     likelihood_examples=likelihood_examples,
+                     likelihood_samples=likelihood_samples,
                      code_fingerprint=fingerprints.get('VaeReport', ''))
   report.add_upstream_node(pusher)
 
   components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                *baseline_components, evaluator, pusher, report]
+                *baseline_components, evaluator, infra_validator, pusher, report]
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,

@@ -4,15 +4,19 @@ Read from the executions this run registered (cached ones included), so a
 re-run that recomputed nothing still reports the model it reused.
 """
 import dataclasses
+import json
 import os
 from typing import Dict, List, Optional
 
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
+from vaetfx.components.serving_infra_validator import executor as infra_validator
 from vaetfx.models import elbo_metric, features
+from vaetfx.models import iwae
 
 
 @dataclasses.dataclass
@@ -36,6 +40,10 @@ class RunSummary:
   already_served: bool = False
   report_path: str = ''
   report_error: str = ''
+  infra_blessed: Optional[bool] = None
+  infra_failures: List[str] = dataclasses.field(default_factory=list)
+  # The report's iwae.RESULTS_FILE: IWAE bounds by K, overall and by digit.
+  log_likelihood: Dict = dataclasses.field(default_factory=dict)
 
 
 def output_artifacts(store: metadata_store.MetadataStore,
@@ -120,8 +128,32 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
   report = outputs.get('VaeReport', {}).get('report')
   if report is not None:
     summary.report_path = os.path.join(report.uri, 'index.html')
+    summary.log_likelihood = read_log_likelihood(report.uri)
   summary.report_error = next((run.error for run in runs if run.component == 'VaeReport'), '')
+  infra_blessing = outputs.get('ServingInfraValidator', {}).get('blessing')
+  if infra_blessing is not None:
+    summary.infra_blessed = bool(_custom(infra_blessing, infra_validator.BLESSED_KEY))
+    summary.infra_failures = infra_validator.read_failures(
+        _custom(infra_blessing, infra_validator.FAILURES_KEY))
   return summary
+
+
+def read_log_likelihood(report_dir: str) -> Dict:
+  """The report's held-out log-likelihood (components/vae_report), {} when it has none."""
+  path = os.path.join(report_dir, iwae.RESULTS_FILE)
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _log_likelihood_lines(result: Dict) -> List[str]:
+  bounds = ', '.join(f'K={k} {result["overall"][str(k)]:.2f}' for k in result['samples'])
+  by_digit = ', '.join(f'{digit}: {values[str(result["samples"][-1])]:.1f}'
+                       for digit, values in result['by_digit'].items())
+  return [f'Held-out log-likelihood (IWAE bound, first {result["num_examples"]} eval digits, '
+          f'nats per image): {bounds}',
+          f'  by digit at K={result["samples"][-1]}: {by_digit}']
 
 
 def format_summary(summary: RunSummary) -> str:
@@ -138,12 +170,18 @@ def format_summary(summary: RunSummary) -> str:
     verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
     reasons = '; '.join(summary.gate_failures) or 'every threshold passed'
     lines.append(f'Evaluator: {verdict} ({reasons})')
+  if summary.log_likelihood:
+    lines += _log_likelihood_lines(summary.log_likelihood)
+  if summary.infra_blessed is not None:
+    lines.append('Infra validation: ' + (
+        'BLESSED (served by `vaetfx serve`, every signature answered as in process)'
+        if summary.infra_blessed else 'NOT blessed: ' + '; '.join(summary.infra_failures)))
   if summary.pushed_path and summary.already_served:
     lines.append(f'Pushed: nothing new; version {summary.pushed_version} already holds this '
                  f'model ({summary.pushed_path})')
   elif summary.pushed_path:
     lines.append(f'Pushed: {summary.pushed_path} (version {summary.pushed_version})')
-  elif summary.blessed is not None:
+  elif summary.blessed is not None or summary.infra_blessed is not None:
     lines.append('Pushed: nothing; the serving directory keeps its earlier versions')
   if summary.report_error:
     lines.append(f'Report: FAILED ({summary.report_error}); the push above did not depend on it')

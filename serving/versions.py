@@ -18,7 +18,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
 from vaetfx.serving import servable as servable_lib
-from vaetfx.serving import defaults, status
+from vaetfx.serving import defaults, status, warmup
 
 State = get_model_status_pb2.ModelVersionStatus.State
 
@@ -106,7 +106,7 @@ class ModelManager:
                labels: Optional[Mapping[str, int]] = None,
                poll_seconds: float = defaults.POLL_SECONDS,
                load_attempts: int = defaults.LOAD_ATTEMPTS,
-               loader: Callable[[str, int, str], servable_lib.Servable] = servable_lib.Servable):
+               loader: Callable[[str, int, str], servable_lib.Servable] = warmup.load_warmed_up):
     self.name = name
     self.base_path = base_path
     self.policy = policy

@@ -43,8 +43,8 @@ def _add_run_parser(subparsers):
   run = subparsers.add_parser(
       'run', help='Run the whole pipeline locally on Apache Beam.',
       description='Runs MnistExampleGen, StatisticsGen, SchemaGen, ExampleValidator, Transform, '
-                  'Trainer, Evaluator, the atomic Pusher and the report with TFX\'s '
-                  'LocalDagRunner on Beam, with ML Metadata in SQLite under --output-dir and '
+                  'Trainer, Evaluator, the infra validator, the atomic Pusher and the report '
+                  'with TFX\'s LocalDagRunner on Beam, with ML Metadata in SQLite under --output-dir and '
                   'caching on: a re-run recomputes only the components whose inputs, settings or '
                   'code (the installed vaetfx package) changed.',
       epilog=flags.EXIT_CODES_HELP,

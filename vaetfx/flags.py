@@ -98,6 +98,13 @@ positive_float = number(0, above=True)
 non_negative_float = number(0)
 
 
+def power_of_ten(text: str) -> int:
+  value = integer(1)(text)
+  if 10 ** round(math.log10(value)) != value:
+    raise _expected(text, 'a power of ten: 1, 10, 100, 1000, ...')
+  return value
+
+
 def non_empty(text: str) -> str:
   if not text.strip():
     raise _expected(text, 'a non-empty name')
@@ -160,7 +167,8 @@ def writable_dir(path: str, flag: str) -> str:
   return path
 
 
-# The argparse type of each TrainingHparams field whose range its type does not say.
+# The argparse type of each TrainingHparams or ReportConfig field whose range its type does
+# not say.
 HPARAM_TYPES = {
     'latent_dim': positive_int,
     'epochs': positive_int,
@@ -170,6 +178,8 @@ HPARAM_TYPES = {
     'beta': non_negative_float,
     'seed': integer(0, 2**31 - 1),
     'monitor_examples': non_negative_int,
+    'likelihood_examples': non_negative_int,
+    'likelihood_samples': power_of_ten,
 }
 
 
@@ -224,6 +234,8 @@ def add_settings_flags(parser: argparse.ArgumentParser):
                     help='Also refuse a model more than this many nats below the last blessed '
                          'model on any one digit. Default: off (the floor and the tolerance '
                          'gate the mean over all digits; per-digit ELBOs are reported only).')
+  _add_dataclass_flags(parser, configs.ReportConfig,
+                       'report: held-out log-likelihood (IWAE bound)')
   push = parser.add_argument_group('pusher')
   push.add_argument('--model-name', type=model_name, default=configs.MODEL_NAME,
                     help='TF Serving model name: one folder name of letters, digits, ., _, -.')
@@ -247,6 +259,7 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
                               digit_tolerance=args.digit_tolerance),
       push=configs.PushConfig(serving_dir, args.model_name, args.keep_versions),
       beam=configs.BeamConfig(args.beam_mode, args.beam_workers, tuple(args.beam_arg)),
+      report=_from_flags(configs.ReportConfig, args),
       enable_cache=not args.no_cache,
       pipeline_root_uri=pipeline_root_uri,
   )

@@ -5,6 +5,8 @@ model name and number of kept versions are typed execution properties, visible
 in ML Metadata and checked when the pipeline is built, instead of keys in an
 untyped custom_config.
 """
+from typing import Optional
+
 from tfx import types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
@@ -29,9 +31,12 @@ class AtomicPusherSpec(types.ComponentSpec):
       executor.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
   }
   INPUTS = {
-      standard_component_specs.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      standard_component_specs.MODEL_KEY:
+          ChannelParameter(type=standard_artifacts.Model, optional=True),
       standard_component_specs.MODEL_BLESSING_KEY:
           ChannelParameter(type=standard_artifacts.ModelBlessing),
+      standard_component_specs.INFRA_BLESSING_KEY:
+          ChannelParameter(type=standard_artifacts.InfraBlessing, optional=True),
   }
   OUTPUTS = {
       standard_component_specs.PUSHED_MODEL_KEY:
@@ -49,22 +54,30 @@ class AtomicPusher(base_component.BaseComponent):
   SPEC_CLASS = AtomicPusherSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-  def __init__(self, model: types.BaseChannel, model_blessing: types.BaseChannel,
+  def __init__(self, model: Optional[types.BaseChannel], model_blessing: types.BaseChannel,
                serving_dir: str, model_name: str,
-               keep_versions: int = DEFAULT_KEEP_VERSIONS, code_fingerprint: str = ''):
+               keep_versions: int = DEFAULT_KEEP_VERSIONS,
+               infra_blessing: Optional[types.BaseChannel] = None, code_fingerprint: str = ''):
     """serving_dir: TF Serving's --model_base_path is `<serving_dir>/<model_name>`.
 
     keep_versions: how many versions, the new one included, stay in place;
     older ones are removed after a successful push.
 
+    infra_blessing: an InfraBlessing (InfraValidator, ServingInfraValidator)
+    the model must also have. As in TFX's Pusher, with no `model` the model is
+    the one the blessing carries, with its TF Serving warmup requests.
+
     code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
     """
+    if model is None and infra_blessing is None:
+      raise ValueError('AtomicPusher needs a model, or an infra_blessing that carries one')
     if keep_versions < 1:
       raise ValueError(f'keep_versions must be at least 1 (the pushed version), got {keep_versions}')
     check_model_name(model_name)
     spec = AtomicPusherSpec(
         model=model,
         model_blessing=model_blessing,
+        infra_blessing=infra_blessing,
         serving_dir=serving_dir,
         model_name=model_name,
         keep_versions=keep_versions,

@@ -290,8 +290,10 @@ def prune_versions(model_dir: str, keep_versions: int, pushed_version: int) -> L
 
 
 class Executor(pusher_executor.Executor):
-  """TFX's Pusher executor with an atomic, idempotent, versioned push; its blessing check and
-  PushedModel properties (pushed, pushed_destination, pushed_version) are reused as they are.
+  """TFX's Pusher executor with an atomic, idempotent, versioned push; its blessing check
+  (model_blessing and, when given, infra_blessing must both be blessed), model choice
+  (`model`, else the infra blessing's warmed-up copy) and PushedModel properties (pushed,
+  pushed_destination, pushed_version) are reused as they are.
   """
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],

@@ -11,6 +11,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from vaetfx.components.vae_report import executor
+from vaetfx.models import iwae
 
 DEFAULT_NUM_EXAMPLES = 2000
 DEFAULT_SEED = 0
@@ -33,6 +34,8 @@ class VaeReportSpec(types.ComponentSpec):
       executor.SEED_KEY: ExecutionParameter(type=int),
       # Not read by the executor: it is in TFX's cache key, so editing the report's code re-runs it.
       'code_fingerprint': ExecutionParameter(type=str, optional=True),
+      executor.LIKELIHOOD_EXAMPLES_KEY: ExecutionParameter(type=int),
+      executor.LIKELIHOOD_SAMPLES_KEY: ExecutionParameter(type=int),
   }
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -51,18 +54,29 @@ class VaeReport(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, model_run: types.BaseChannel,
-               examples: types.BaseChannel, num_examples: int = DEFAULT_NUM_EXAMPLES,
-               seed: int = DEFAULT_SEED, code_fingerprint: str = ''):
+               examples: types.BaseChannel, likelihood_examples: int, likelihood_samples: int,
+               num_examples: int = DEFAULT_NUM_EXAMPLES, seed: int = DEFAULT_SEED,
+               code_fingerprint: str = ''):
     """num_examples: held-out digits encoded for the latent-space plot (the first ones read).
 
-    seed: the prior samples' seed, so re-drawing a report gives the same picture.
+    seed: the prior samples' seed, so re-drawing a report gives the same picture,
+    and the seed of the log-likelihood's draws.
+
+    likelihood_examples, likelihood_samples: the held-out log-likelihood (IWAE
+    bound, models/iwae.py) of the first `likelihood_examples` held-out digits
+    for K = 1, 10, ..., likelihood_samples (a power of ten); 0 examples skips it.
 
     code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
     """
     if num_examples < 1:
       raise ValueError(f'num_examples must be at least 1, got {num_examples}')
+    if likelihood_examples < 0:
+      raise ValueError(f'likelihood_examples must be >= 0, got {likelihood_examples}')
+    iwae.sample_counts(likelihood_samples)
     spec = VaeReportSpec(model=model, model_run=model_run, examples=examples,
                          num_examples=num_examples, seed=seed,
                          code_fingerprint=code_fingerprint or None,
+                         likelihood_examples=likelihood_examples,
+                         likelihood_samples=likelihood_samples,
                          report=types.Channel(type=VaeReportArtifact))
     super().__init__(spec=spec)

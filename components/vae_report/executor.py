@@ -9,7 +9,7 @@ import html
 import json
 import os
 import statistics
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +23,7 @@ from tfx.utils import path_utils
 from vaetfx.components.vae_report import plots
 from vaetfx.models import export
 from vaetfx.models import features
+from vaetfx.models import iwae
 
 MODEL_KEY = 'model'
 MODEL_RUN_KEY = 'model_run'
@@ -30,6 +31,8 @@ EXAMPLES_KEY = 'examples'
 REPORT_KEY = 'report'
 NUM_EXAMPLES_KEY = 'num_examples'
 SEED_KEY = 'seed'
+LIKELIHOOD_EXAMPLES_KEY = 'likelihood_examples'
+LIKELIHOOD_SAMPLES_KEY = 'likelihood_samples'
 
 HISTORY_FILE = 'history.json'
 HISTORY_SERIES = {'train_elbo': 'training', 'eval_elbo': 'held-out'}
@@ -39,6 +42,8 @@ PRIOR_SAMPLES_FILE = 'prior_samples.png'
 LATENT_SPACE_FILE = 'latent_space.png'
 MANIFOLD_FILE = 'manifold.png'
 ELBO_CURVES_FILE = 'elbo_curves.png'
+LIKELIHOOD_FILE = iwae.RESULTS_FILE
+LIKELIHOOD_PLOT_FILE = 'log_likelihood.png'
 
 RECONSTRUCTED_COUNT = 30
 PRIOR_SAMPLE_COLUMNS = 10
@@ -174,12 +179,40 @@ def _elbo_curves(history: Dict[str, List[float]], report_dir: str) -> Tuple[str,
                             f'(after the epoch) per epoch, from the Trainer\'s {HISTORY_FILE}.')
 
 
+def heldout_likelihood(vae: export.ExportedVae, images: np.ndarray, labels: np.ndarray,
+                       max_samples: int, seed: int) -> Optional[iwae.HeldoutLikelihood]:
+  """The IWAE bounds of `images`; None for no images or a model exported without decode_logits."""
+  if not len(images) or vae.decode_logits is None:
+    return None
+  def encode(batch):
+    encoded = vae.encode(batch)
+    return encoded['latent_mean'], encoded['latent_logvar']
+
+  result = iwae.heldout_log_likelihood(encode, vae.decode_logits, images, labels, max_samples, seed)
+  logging.info('Held-out log-likelihood of %d digits in %.1f s: %s', len(images), result.seconds,
+               result.overall)
+  return result
+
+
+def _likelihood(result: iwae.HeldoutLikelihood, report_dir: str) -> Tuple[str, str]:
+  with fileio.open(os.path.join(report_dir, LIKELIHOOD_FILE), 'w') as f:
+    json.dump(result.to_json(), f, indent=1)
+  plots.plot_bound_vs_samples(result.overall, result.by_digit,
+                              os.path.join(report_dir, LIKELIHOOD_PLOT_FILE))
+  count = len(result.labels)
+  return LIKELIHOOD_PLOT_FILE, (
+      f'Held-out log-likelihood: the importance-weighted bound L_K of the first {count} '
+      f'held-out digits (seed {result.seed}) against K, overall and per digit. L_1 is the ELBO; '
+      f'L_K rises towards log p(x) with K. Numbers in {LIKELIHOOD_FILE}.')
+
+
 def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, labels: np.ndarray,
-                 history: Dict[str, List[float]], report_dir: str, seed: int) -> List[str]:
+                 history: Dict[str, List[float]], report_dir: str, seed: int,
+                 likelihood: Optional[iwae.HeldoutLikelihood] = None) -> List[str]:
   """Writes every PNG and index.html into `report_dir`; returns the PNG file names.
 
-  The manifold needs a 2-D latent space and the curves need history.json, so
-  each appears only when it can be drawn.
+  The manifold needs a 2-D latent space, the curves need history.json and the
+  log-likelihood plot needs `likelihood`, so each appears only when it can be drawn.
   """
   fileio.makedirs(report_dir)
   encoded = reconstruct_in_batches(vae, images)
@@ -193,8 +226,12 @@ def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, l
     figures.append(_manifold(vae, report_dir))
   if history:
     figures.append(_elbo_curves(history, report_dir))
-  write_index_html(report_dir, figures,
-                   _key_numbers(latent_dim, encoded['elbo'], history, model_path))
+  numbers = _key_numbers(latent_dim, encoded['elbo'], history, model_path)
+  if likelihood is not None:
+    figures.append(_likelihood(likelihood, report_dir))
+    numbers += [(f'held-out log-likelihood, IWAE bound K={count} ({len(likelihood.labels)} digits)',
+                 f'{value:.2f}') for count, value in likelihood.overall.items()]
+  write_index_html(report_dir, figures, numbers)
   return [name for name, _ in figures]
 
 
@@ -210,8 +247,14 @@ class Executor(base_executor.BaseExecutor):
     model_run = artifact_utils.get_single_instance(input_dict[MODEL_RUN_KEY])
     split_uri = artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT)
     report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
-    images, labels = read_heldout_digits(split_uri, exec_properties[NUM_EXAMPLES_KEY])
-    written = write_report(export.load_exported_vae(model_path), model_path, images, labels,
+    num_examples = exec_properties[NUM_EXAMPLES_KEY]
+    likelihood_examples = exec_properties[LIKELIHOOD_EXAMPLES_KEY]
+    images, labels = read_heldout_digits(split_uri, max(num_examples, likelihood_examples))
+    vae = export.load_exported_vae(model_path)
+    likelihood = heldout_likelihood(vae, images[:likelihood_examples], labels[:likelihood_examples],
+                                    exec_properties[LIKELIHOOD_SAMPLES_KEY],
+                                    exec_properties[SEED_KEY])
+    written = write_report(vae, model_path, images[:num_examples], labels[:num_examples],
                            read_elbo_history(os.path.join(model_run.uri, HISTORY_FILE)),
-                           report.uri, exec_properties[SEED_KEY])
+                           report.uri, exec_properties[SEED_KEY], likelihood)
     logging.info('Report written to %s: %s', os.path.join(report.uri, INDEX_FILE), written)

@@ -114,3 +114,24 @@ def plot_elbo_curves(series: Dict[str, List[float]], path: str) -> str:
   axes.grid(alpha=0.3)
   axes.legend(fontsize=8)
   return _save(figure, path)
+
+
+def plot_bound_vs_samples(overall: Dict[int, float], by_digit: Dict[int, Dict[int, float]],
+                          path: str) -> str:
+  """The IWAE bound against K on a log axis: the mean over all digits bold, each digit thin."""
+  figure, axes = plt.subplots(figsize=(7, 4.5))
+  colours = plt.get_cmap('tab10')
+  for digit, bounds in sorted(by_digit.items()):
+    axes.plot(list(bounds), list(bounds.values()), marker='.', linewidth=0.8, alpha=0.6,
+              color=colours(digit % 10), label=f'digit {digit}')
+  axes.plot(list(overall), list(overall.values()), marker='o', linewidth=2.5, color='black',
+            label='all digits')
+  axes.set_xscale('log')
+  axes.set_xticks(list(overall))
+  axes.get_xaxis().set_major_formatter(ticker.ScalarFormatter())
+  axes.set_xlabel('K (importance samples per image)')
+  axes.set_ylabel('IWAE bound L_K (nats per image, higher is better)')
+  axes.set_title('Held-out log-likelihood bound against K', fontsize=10)
+  axes.grid(alpha=0.3)
+  axes.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
+  return _save(figure, path)

@@ -14,7 +14,9 @@ from vaetfx.components.vae_report.component import VaeReport, VaeReportArtifact
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 ALWAYS_DRAWN = (executor.RECONSTRUCTIONS_FILE, executor.PRIOR_SAMPLES_FILE,
-                executor.LATENT_SPACE_FILE, executor.ELBO_CURVES_FILE)
+                executor.LATENT_SPACE_FILE, executor.ELBO_CURVES_FILE,
+                executor.LIKELIHOOD_PLOT_FILE)
+LIKELIHOOD_EXAMPLES = 30
 HISTORY = {'strategy': 'default', 'epochs': [  # models/trainer.py's TrainingLog, abridged.
     {'epoch': 1, 'train_elbo': -210.0, 'eval_elbo': -190.0, 'seconds': 1.0},
     {'epoch': 2, 'train_elbo': -150.0, 'eval_elbo': -145.0, 'seconds': 1.0},
@@ -36,7 +38,7 @@ def _artifact(artifact_class, uri):
 
 
 def _run(tmp_path, trained: model_fixtures.TrainedModel, transformed: model_fixtures.TransformedMnist,
-         model_run_dir=None):
+         model_run_dir=None, likelihood_examples=LIKELIHOOD_EXAMPLES):
   """The executor on the Trainer's outputs: the Model uri holds Format-Serving/."""
   report = _artifact(VaeReportArtifact, str(tmp_path / 'report'))
   executor.Executor().Do(
@@ -44,7 +46,8 @@ def _run(tmp_path, trained: model_fixtures.TrainedModel, transformed: model_fixt
        'model_run': [_artifact(standard_artifacts.ModelRun, model_run_dir or trained.model_run_dir)],
        'examples': [model_fixtures.examples_artifact(transformed.raw_examples_dir)]},
       {'report': [report]},
-      {executor.NUM_EXAMPLES_KEY: 80, executor.SEED_KEY: 0})
+      {executor.NUM_EXAMPLES_KEY: 80, executor.SEED_KEY: 0,
+       executor.LIKELIHOOD_EXAMPLES_KEY: likelihood_examples, executor.LIKELIHOOD_SAMPLES_KEY: 10})
   return report.uri
 
 
@@ -75,6 +78,29 @@ def test_2d_latent_report_has_every_picture_and_the_manifold(tmp_path, trained_m
     assert f'<img src="{name}"' in _index(report_dir)
   assert 'mean ELBO of 80 held-out digits' in _index(report_dir)
   assert 'held-out ELBO after epoch 2</th>' in _index(report_dir)
+  assert f'IWAE bound K=10 ({LIKELIHOOD_EXAMPLES} digits)' in _index(report_dir)
+
+
+def test_log_likelihood_is_written_overall_and_by_digit(tmp_path, trained_model,
+                                                        transformed_mnist, mnist_splits):
+  report_dir = _run(tmp_path, trained_model, transformed_mnist)
+  with open(os.path.join(report_dir, executor.LIKELIHOOD_FILE)) as f:
+    result = json.load(f)
+  labels = mnist_splits['eval'][1][:LIKELIHOOD_EXAMPLES]
+  assert result['num_examples'] == LIKELIHOOD_EXAMPLES
+  assert result['samples'] == [1, 10]
+  assert result['overall']['1'] < result['overall']['10'] < 0
+  assert result['digit_counts'] == {str(d): int(np.sum(labels == d)) for d in np.unique(labels)}
+  weighted = sum(result['by_digit'][d]['10'] * n for d, n in result['digit_counts'].items())
+  assert weighted / LIKELIHOOD_EXAMPLES == pytest.approx(result['overall']['10'], abs=1e-3)
+
+
+def test_no_likelihood_examples_leaves_out_only_the_likelihood(tmp_path, trained_model,
+                                                               transformed_mnist):
+  report_dir = _run(tmp_path, trained_model, transformed_mnist, likelihood_examples=0)
+  assert executor.LIKELIHOOD_PLOT_FILE not in _pngs(report_dir)
+  assert not os.path.exists(os.path.join(report_dir, executor.LIKELIHOOD_FILE))
+  assert executor.ELBO_CURVES_FILE in _pngs(report_dir)
 
 
 def test_higher_latent_dim_is_projected_and_has_no_manifold(tmp_path, trained_model_5d,
@@ -123,13 +149,21 @@ def test_manifold_grid_is_row_major_with_z2_decreasing():
 def test_component_takes_trainer_and_example_gen_channels():
   report = VaeReport(model=channel.Channel(type=standard_artifacts.Model),
                      model_run=channel.Channel(type=standard_artifacts.ModelRun),
-                     examples=channel.Channel(type=standard_artifacts.Examples))
+                     examples=channel.Channel(type=standard_artifacts.Examples),
+                     likelihood_examples=200, likelihood_samples=1000)
   assert report.outputs['report'].type is VaeReportArtifact
-  assert report.exec_properties == {'num_examples': 2000, 'seed': 0, 'code_fingerprint': None}
+  assert report.exec_properties == {'num_examples': 2000, 'seed': 0, 'code_fingerprint': None,
+                                    'likelihood_examples': 200, 'likelihood_samples': 1000}
+  with pytest.raises(ValueError, match='power of ten'):
+    VaeReport(model=channel.Channel(type=standard_artifacts.Model),
+              model_run=channel.Channel(type=standard_artifacts.ModelRun),
+              examples=channel.Channel(type=standard_artifacts.Examples),
+              likelihood_examples=200, likelihood_samples=500)
 
 
 def test_component_rejects_other_artifact_types():
   with pytest.raises(TypeError):
     VaeReport(model=channel.Channel(type=standard_artifacts.Examples),
               model_run=channel.Channel(type=standard_artifacts.ModelRun),
-              examples=channel.Channel(type=standard_artifacts.Examples))
+              examples=channel.Channel(type=standard_artifacts.Examples),
+              likelihood_examples=1, likelihood_samples=1)

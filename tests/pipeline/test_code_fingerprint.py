@@ -48,7 +48,7 @@ def test_an_edit_changes_the_fingerprints_of_exactly_the_components_that_run_it(
 
 
 def test_the_trainer_fingerprint_covers_the_model_code_it_imports():
-  trainer = code_fingerprint.module_closure(code_fingerprint.ENTRY_MODULES['Trainer'])
+  trainer = code_fingerprint.module_closure(*code_fingerprint.ENTRY_MODULES['Trainer'])
   assert {'vaetfx.models.trainer', 'vaetfx.models.vae', 'vaetfx.models.export',
           'vaetfx.models.hparams', 'vaetfx.models.features'} <= set(trainer)
   assert not any(name.startswith('vaetfx.components') for name in trainer)

@@ -137,6 +137,22 @@ def test_every_component_runs_its_executor_in_the_image_through_the_entrypoint(c
       assert args[-len(config.beam.pipeline_args()):] == config.beam.pipeline_args()
 
 
+def test_infra_validator_runs_through_the_entrypoint_and_gates_the_pusher(compiled):
+  """On Kubeflow the infra validator runs as locally: its executor in the image, its
+  InfraBlessing wired into the Pusher, which takes its model from that blessing."""
+  _, _, spec, _ = compiled
+  container = _deployment(spec).executors[
+      spec.components['ServingInfraValidator'].executor_label].container
+  assert tuple(container.command) == kubeflow_runner.ENTRYPOINT_COMMAND
+  args = list(container.args)
+  assert args[args.index('--executor_class_path') + 1] == (
+      'vaetfx.components.serving_infra_validator.executor.Executor')
+  pusher_inputs = spec.root.dag.tasks['AtomicPusher'].inputs.artifacts
+  assert set(pusher_inputs) == {'model_blessing', 'infra_blessing'}
+  assert pusher_inputs['infra_blessing'].task_output_artifact.producer_task == (
+      'ServingInfraValidator')
+
+
 def test_only_the_trainer_container_asks_for_resources_and_gpus(compiled, gpu_resources):
   _, pipeline, spec, _ = compiled
   assert {node.id for node in pipeline.components

@@ -22,6 +22,7 @@ from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.components.vae_report import executor as vae_report_executor
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner, run_summary
+from vaetfx.serving import warmup
 
 Execution = metadata_store_pb2.Execution
 SIGNATURES = {'serving_default', 'encode', 'decode', 'sample', 'from_examples'}
@@ -55,7 +56,8 @@ def _run(config):
 def base_config(tmp_path_factory, mnist_idx_dir):
   return configs.PipelineConfig(
       data_dir=mnist_idx_dir, output_dir=str(tmp_path_factory.mktemp('pipeline')),
-      hparams=TINY_TRAINING, gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=2.0))
+      hparams=TINY_TRAINING, gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=2.0),
+      report=configs.ReportConfig(likelihood_examples=20, likelihood_samples=10))
 
 
 @pytest.fixture(scope='module')
@@ -82,6 +84,17 @@ def test_first_model_is_blessed_and_pushed_with_every_signature(base_config, fir
   [version] = _versions(base_config)
   assert summary.pushed_path.rstrip('/').endswith(f'{base_config.push.model_name}/{version}')
   assert SIGNATURES <= set(tf.saved_model.load(summary.pushed_path).signatures)
+  assert summary.infra_blessed and not summary.infra_failures
+  assert os.path.exists(os.path.join(summary.pushed_path, warmup.WARMUP_FILE))
+
+
+def test_summary_reports_the_log_likelihood_and_infra_validation(first_run):
+  summary, _ = first_run
+  assert summary.log_likelihood['num_examples'] == 20
+  assert summary.log_likelihood['samples'] == [1, 10]
+  text = run_summary.format_summary(summary)
+  assert 'Held-out log-likelihood (IWAE bound, first 20 eval digits, nats per image): K=1 ' in text
+  assert 'Infra validation: BLESSED' in text
 
 
 def test_report_pictures_are_pngs(first_run):
@@ -123,7 +136,7 @@ def test_rerun_recomputes_no_data_or_training_and_pushes_nothing_new(base_config
   versions = _versions(base_config)
   summary, _ = _run(base_config)
   cached = {run.component for run in summary.runs if run.cached}
-  assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport'} <= cached
+  assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport', 'ServingInfraValidator'} <= cached
   assert summary.blessed and summary.already_served
   assert summary.pushed_version == str(versions[-1])
   assert _versions(base_config) == versions

@@ -69,6 +69,8 @@ CASES = [
     ('schedule-unknown', f'run {RUN} --learning-rate-schedule step', 2,
      "--learning-rate-schedule: invalid choice: 'step'"),
     ('model-name-path', f'run {RUN} --model-name a/b', 2, "--model-name"),
+    ('likelihood-samples-not-a-power-of-ten', f'run {RUN} --likelihood-samples 300', 2,
+     "--likelihood-samples: '300': expected a power of ten"),
     ('digits-letter', f'run {RUN} --digits 1,a', 2,
      "--digits: '1,a': expected digits 0-9 separated by commas"),
     ('digits-10', f'run {RUN} --digits 10', 2, "--digits: '10': expected digits 0-9"),

@@ -1,0 +1,1 @@
+"""Pre-push infra validation without Docker: serve the candidate with `vaetfx serve`, query it."""

@@ -1,0 +1,163 @@
+"""ServingInfraValidator's executor: serve the candidate in a child process, query every signature.
+
+What TFX's InfraValidator does with TF Serving in Docker or Kubernetes, done
+with `vaetfx serve` (serving/), which speaks TF Serving's gRPC API:
+1. build one request per signature from held-out digits (checks.py) and write
+   them as TF Serving warmup requests into a copy of the model, the blessing's
+   `stamped_model/` (TFX's RequestSpec(make_warmup=True) layout);
+2. serve that copy in a separate process, which replays the warmup at load,
+   and wait until GetModelStatus says the version is AVAILABLE;
+3. send every request over gRPC and compare each answer with the same request
+   run in this process on the SavedModel (checks.answer_failures);
+4. bless (INFRA_BLESSED file, `blessed` = 1, `has_model` = 1) or not
+   (INFRA_NOT_BLESSED file listing the failures, `blessed` = 0, no model).
+Conventions are InfraValidator's (tfx/components/infra_validator/executor.py),
+so TFX's Pusher, given this blessing and no model, pushes the warmed-up copy.
+The failures are also the custom property `failures` (a JSON list of strings;
+a failure may span lines, e.g. the server's output), for the run summary.
+"""
+import json
+import os
+import tempfile
+from typing import Any, Dict, List
+
+import tensorflow as tf
+from absl import logging
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
+from tfx.types import standard_component_specs
+from tfx.utils import io_utils
+from tfx.utils import path_utils
+
+from vaetfx.components.serving_infra_validator import checks
+from vaetfx.components.serving_infra_validator import server_process
+from vaetfx.components.vae_report.executor import read_heldout_digits
+from vaetfx.models import features
+from vaetfx.serving import status
+
+MODEL_NAME_KEY = 'model_name'
+NUM_EXAMPLES_KEY = 'num_examples'
+MAX_LOADING_SECONDS_KEY = 'max_loading_seconds'
+
+# InfraValidator's artifact conventions (tfx/components/infra_validator/executor.py).
+BLESSED_KEY = 'blessed'
+MODEL_FLAG_KEY = 'has_model'
+FAILURES_KEY = 'failures'
+BLESSED_FILE = 'INFRA_BLESSED'
+NOT_BLESSED_FILE = 'INFRA_NOT_BLESSED'
+
+SERVED_VERSION = 1
+REQUEST_TIMEOUT_SECONDS = 60.0
+
+
+def read_heldout_records(split_uri: str, count: int) -> List[bytes]:
+  """The first `count` serialized tf.Examples of a split, in read_heldout_digits' order."""
+  files = sorted(fileio.glob(os.path.join(split_uri, '*')))
+  records = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count)
+  return [record.numpy() for record in records]
+
+
+def query_every_signature(server: server_process.ServerProcess, saved_model,
+                          requests: List[checks.SignatureRequest]) -> List[str]:
+  """Each request through gRPC, its answer checked against the in-process one."""
+  failures = []
+  with server.client(timeout=REQUEST_TIMEOUT_SECONDS) as serving:
+    for request in requests:
+      try:
+        served = serving.predict(request.signature_name, request.inputs).outputs
+      except status.ServingError as e:
+        failures.append(f'{request.signature_name}: {e}')
+        continue
+      try:
+        expected = checks.run_in_process(saved_model, request)
+      except tf.errors.OpError as e:
+        failures.append(f'{request.signature_name}: fails in process too: {e.message}')
+        continue
+      failures += checks.answer_failures(request, served, expected)
+  return failures
+
+
+def serve_and_check(model_path: str, model_name: str, saved_model,
+                    requests: List[checks.SignatureRequest],
+                    max_loading_seconds: float) -> List[str]:
+  """Serves a local copy of `model_path` as version 1 and queries it; returns the failures.
+
+  A copy, in TF Serving's `<base>/<name>/<version>/` layout, wherever the model
+  lives (gs:// included): the server reads a local folder, as in InfraValidator.
+  """
+  with tempfile.TemporaryDirectory(prefix='infra-validation-') as base:
+    model_dir = os.path.join(base, model_name)
+    io_utils.copy_dir(model_path, os.path.join(model_dir, str(SERVED_VERSION)))
+    with server_process.ServerProcess(model_dir, model_name) as server:
+      try:
+        server.wait_until_available(SERVED_VERSION, max_loading_seconds)
+      except server_process.ServerFailure as e:
+        return [str(e)]
+      logging.info('Version %d of %s is AVAILABLE on %s; querying every signature.',
+                   SERVED_VERSION, model_name, server.address)
+      return query_every_signature(server, saved_model, requests)
+
+
+def write_warmup_model(model_path: str, stamped_path: str,
+                       requests: List[checks.SignatureRequest], model_name: str):
+  """A copy of the model with the requests as TF Serving warmup records."""
+  io_utils.copy_dir(model_path, stamped_path)
+  records = checks.warmup_records(requests, model_name)
+  io_utils.write_tfrecord_file(path_utils.warmup_file_path(stamped_path), *records)
+
+
+def mark_blessed(blessing: types.Artifact):
+  logging.info('Model passed infra validation.')
+  io_utils.write_string_file(os.path.join(blessing.uri, BLESSED_FILE), '')
+  blessing.set_int_custom_property(BLESSED_KEY, 1)
+  blessing.set_int_custom_property(MODEL_FLAG_KEY, 1)
+
+
+def mark_not_blessed(blessing: types.Artifact, failures: List[str]):
+  logging.warning('Model failed infra validation:\n%s', '\n'.join(failures))
+  io_utils.write_string_file(os.path.join(blessing.uri, NOT_BLESSED_FILE),
+                             '\n\n'.join(failures) + '\n')
+  blessing.set_int_custom_property(BLESSED_KEY, 0)
+  blessing.set_string_custom_property(FAILURES_KEY, json.dumps(failures))
+
+
+def read_failures(blessing_failures: str) -> List[str]:
+  """The failures a not-blessed InfraBlessing's `failures` property lists (a JSON list)."""
+  return json.loads(blessing_failures) if blessing_failures else []
+
+
+class Executor(base_executor.BaseExecutor):
+  """Blesses a model that `vaetfx serve` loads, warms up and answers right on every signature."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+    model_path = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    split_uri = artifact_utils.get_split_uri(
+        input_dict[standard_component_specs.EXAMPLES_KEY], features.EVAL_SPLIT)
+    blessing = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.BLESSING_KEY])
+    model_name = exec_properties[MODEL_NAME_KEY]
+    count = exec_properties[NUM_EXAMPLES_KEY]
+    images, _ = read_heldout_digits(split_uri, count)
+    try:
+      saved_model = tf.saved_model.load(model_path)
+      latent_dim = int(
+          saved_model.signatures['decode'].structured_input_signature[1]['latent'].shape[1])
+    except (KeyError, ValueError, OSError, tf.errors.OpError) as e:
+      mark_not_blessed(blessing, [f'the model does not load with a decode signature: {e}'])
+      return
+    requests = checks.build_requests(images, read_heldout_records(split_uri, count), latent_dim)
+    stamped_path = path_utils.stamped_model_path(blessing.uri)
+    write_warmup_model(model_path, stamped_path, requests, model_name)
+    failures = serve_and_check(stamped_path, model_name, saved_model, requests,
+                               exec_properties[MAX_LOADING_SECONDS_KEY])
+    if failures:
+      fileio.rmtree(stamped_path)
+      mark_not_blessed(blessing, failures)
+    else:
+      mark_blessed(blessing)

@@ -1,0 +1,105 @@
+"""`vaetfx serve` on one model in a child process: started, waited for until AVAILABLE, stopped.
+
+A separate process, as TF Serving would be: the candidate is loaded by the
+serving code and queried over gRPC, so what passes here is what a server can
+answer, and a model that crashes its server cannot take the validator down.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Optional
+
+import grpc
+import portpicker
+
+from vaetfx.serving import client as client_lib
+from vaetfx.serving import status
+
+HOST = '127.0.0.1'
+STOP_SECONDS = 10.0
+POLL_SECONDS = 0.2
+STDERR_TAIL_CHARS = 2000
+
+
+class ServerFailure(RuntimeError):
+  """The server did not start, exited, or the version did not become AVAILABLE; says why."""
+
+
+class ServerProcess:
+  """`python -m vaetfx.cli serve` over `model_dir` (`<base>/<name>/<version>/`) on a free port.
+
+  The server loads once (--poll-seconds 0): nothing else will appear in its folder.
+  Its output goes to a temporary file, quoted in ServerFailure messages.
+  """
+
+  def __init__(self, model_dir: str, model_name: str):
+    self.model_name = model_name
+    self.address = f'{HOST}:{portpicker.pick_unused_port()}'
+    self._log = tempfile.TemporaryFile(mode='w+')
+    command = [sys.executable, '-m', 'vaetfx.cli', 'serve', '--model-dir', model_dir,
+               '--model-name', model_name, '--host', HOST,
+               '--port', self.address.rsplit(':', 1)[1], '--poll-seconds', '0']
+    self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+
+  def client(self, timeout: float) -> client_lib.ServingClient:
+    return client_lib.ServingClient(self.address, self.model_name, timeout=timeout)
+
+  def output_tail(self) -> str:
+    self._log.seek(0)
+    return self._log.read()[-STDERR_TAIL_CHARS:]
+
+  def _exited(self) -> Optional[ServerFailure]:
+    code = self._process.poll()
+    if code is None:
+      return None
+    return ServerFailure(f'the server exited with code {code} before the model was available; '
+                         f'its output ends:\n{self.output_tail()}')
+
+  def wait_until_available(self, version: int, timeout: float):
+    """Polls GetModelStatus; returns once `version` is AVAILABLE.
+
+    Raises ServerFailure at once when the server exits or the load ends in an
+    error (a failed warmup included), or after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    with self.client(timeout=min(5.0, timeout)) as serving:
+      while True:
+        failure = self._exited()
+        if failure:
+          raise failure
+        try:
+          for entry in serving.version_states():
+            if entry.version != version:
+              continue
+            if entry.state == client_lib.AVAILABLE:
+              return
+            if entry.state == client_lib.State.END and entry.status.error_code:
+              raise ServerFailure(f'version {version} failed to load: '
+                                  f'{entry.status.error_message}')
+        except status.ServingError as e:
+          if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+            raise ServerFailure(f'GetModelStatus failed: {e}') from e
+        if time.monotonic() >= deadline:
+          raise ServerFailure(f'version {version} was not AVAILABLE within {timeout:g} s; the '
+                              f'server\'s output ends:\n{self.output_tail()}')
+        time.sleep(POLL_SECONDS)
+
+  def stop(self):
+    """SIGTERM (the server finishes requests in flight), then SIGKILL if it lingers."""
+    if self._process.poll() is None:
+      self._process.terminate()
+      try:
+        self._process.wait(STOP_SECONDS)
+      except subprocess.TimeoutExpired:
+        self._process.kill()
+        self._process.wait()
+    self._log.close()
+
+  def __enter__(self) -> 'ServerProcess':
+    return self
+
+  def __exit__(self, *exc_info):
+    self.stop()

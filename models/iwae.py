@@ -1,0 +1,142 @@
+"""Held-out log-likelihood: the importance-weighted bound of Burda et al. (IWAE, 2016).
+
+For an image x and K draws z_k ~ q(z|x) from the encoder,
+
+  L_K(x) = log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x)
+
+is a lower bound on log p(x) that rises with K towards it; L_1 is the ELBO.
+VAE papers report L_K for large K (usually 5000) as the model's held-out
+log-likelihood, in nats per image. It is computed in log space with a
+log-sum-exp, since p(x|z) of a whole image underflows float32.
+
+All K values come from one set of K_max draws per image: L_K for a smaller K is
+the mean of L_K over the K_max / K disjoint groups of K draws, an unbiased
+estimate of the same bound with less noise, at no extra decoding. Each image
+draws its noise from its own seed (`seed`, its index), so the result depends on
+the seed and the subset only, never on batching.
+"""
+import dataclasses
+import time
+from typing import Callable, Dict, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from vaetfx.models import features
+from vaetfx.models import preprocessing
+from vaetfx.models import vae as vae_lib
+
+RESULTS_FILE = 'heldout_log_likelihood.json'  # HeldoutLikelihood.to_json(), in the report.
+# Decoded latents per call: bounds memory (the conv decoder's activations are
+# about 0.1 MB per latent) while keeping calls large enough to be efficient.
+LATENTS_PER_CALL = 2000
+
+Encode = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]
+DecodeLogits = Callable[[tf.Tensor], tf.Tensor]
+
+
+def sample_counts(max_samples: int) -> Tuple[int, ...]:
+  """K = 1, 10, 100, ... up to max_samples, which must be a power of ten (each K divides it)."""
+  counts = [1]
+  while counts[-1] < max_samples:
+    counts.append(counts[-1] * 10)
+  if counts[-1] != max_samples:
+    raise ValueError(f'max_samples={max_samples}: expected a power of ten (1, 10, 100, ...)')
+  return tuple(counts)
+
+
+def image_noise(seed: int, index: int, samples: int, latent_dim: int) -> np.ndarray:
+  """Image `index`'s standard-normal draws [samples, latent_dim], from its own seed."""
+  return np.random.default_rng([seed, index]).standard_normal(
+      (samples, latent_dim), dtype=np.float32)
+
+
+def log_importance_weights(decode_logits: DecodeLogits, pixels: tf.Tensor, mean: tf.Tensor,
+                           logvar: tf.Tensor, noise: tf.Tensor) -> tf.Tensor:
+  """log p(x|z_k) + log p(z_k) - log q(z_k|x) for z_k = mean + std * noise_k: [N, K].
+
+  pixels [N, 784] binarized; mean, logvar [N, L]; noise [N, K, L];
+  decode_logits maps [M, L] latents to [M, 784] Bernoulli logits.
+  """
+  mean, logvar = mean[:, tf.newaxis], logvar[:, tf.newaxis]
+  latent = mean + tf.exp(0.5 * logvar) * noise
+  samples, latent_dim = tf.shape(noise)[1], tf.shape(noise)[2]
+  logits = tf.reshape(decode_logits(tf.reshape(latent, [-1, latent_dim])),
+                      [-1, samples, features.NUM_PIXELS])
+  log_likelihood = vae_lib.bernoulli_log_likelihood(
+      tf.broadcast_to(pixels[:, tf.newaxis], tf.shape(logits)), logits)
+  return (log_likelihood + vae_lib.log_normal_pdf(latent, 0.0, 0.0)
+          - vae_lib.log_normal_pdf(latent, mean, logvar))
+
+
+def iwae_bounds(log_weights: tf.Tensor, counts: Sequence[int]) -> Dict[int, tf.Tensor]:
+  """L_K per image [N] for each K in `counts`, from log weights [N, K_max] (K divides K_max).
+
+  L_K of a group of K draws is logsumexp(log w) - log K; groups are averaged.
+  """
+  max_samples = log_weights.shape[1]
+  bounds = {}
+  for count in counts:
+    groups = tf.reshape(log_weights, [-1, max_samples // count, count])
+    per_group = tf.reduce_logsumexp(groups, axis=-1) - tf.math.log(float(count))
+    bounds[count] = tf.reduce_mean(per_group, axis=-1)
+  return bounds
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldoutLikelihood:
+  """L_K in nats per image for each K: per image, their mean, and the mean of each digit."""
+  bounds: Dict[int, np.ndarray]  # K -> [N]
+  labels: np.ndarray  # [N]
+  seed: int
+  seconds: float
+
+  @property
+  def overall(self) -> Dict[int, float]:
+    return {count: float(np.mean(values)) for count, values in self.bounds.items()}
+
+  @property
+  def by_digit(self) -> Dict[int, Dict[int, float]]:
+    return {int(digit): {count: float(np.mean(values[self.labels == digit]))
+                         for count, values in self.bounds.items()}
+            for digit in np.unique(self.labels)}
+
+  def to_json(self) -> Dict:
+    """JSON-safe: string keys (K, digit), as json.dump would make them anyway."""
+    return {
+        'num_examples': int(len(self.labels)),
+        'seed': self.seed,
+        'seconds': round(self.seconds, 2),
+        'samples': sorted(self.bounds),
+        'overall': {str(k): v for k, v in self.overall.items()},
+        'by_digit': {str(digit): {str(k): v for k, v in bounds.items()}
+                     for digit, bounds in self.by_digit.items()},
+        'digit_counts': {str(int(digit)): int(count)
+                         for digit, count in zip(*np.unique(self.labels, return_counts=True))},
+    }
+
+
+def heldout_log_likelihood(encode: Encode, decode_logits: DecodeLogits, images: np.ndarray,
+                           labels: np.ndarray, max_samples: int, seed: int) -> HeldoutLikelihood:
+  """L_K for K = 1, 10, ..., max_samples of uint8 images [N, 28, 28], in batches.
+
+  encode: uint8 images -> (latent mean, log-variance) arrays, the model's own
+  Transform included; the likelihood is of the images binarized as Transform
+  does (models/preprocessing.py), which is what the model was trained on.
+  """
+  counts = sample_counts(max_samples)
+  batch_size = max(1, LATENTS_PER_CALL // max_samples)
+  start_time = time.perf_counter()
+  weights_fn = tf.function(
+      lambda *args: log_importance_weights(decode_logits, *args), reduce_retracing=True)
+  per_batch = []
+  for start in range(0, len(images), batch_size):
+    batch = images[start:start + batch_size]
+    mean, logvar = encode(batch)
+    noise = np.stack([image_noise(seed, index, max_samples, mean.shape[1])
+                      for index in range(start, start + len(batch))])
+    pixels = preprocessing.binarize(tf.reshape(batch, [-1, features.NUM_PIXELS]))
+    per_batch.append(iwae_bounds(weights_fn(pixels, mean, logvar, noise), counts))
+  bounds = {count: np.concatenate([batch[count].numpy() for batch in per_batch])
+            for count in counts}
+  return HeldoutLikelihood(bounds, np.asarray(labels), seed, time.perf_counter() - start_time)

@@ -1,0 +1,22 @@
+"""The end-of-run text says why a model was not infra-blessed and what its log-likelihood is."""
+from vaetfx.pipeline import run_summary
+
+LIKELIHOOD = {'num_examples': 200, 'samples': [1, 10], 'overall': {'1': -90.5, '10': -86.25},
+              'by_digit': {'0': {'1': -80.0, '10': -77.0}, '1': {'1': -40.0, '10': -38.5}}}
+
+
+def test_not_infra_blessed_says_why_and_that_nothing_was_pushed():
+  summary = run_summary.RunSummary(runs=[], blessed=True, infra_blessed=False,
+                                   infra_failures=['decode.images: 8 of 8 values are not finite',
+                                                   'sample: DEADLINE_EXCEEDED'])
+  text = run_summary.format_summary(summary)
+  assert ('Infra validation: NOT blessed: decode.images: 8 of 8 values are not finite; '
+          'sample: DEADLINE_EXCEEDED') in text
+  assert 'Pushed: nothing' in text
+
+
+def test_log_likelihood_overall_and_by_digit():
+  text = run_summary.format_summary(run_summary.RunSummary(runs=[], log_likelihood=LIKELIHOOD))
+  assert ('Held-out log-likelihood (IWAE bound, first 200 eval digits, nats per image): '
+          'K=1 -90.50, K=10 -86.25') in text
+  assert 'by digit at K=10: 0: -77.0, 1: -38.5' in text

@@ -7,6 +7,7 @@ handlers, not here: `vaetfx --help` stays instant.
 import argparse
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -65,9 +66,9 @@ def _add_serve_parser(subparsers):
                      help='Name clients ask for. Default: the last folder of --model-dir.')
   serve.add_argument('--host', default=defaults.HOST,
                      help='Address to listen on; 0.0.0.0 exposes the server to the network.')
-  serve.add_argument('--port', type=int, default=defaults.PORT,
+  serve.add_argument('--port', type=_in_range(int, 0, 65535), default=defaults.PORT,
                      help='gRPC port (0: any free port, printed at start).')
-  serve.add_argument('--poll-seconds', type=float, default=defaults.POLL_SECONDS,
+  serve.add_argument('--poll-seconds', type=_in_range(float, 0), default=defaults.POLL_SECONDS,
                      help='Seconds between looks at --model-dir for new or removed versions '
                           '(0: look once at start).')
   serve.add_argument('--version-policy', default='latest',
@@ -77,10 +78,36 @@ def _add_serve_parser(subparsers):
   serve.add_argument('--version-label', type=_version_label, action='append', default=[],
                      metavar='LABEL=VERSION',
                      help='Let requests ask for VERSION by LABEL (e.g. stable=1), repeatable.')
-  serve.add_argument('--threads', type=_positive, default=defaults.SERVER_THREADS,
+  serve.add_argument('--max-num-load-retries', type=_in_range(int, 0),
+                     default=defaults.MAX_LOAD_RETRIES,
+                     help='Times a version that failed to load (e.g. one still being copied in) '
+                          'is tried again before the server gives up on it (TF Serving\'s '
+                          '--max_num_load_retries).')
+  serve.add_argument('--load-retry-interval-seconds', type=_in_range(float, 0),
+                     default=defaults.LOAD_RETRY_SECONDS,
+                     help='Seconds between those tries (TF Serving\'s '
+                          '--load_retry_interval_micros).')
+  serve.add_argument('--threads', type=_in_range(int, 1), default=defaults.SERVER_THREADS,
                      help='Requests handled at once; more wait in gRPC\'s queue.')
-  serve.add_argument('--max-message-mb', type=_positive, default=defaults.MAX_MESSAGE_BYTES >> 20,
+  serve.add_argument('--max-message-mb', type=_in_range(int, 1, MAX_GRPC_MESSAGE_MB),
+                     default=defaults.MAX_MESSAGE_BYTES >> 20,
                      help='Largest request or response in MiB; bigger ones get RESOURCE_EXHAUSTED.')
+  limits = serve.add_argument_group(
+      'limits per request', 'Checked on the sizes a request declares, before any work; a request '
+      'over one gets RESOURCE_EXHAUSTED naming the flag.')
+  limits.add_argument('--max-batch-rows', type=_in_range(int, 1),
+                      default=defaults.MAX_BATCH_ROWS,
+                      help='Most rows (images, latents, examples) in one Predict.')
+  limits.add_argument('--max-decoded-mb', type=_in_range(int, 1),
+                      default=defaults.MAX_DECODED_BYTES >> 20,
+                      help='Most MiB a request\'s inputs may take once decoded (a tensor of one '
+                           'repeated value counts at its declared shape).')
+  limits.add_argument('--max-sample-count', type=_in_range(int, 1),
+                      default=defaults.MAX_SAMPLE_COUNT,
+                      help='Most images one `sample` call may ask for.')
+  limits.add_argument('--slice-rows', type=_in_range(int, 1), default=defaults.SLICE_ROWS,
+                      help='Rows per model call: bigger requests run in slices of this many, '
+                           'which bounds a request\'s memory; answers are the same.')
   serve.add_argument('--enable-batching', action='store_true',
                      help='Batch concurrent Predict calls of a signature together, as TF '
                           'Serving\'s --enable_batching (signatures with scalar inputs, like '
@@ -91,14 +118,33 @@ def _add_serve_parser(subparsers):
                           'allowed_batch_sizes); implies --enable-batching.')
   serve.add_argument('--tls-cert', default='', help='PEM certificate chain: serve over TLS.')
   serve.add_argument('--tls-key', default='', help='PEM private key of --tls-cert.')
-  serve.add_argument('--grace-seconds', type=float, default=defaults.GRACE_SECONDS,
+  serve.add_argument('--grace-seconds', type=_in_range(float, 0), default=defaults.GRACE_SECONDS,
                      help='On SIGTERM, how long requests in flight may take to finish.')
   serve.set_defaults(handler=_serve)
 
 
+MAX_GRPC_MESSAGE_MB = 2047  # gRPC's message limits are int32 bytes.
+
+
+def _in_range(kind, low, high=None):
+  """An argparse type: a `kind` number from `low` to `high` (no upper bound for None)."""
+  expected = f'from {low} to {high}' if high is not None else f'{low} or more'
+
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f'{text!r}: expected a number {expected}') from None
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+      raise argparse.ArgumentTypeError(f'{text}: expected a number {expected}')
+    return value
+  return parse
+
+
 def _server_config(args):
   """The ServerConfig the flags describe; ValueError for inconsistent ones."""
-  from vaetfx.serving import batching, server, versions  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from vaetfx.serving import batching, limits, server, versions
   if bool(args.tls_cert) != bool(args.tls_key):
     raise ValueError('--tls-cert and --tls-key go together')
   if '://' not in args.model_dir and not os.path.isdir(args.model_dir):
@@ -113,9 +159,12 @@ def _server_config(args):
       model_dir=args.model_dir, model_name=args.model_name, host=args.host, port=args.port,
       poll_seconds=args.poll_seconds,
       version_policy=versions.VersionPolicy.parse(args.version_policy),
-      version_labels=dict(args.version_label), threads=args.threads,
+      version_labels=dict(args.version_label), max_load_retries=args.max_num_load_retries,
+      load_retry_seconds=args.load_retry_interval_seconds, threads=args.threads,
       max_message_bytes=args.max_message_mb << 20, batching_parameters=parameters,
-      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key)
+      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
+      limits=limits.Limits(args.max_batch_rows, args.max_decoded_mb << 20,
+                           args.max_sample_count, args.slice_rows))
 
 
 def _serve(args) -> int:

@@ -154,6 +154,11 @@ class Signature:
       results = self.function(**inputs)
     except tf.errors.OpError as e:
       raise status.ServingError(status.code_from_number(e.error_code), e.message) from e
+    except UnicodeDecodeError as e:
+      # TensorFlow could not raise its error: the message quotes input bytes that are not
+      # UTF-8 ("Could not parse example input, value: '...'"), and only input checks quote
+      # inputs, so it is the client's error.
+      raise status.invalid_argument(e.object.decode('utf-8', 'backslashreplace')) from e
     return {alias: results[alias].numpy() for alias in outputs}
 
 

@@ -128,15 +128,17 @@ MAX_GRPC_MESSAGE_MB = 2047  # gRPC's message limits are int32 bytes.
 
 def _in_range(kind, low, high=None):
   """An argparse type: a `kind` number from `low` to `high` (no upper bound for None)."""
-  expected = f'from {low} to {high}' if high is not None else f'{low} or more'
+  noun = 'an integer' if kind is int else 'a number'
+  expected = f'{noun} from {low} to {high}' if high is not None else f'{noun} {low} or more'
 
   def parse(text: str):
     try:
       value = kind(text)
     except ValueError:
-      raise argparse.ArgumentTypeError(f'{text!r}: expected a number {expected}') from None
-    if not math.isfinite(value) or value < low or (high is not None and value > high):
-      raise argparse.ArgumentTypeError(f'{text}: expected a number {expected}')
+      value = None
+    if value is None or not math.isfinite(value) or value < low or (
+        high is not None and value > high):
+      raise argparse.ArgumentTypeError(f'{text}: expected {expected}')
     return value
   return parse
 

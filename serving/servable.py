@@ -125,11 +125,15 @@ class Signature:
         raise status.invalid_argument(f'duplicate output tensor alias: {alias}')
     return tuple(output_filter) or self.outputs
 
+  def rows(self, inputs: Mapping[str, np.ndarray]) -> int:
+    """Dimension 0 of the inputs of a batchable signature; 0 for others."""
+    return len(next(iter(inputs.values()))) if self.batchable else 0
+
   def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
           slice_rows: int) -> Dict[str, np.ndarray]:
     """Calls the model `slice_rows` rows at a time (batchable signatures), so a big request
     costs the memory of one slice plus its answer; answers equal those of a single call."""
-    rows = len(next(iter(inputs.values()))) if self.batchable else 0
+    rows = self.rows(inputs)
     if rows <= slice_rows:
       return self._call(inputs, outputs)
     results = {}

@@ -6,13 +6,14 @@ Serving's version resolution, status codes and messages; the other RPCs answer
 UNIMPLEMENTED. Clients written for TF Serving (vaetfx query included) work
 against it unchanged, so everything but the binary is tested here.
 """
+import ctypes
 import dataclasses
 import functools
 import logging
 import os
 import pathlib
 from concurrent import futures
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import grpc
 import numpy as np
@@ -71,6 +72,21 @@ def _answers_errors(method):
   return handler
 
 
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+  """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+  return getattr(ctypes.CDLL(None), 'malloc_trim', None)
+
+
+def _return_free_memory():
+  """Once a request bigger than a slice is answered and sent, hands the heap its activations,
+  arrays and messages took back to the OS: glibc keeps freed heap for reuse, and the server's
+  resident memory would stay at its largest request's peak."""
+  trim = _malloc_trim()
+  if trim:
+    trim(0)
+
+
 def _require_model_spec(request):
   if not request.HasField('model_spec'):
     raise status.invalid_argument('Missing ModelSpec')
@@ -112,6 +128,8 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     signature = servable.signature(request.model_spec.signature_name)
     inputs = signature.parse_inputs(request.inputs, self._limits)
     outputs = signature.output_names(list(request.output_filter))
+    if signature.rows(inputs) > self._limits.slice_rows:
+      context.add_callback(_return_free_memory)
     results = self._run(servable, signature, inputs, outputs)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = servable.name

@@ -1,9 +1,11 @@
 """One loaded model version: its SignatureDefs, and Predict's checks and call as in TF Serving.
 
-Every request tensor is checked against the SignatureDef's dtype and shape
-before the model runs: TF Serving leaves that to the TensorFlow runtime, but
-with TF 2.16 some wrong-rank inputs to a convolution abort the process instead
-of raising, which would take every client down with one bad request.
+Every request tensor is checked against the SignatureDef's dtype and shape,
+and its declared size against the server's limits (limits.py), before it is
+decoded: TF Serving leaves the checks to the TensorFlow runtime, but with TF
+2.16 some wrong-rank inputs to a convolution abort the process instead of
+raising, and a small request may declare a huge tensor. The model then runs
+in slices of rows, so a large request's memory stays that of a slice.
 """
 import dataclasses
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple

@@ -28,6 +28,7 @@ from vaetfx.serving import servable as servable_lib
 
 SIGNATURE_DEF_FIELD = 'signature_def'  # GetModelMetadataImpl::kSignatureDef
 MAX_ERROR_CHARS = 1000  # An exception's text can quote a whole tensor.
+TRUNCATED = '... (cut)'
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,20 @@ def _answers_errors(method):
     try:
       return method(self, request, context)
     except status.ServingError as e:
-      context.abort(e.code, e.message)
+      context.abort(e.code, _shortened(e.message))
     except Exception as e:  # pylint: disable=broad-except
       log.exception('%s failed', method.__name__)
-      message = f'{method.__name__} failed in the server: {type(e).__name__}: {e}'
-      context.abort(grpc.StatusCode.INTERNAL, message[:MAX_ERROR_CHARS])
+      context.abort(grpc.StatusCode.INTERNAL, _shortened(
+          f'{method.__name__} failed in the server: {type(e).__name__}: {e}'))
   return handler
+
+
+def _shortened(message: str) -> str:
+  """A message quoting a request (a shape of 100,000 dimensions, say) cut to fit gRPC's
+  trailing metadata, which clients refuse above 8 KiB."""
+  if len(message) <= MAX_ERROR_CHARS:
+    return message
+  return message[:MAX_ERROR_CHARS - len(TRUNCATED)] + TRUNCATED
 
 
 @functools.lru_cache(maxsize=None)

@@ -90,6 +90,16 @@ CASES = {
 }
 
 
+def test_a_message_quoting_a_huge_request_is_cut_to_fit(stub):
+  request = _request('serving_default', images=_tensor(types_pb2.DT_UINT8, [1] * 100_000))
+  with pytest.raises(grpc.RpcError) as raised:
+    stub.Predict(request, timeout=30)
+  assert raised.value.code() == INVALID
+  details = raised.value.details()
+  assert details.startswith('Expected input images to have shape [?,28,28] but get [1,1,1,')
+  assert details.endswith('... (cut)') and len(details) == 1000
+
+
 @pytest.mark.parametrize('case', sorted(CASES))
 def test_limit_refuses_with_its_code_and_message(stub, serving, digits, case):
   request, code, message = CASES[case]

@@ -107,7 +107,8 @@ def _add_serve_parser(subparsers):
                       help='Most images one `sample` call may ask for.')
   limits.add_argument('--slice-rows', type=_in_range(int, 1), default=defaults.SLICE_ROWS,
                       help='Rows per model call: bigger requests run in slices of this many, '
-                           'which bounds a request\'s memory; answers are the same.')
+                           'which bounds a request\'s memory; answers equal one call\'s up to '
+                           'float rounding.')
   serve.add_argument('--enable-batching', action='store_true',
                      help='Batch concurrent Predict calls of a signature together, as TF '
                           'Serving\'s --enable_batching (signatures with scalar inputs, like '

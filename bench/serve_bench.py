@@ -3,7 +3,10 @@
 Measures serving_default at batch 1 and 64 (latency p50/p99) and requests per
 second with 16 concurrent clients (batch 1), for the model called in-process
 (the floor), for `vaetfx serve` in its own process, and for the same server with
-batching (serving/deploy/batching_parameters.txt). Prints one table.
+batching (serving/deploy/batching_parameters.txt); in the same run, a gRPC round
+trip without model work (GetModelStatus), and the server's peak resident memory
+while answering batches of 1, 64 and 10,000 rows, with its memory before and after.
+Prints two tables.
 
   python bench/serve_bench.py --model-dir outputs/serving/vae      (make bench-serve)
 """
@@ -26,6 +29,7 @@ from vaetfx.serving import versions  # pylint: disable=g-import-not-at-top,wrong
 
 BATCHING_FILE = os.path.join(os.path.dirname(client.__file__), 'deploy', 'batching_parameters.txt')
 CLIENTS = 16
+MEMORY_BATCHES = {1: 100, 64: 20, 10_000: 1}  # Rows per request: requests sent.
 
 
 def percentiles_ms(call, repeats: int):
@@ -93,6 +97,31 @@ class LocalServer:
     self._process.terminate()
     self._process.wait(timeout=60)
 
+  def _memory(self, field: str) -> int:
+    """VmRSS (now) or VmHWM (the peak since the last reset) of the server, in bytes."""
+    with open(f'/proc/{self._process.pid}/status', encoding='ascii') as f:
+      return next(int(line.split()[1]) << 10 for line in f if line.startswith(field + ':'))
+
+  def memory_rows(self, model_name: str, images: np.ndarray):
+    """(rows, resident before, peak while answering, resident 2 s after) per request size.
+
+    Writing 5 to /proc/PID/clear_refs resets the kernel's peak (VmHWM) to the current RSS,
+    so each peak is that of its own requests, spikes included.
+    """
+    rows = []
+    with client.ServingClient(self.address, model_name, timeout=600) as serving:
+      for size, repeats in MEMORY_BATCHES.items():
+        batch = np.resize(images, (size, *images.shape[1:]))
+        before = self._memory('VmRSS')
+        with open(f'/proc/{self._process.pid}/clear_refs', 'w', encoding='ascii') as f:
+          f.write('5')
+        for _ in range(repeats):
+          serving.predict('serving_default', {'images': batch})
+        peak = self._memory('VmHWM')
+        time.sleep(2)
+        rows.append((size, before, peak, self._memory('VmRSS')))
+    return rows
+
   def round_trip_ms(self, model_name: str, repeats: int) -> float:
     """p50 of GetModelStatus, an RPC without model work: the transport's share on this machine."""
     with client.ServingClient(self.address, model_name) as serving:
@@ -106,6 +135,13 @@ class LocalServer:
     return make_call
 
 
+def print_memory(rows):
+  print(f'\nServer resident memory, MiB\n{"rows per request":<20}{"before":>10}{"peak":>10}'
+        f'{"2 s after":>12}')
+  for size, before, peak, after in rows:
+    print(f'{size:<20,}{before >> 20:>10}{peak >> 20:>10}{after >> 20:>12}')
+
+
 def print_table(rows, round_trip_ms: float):
   header = (f'{"":<28}{"batch 1 p50":>12}{"p99":>8}{"batch 64 p50":>14}{"p99":>8}'
             f'{f"{CLIENTS} clients":>13}')
@@ -116,7 +152,9 @@ def print_table(rows, round_trip_ms: float):
   floor, served = rows[0][1], rows[1][1]
   print(f'\nServer overhead at batch 1, p50: {served[0] - floor[0]:+.2f} ms '
         f'(goal: under 1 ms); at batch 64: {served[2] - floor[2]:+.2f} ms.\n'
-        f'gRPC round trip without model work (GetModelStatus), p50: {round_trip_ms:.2f} ms.')
+        f'gRPC round trip without model work (GetModelStatus), p50: {round_trip_ms:.2f} ms; '
+        f'over the in-process call and that round trip, the server adds '
+        f'{served[0] - floor[0] - round_trip_ms:+.2f} ms at batch 1.')
 
 
 def main(argv=None) -> int:
@@ -141,9 +179,11 @@ def main(argv=None) -> int:
   with LocalServer(args.model_dir) as server:
     rows.append(('vaetfx serve', measure(server.calls(model_name), images, args)))
     round_trip_ms = server.round_trip_ms(model_name, args.repeats)
+    memory = server.memory_rows(model_name, images)
   with LocalServer(args.model_dir, ['--batching-parameters-file', BATCHING_FILE]) as server:
     rows.append(('vaetfx serve, batching', measure(server.calls(model_name), images, args)))
   print_table(rows, round_trip_ms)
+  print_memory(memory)
   return 0
 
 

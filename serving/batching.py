@@ -117,6 +117,8 @@ class BatchScheduler:
       raise status.invalid_argument(
           f'Task size {task.size} is larger than maximum input batch size {limit}')
     with self._ready:
+      if self._stopping:
+        raise _shutting_down()
       queue = self._queues.setdefault(key, collections.deque())
       if not queue or queue[-1].size + task.size > limit:
         if len(queue) >= self.parameters.max_enqueued_batches:
@@ -162,13 +164,17 @@ class BatchScheduler:
       task.done.set()
 
   def _merge(self, batch: _Batch) -> Arrays:
+    """The tasks' rows in order, padded with copies of the batch's first row (zeros when no
+    task has a row) up to the allowed size."""
     padding = self.parameters.padded_size(batch.size) - batch.size
     merged = {}
     for name in batch.tasks[0].inputs:
       parts = [task.inputs[name] for task in batch.tasks]
+      rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
       if padding:
-        parts.append(np.repeat(parts[0][:1], padding, axis=0))
-      merged[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        filler = rows[:1] if len(rows) else np.zeros((1, *rows.shape[1:]), rows.dtype)
+        rows = np.concatenate([rows, np.repeat(filler, padding, axis=0)])
+      merged[name] = rows
     return merged
 
   def _split(self, batch: _Batch, outputs: Arrays):
@@ -191,7 +197,8 @@ class BatchScheduler:
       return sum(len(queue) for queue in self._queues.values())
 
   def stop(self):
-    """Ends the threads once their batches are done; requests still queued get UNAVAILABLE.
+    """Ends the threads once their batches are done; requests still queued, and any arriving
+    from now on, get UNAVAILABLE.
 
     The server stops taking requests and drains them first, so normally none are left.
     """
@@ -200,10 +207,13 @@ class BatchScheduler:
       self._ready.notify_all()
     for thread in self._threads:
       thread.join()
-    for queue in self._queues.values():
-      for batch in queue:
-        for task in batch.tasks:
-          task.error = status.ServingError(grpc.StatusCode.UNAVAILABLE,
-                                           'The server is shutting down')
-          task.done.set()
-    self._queues.clear()
+    with self._ready:
+      left = [task for queue in self._queues.values() for batch in queue for task in batch.tasks]
+      self._queues.clear()
+    for task in left:
+      task.error = _shutting_down()
+      task.done.set()
+
+
+def _shutting_down() -> status.ServingError:
+  return status.ServingError(grpc.StatusCode.UNAVAILABLE, 'The server is shutting down')

@@ -77,11 +77,37 @@ def _add_serve_parser(subparsers):
   serve.add_argument('--version-label', type=_version_label, action='append', default=[],
                      metavar='LABEL=VERSION',
                      help='Let requests ask for VERSION by LABEL (e.g. stable=1), repeatable.')
+  serve.add_argument('--max-num-load-retries', type=flags.non_negative_int,
+                     default=defaults.MAX_LOAD_RETRIES,
+                     help='Times a version that failed to load (e.g. one still being copied in) '
+                          'is tried again before the server gives up on it (TF Serving\'s '
+                          '--max_num_load_retries).')
+  serve.add_argument('--load-retry-interval-seconds', type=flags.non_negative_float,
+                     default=defaults.LOAD_RETRY_SECONDS,
+                     help='Seconds between those tries (TF Serving\'s '
+                          '--load_retry_interval_micros).')
   serve.add_argument('--threads', type=flags.positive_int, default=defaults.SERVER_THREADS,
                      help='Requests handled at once; more wait in gRPC\'s queue.')
   serve.add_argument('--max-message-mb', type=max_message_mb,
                      default=defaults.MAX_MESSAGE_BYTES >> 20,
                      help='Largest request or response in MiB; bigger ones get RESOURCE_EXHAUSTED.')
+  limits = serve.add_argument_group(
+      'limits per request', 'Checked on the sizes a request declares, before any work; a request '
+      'over one gets RESOURCE_EXHAUSTED naming the flag.')
+  limits.add_argument('--max-batch-rows', type=flags.positive_int,
+                      default=defaults.MAX_BATCH_ROWS,
+                      help='Most rows (images, latents, examples) in one Predict.')
+  limits.add_argument('--max-decoded-mb', type=flags.positive_int,
+                      default=defaults.MAX_DECODED_BYTES >> 20,
+                      help='Most MiB a request\'s inputs may take once decoded (a tensor of one '
+                           'repeated value counts at its declared shape).')
+  limits.add_argument('--max-sample-count', type=flags.positive_int,
+                      default=defaults.MAX_SAMPLE_COUNT,
+                      help='Most images one `sample` call may ask for.')
+  limits.add_argument('--slice-rows', type=flags.positive_int, default=defaults.SLICE_ROWS,
+                      help='Rows per model call: bigger requests run in slices of this many, '
+                           'which bounds a request\'s memory; answers equal one call\'s up to '
+                           'float rounding.')
   serve.add_argument('--enable-batching', action='store_true',
                      help='Batch concurrent Predict calls of a signature together, as TF '
                           'Serving\'s --enable_batching (signatures with scalar inputs, like '
@@ -104,7 +130,7 @@ def _server_config(args):
     raise ValueError('--tls-cert and --tls-key go together')
   if '://' not in args.model_dir and not os.path.isdir(args.model_dir):
     raise ValueError(f'--model-dir {args.model_dir}: no such folder')
-  from vaetfx.serving import batching, server, versions  # pylint: disable=g-import-not-at-top
+  from vaetfx.serving import batching, limits, server, versions  # pylint: disable=g-import-not-at-top
   parameters = None
   if args.batching_parameters_file:
     with open(args.batching_parameters_file, encoding='utf-8') as f:
@@ -115,9 +141,12 @@ def _server_config(args):
       model_dir=args.model_dir, model_name=args.model_name, host=args.host, port=args.port,
       poll_seconds=args.poll_seconds,
       version_policy=versions.VersionPolicy.parse(args.version_policy),
-      version_labels=dict(args.version_label), threads=args.threads,
+      version_labels=dict(args.version_label), max_load_retries=args.max_num_load_retries,
+      load_retry_seconds=args.load_retry_interval_seconds, threads=args.threads,
       max_message_bytes=args.max_message_mb << 20, batching_parameters=parameters,
-      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key)
+      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
+      limits=limits.Limits(args.max_batch_rows, args.max_decoded_mb << 20,
+                           args.max_sample_count, args.slice_rows))
 
 
 def _serve(args) -> int:

@@ -11,6 +11,16 @@ TIMEOUT_SECONDS = 10.0
 # Both ends raise gRPC's 4 MiB default: 64 reconstructions are 200 KB, 10,000 are 31 MB.
 MAX_MESSAGE_BYTES = 64 << 20
 POLL_SECONDS = 1.0  # TF Serving's --file_system_poll_wait_seconds.
-LOAD_ATTEMPTS = 6  # TF Serving's first try plus --max_num_load_retries=5.
+MAX_LOAD_RETRIES = 5  # TF Serving's --max_num_load_retries.
+LOAD_RETRY_SECONDS = 60.0  # TF Serving's --load_retry_interval_micros, 60 s.
 SERVER_THREADS = 32
 GRACE_SECONDS = 10.0
+# Admission limits, priced on the sizes a request declares. 10,000 rows is all of MNIST's
+# test set in one request (its reconstructions, 31 MB, fit in one message).
+MAX_BATCH_ROWS = 10_000
+MAX_DECODED_BYTES = 64 << 20
+# `sample` decodes `count` latents in one model call (its seed fixes the whole draw, so it
+# cannot be sliced): 1,000 keep that call's memory near a slice's.
+MAX_SAMPLE_COUNT = 1_000
+# Rows per model call: bigger requests run in slices, so a request's memory stops growing here.
+SLICE_ROWS = 256

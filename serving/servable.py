@@ -1,9 +1,11 @@
 """One loaded model version: its SignatureDefs, and Predict's checks and call as in TF Serving.
 
-Every request tensor is checked against the SignatureDef's dtype and shape
-before the model runs: TF Serving leaves that to the TensorFlow runtime, but
-with TF 2.16 some wrong-rank inputs to a convolution abort the process instead
-of raising, which would take every client down with one bad request.
+Every request tensor is checked against the SignatureDef's dtype and shape,
+and its declared size against the server's limits (limits.py), before it is
+decoded: TF Serving leaves the checks to the TensorFlow runtime, but with TF
+2.16 some wrong-rank inputs to a convolution abort the process instead of
+raising, and a small request may declare a huge tensor. The model then runs
+in slices of rows, so a large request's memory stays that of a slice.
 """
 import dataclasses
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
@@ -13,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from vaetfx.serving import limits as limits_lib
 from vaetfx.serving import status, tensors
 
 DEFAULT_SIGNATURE = 'serving_default'  # TF Serving's kDefaultServingSignatureDefKey.
@@ -66,26 +69,38 @@ class Signature:
   def batchable(self) -> bool:
     return all(spec.batched for spec in self.inputs.values())
 
-  def parse_inputs(self, request_inputs: Mapping) -> Dict[str, np.ndarray]:
-    """Request TensorProtos -> arrays, rejecting what the signature does not declare."""
+  def parse_inputs(self, request_inputs: Mapping,
+                   limits: limits_lib.Limits) -> Dict[str, np.ndarray]:
+    """Request TensorProtos -> arrays: aliases, dtypes and declared shapes are checked against
+    the signature, and the declared sizes against `limits`, before anything is decoded."""
     self._check_aliases(request_inputs)
-    arrays = {}
-    for alias, spec in self.inputs.items():
-      proto = request_inputs[alias]
-      try:
-        array = tensors.to_array(proto)
-      except tensors.TensorError as e:
-        raise status.invalid_argument(f'tensor parsing error: {alias} ({e})') from e
-      if proto.dtype != spec.dtype:
-        raise status.invalid_argument(
-            f'Expected input {alias} to be {tensors.dtype_name(spec.dtype)} but get '
-            f'{tensors.dtype_name(proto.dtype)}.')
-      if not spec.accepts_shape(array.shape):
-        raise status.invalid_argument(
-            f'Expected input {alias} to have shape {describe_shape(spec.shape)} but get '
-            f'{describe_shape(array.shape)}.')
-      arrays[alias] = array
+    shapes = {alias: self._declared_shape(alias, request_inputs[alias]) for alias in self.inputs}
+    limits.check_sizes(
+        {alias: shape[0] for alias, shape in shapes.items() if self.inputs[alias].batched},
+        sum(tensors.decoded_bytes(request_inputs[alias], shape)
+            for alias, shape in shapes.items()))
+    arrays = {alias: tensors.to_array(request_inputs[alias]) for alias in self.inputs}
+    limits.check_sample_count(self.name, arrays)
     return arrays
+
+  def _declared_shape(self, alias: str, proto) -> Tuple[int, ...]:
+    spec = self.inputs[alias]
+    try:
+      shape = tensors.declared_shape(proto)
+    except tensors.TensorError as e:
+      raise status.invalid_argument(f'tensor parsing error: {alias} ({e})') from e
+    if proto.dtype != spec.dtype:
+      raise status.invalid_argument(
+          f'Expected input {alias} to be {tensors.dtype_name(spec.dtype)} but get '
+          f'{tensors.dtype_name(proto.dtype)}.')
+    if not spec.accepts_shape(shape):
+      raise status.invalid_argument(
+          f'Expected input {alias} to have shape {describe_shape(spec.shape)} but get '
+          f'{describe_shape(shape)}.')
+    if spec.batched and not shape[0]:
+      raise status.invalid_argument(
+          f'Input {alias} has no rows (shape {describe_shape(shape)}): send at least one.')
+    return shape
 
   def _check_aliases(self, request_inputs: Mapping):
     """TF Serving's VerifyRequestInputsSize and GetInputValues, with their messages."""
@@ -112,12 +127,44 @@ class Signature:
         raise status.invalid_argument(f'duplicate output tensor alias: {alias}')
     return tuple(output_filter) or self.outputs
 
-  def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str]) -> Dict[str, np.ndarray]:
-    """Calls the model; its runtime errors keep TensorFlow's status code."""
+  def rows(self, inputs: Mapping[str, np.ndarray]) -> int:
+    """Dimension 0 of the inputs of a batchable signature; 0 for others."""
+    return len(next(iter(inputs.values()))) if self.batchable else 0
+
+  def run(self, inputs: Mapping[str, np.ndarray], outputs: Sequence[str],
+          slice_rows: int) -> Dict[str, np.ndarray]:
+    """Calls the model `slice_rows` rows at a time (batchable signatures), so a big request
+    costs the memory of one slice plus its answer; answers equal those of a single call."""
+    rows = self.rows(inputs)
+    if rows <= slice_rows:
+      return self._call(inputs, outputs)
+    results = {}
+    for start in range(0, rows, slice_rows):
+      stop = min(start + slice_rows, rows)
+      part = self._call({alias: array[start:stop] for alias, array in inputs.items()}, outputs)
+      for alias, array in part.items():
+        if array.shape[:1] != (stop - start,):
+          raise status.ServingError(
+              grpc.StatusCode.INTERNAL,
+              f'Output {alias} has shape {list(array.shape)} for a slice of {stop - start} '
+              f'rows: its 0th dimension is not the batch, so it cannot run in slices')
+        if alias not in results:
+          results[alias] = np.empty((rows, *array.shape[1:]), array.dtype)
+        results[alias][start:stop] = array
+    return results
+
+  def _call(self, inputs: Mapping[str, np.ndarray],
+            outputs: Sequence[str]) -> Dict[str, np.ndarray]:
+    """One model call; its runtime errors keep TensorFlow's status code."""
     try:
       results = self.function(**inputs)
     except tf.errors.OpError as e:
       raise status.ServingError(status.code_from_number(e.error_code), e.message) from e
+    except UnicodeDecodeError as e:
+      # TensorFlow could not raise its error: the message quotes input bytes that are not
+      # UTF-8 ("Could not parse example input, value: '...'"), and only input checks quote
+      # inputs, so it is the client's error.
+      raise status.invalid_argument(e.object.decode('utf-8', 'backslashreplace')) from e
     return {alias: results[alias].numpy() for alias in outputs}
 
 

@@ -6,13 +6,14 @@ Serving's version resolution, status codes and messages; the other RPCs answer
 UNIMPLEMENTED. Clients written for TF Serving (vaetfx query included) work
 against it unchanged, so everything but the binary is tested here.
 """
+import ctypes
 import dataclasses
 import functools
 import logging
 import os
 import pathlib
 from concurrent import futures
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import grpc
 import numpy as np
@@ -20,10 +21,14 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from vaetfx.serving import batching, defaults, status, tensors, versions
+from vaetfx.serving import batching, defaults
+from vaetfx.serving import limits as limits_lib
+from vaetfx.serving import status, tensors, versions
 from vaetfx.serving import servable as servable_lib
 
 SIGNATURE_DEF_FIELD = 'signature_def'  # GetModelMetadataImpl::kSignatureDef
+MAX_ERROR_CHARS = 1000  # An exception's text can quote a whole tensor.
+TRUNCATED = '... (cut)'
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,9 @@ class ServerConfig:
   poll_seconds: float = defaults.POLL_SECONDS
   version_policy: versions.VersionPolicy = versions.VersionPolicy()
   version_labels: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  max_load_retries: int = defaults.MAX_LOAD_RETRIES
+  load_retry_seconds: float = defaults.LOAD_RETRY_SECONDS
+  limits: limits_lib.Limits = limits_lib.Limits()
   threads: int = defaults.SERVER_THREADS
   max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
   batching_parameters: Optional[batching.BatchingParameters] = None
@@ -50,14 +58,42 @@ class ServerConfig:
 
 
 def _answers_errors(method):
-  """A ServingError raised while handling becomes the RPC's status code and message."""
+  """A ServingError raised while handling becomes the RPC's status code and message; any other
+  exception becomes INTERNAL with its message (and a traceback in the log), never a crash."""
   @functools.wraps(method)
   def handler(self, request, context):
     try:
       return method(self, request, context)
     except status.ServingError as e:
-      context.abort(e.code, e.message)
+      context.abort(e.code, _shortened(e.message))
+    except Exception as e:  # pylint: disable=broad-except
+      log.exception('%s failed', method.__name__)
+      context.abort(grpc.StatusCode.INTERNAL, _shortened(
+          f'{method.__name__} failed in the server: {type(e).__name__}: {e}'))
   return handler
+
+
+def _shortened(message: str) -> str:
+  """A message quoting a request (a shape of 100,000 dimensions, say) cut to fit gRPC's
+  trailing metadata, which clients refuse above 8 KiB."""
+  if len(message) <= MAX_ERROR_CHARS:
+    return message
+  return message[:MAX_ERROR_CHARS - len(TRUNCATED)] + TRUNCATED
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+  """glibc's malloc_trim, or None where the C library has none (musl, macOS)."""
+  return getattr(ctypes.CDLL(None), 'malloc_trim', None)
+
+
+def _return_free_memory():
+  """Once a request bigger than a slice is answered and sent, hands the heap its activations,
+  arrays and messages took back to the OS: glibc keeps freed heap for reuse, and the server's
+  resident memory would stay at its largest request's peak."""
+  trim = _malloc_trim()
+  if trim:
+    trim(0)
 
 
 def _require_model_spec(request):
@@ -88,17 +124,21 @@ class _Models:
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
 
-  def __init__(self, models: _Models, batcher: Optional[batching.BatchScheduler]):
+  def __init__(self, models: _Models, batcher: Optional[batching.BatchScheduler],
+               limits: limits_lib.Limits):
     self._models = models
     self._batcher = batcher
+    self._limits = limits
 
   @_answers_errors
   def Predict(self, request, context):
     _require_model_spec(request)
     servable = self._models.resolve(request.model_spec)
     signature = servable.signature(request.model_spec.signature_name)
-    inputs = signature.parse_inputs(request.inputs)
+    inputs = signature.parse_inputs(request.inputs, self._limits)
     outputs = signature.output_names(list(request.output_filter))
+    if signature.rows(inputs) > self._limits.slice_rows:
+      context.add_callback(_return_free_memory)
     results = self._run(servable, signature, inputs, outputs)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = servable.name
@@ -111,10 +151,11 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   def _run(self, servable, signature, inputs, outputs) -> Dict[str, np.ndarray]:
     """Batchable signatures go through the batcher when there is one; others run inline, as in
     TF Serving for requests that match no batching signature."""
+    run = functools.partial(signature.run, outputs=outputs, slice_rows=self._limits.slice_rows)
     if self._batcher is None or not signature.batchable:
-      return signature.run(inputs, outputs)
+      return run(inputs)
     key = (servable.name, servable.version, signature.name, outputs)
-    return self._batcher.run(key, functools.partial(signature.run, outputs=outputs), inputs)
+    return self._batcher.run(key, run, inputs)
 
   @_answers_errors
   def GetModelMetadata(self, request, context):
@@ -170,8 +211,10 @@ class ModelServer:
 
   def __init__(self, config: ServerConfig):
     self.config = config
-    self.manager = versions.ModelManager(config.name, config.model_dir, config.version_policy,
-                                         config.version_labels, config.poll_seconds)
+    self.manager = versions.ModelManager(
+        config.name, config.model_dir, config.version_policy, config.version_labels,
+        config.poll_seconds, versions.RetryPolicy(config.max_load_retries,
+                                                  config.load_retry_seconds))
     self._batcher = (batching.BatchScheduler(config.batching_parameters)
                      if config.batching_parameters else None)
     self._server: Optional[grpc.Server] = None
@@ -192,7 +235,7 @@ class ModelServer:
                  ('grpc.so_reuseport', 0)])  # A port in use must fail, not be shared.
     models = _Models([self.manager])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        _PredictionService(models, self._batcher), self._server)
+        _PredictionService(models, self._batcher, self.config.limits), self._server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(models), self._server)
     self.port = self._bind()
     self._server.start()

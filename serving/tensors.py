@@ -9,6 +9,7 @@ none at all means zeros. Encoding writes `tensor_content` (strings go in
 `string_val`), which TF Serving's clients and tf.make_ndarray read alike.
 """
 import math
+from typing import Tuple
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -30,6 +31,8 @@ _FORMATS = {
     types_pb2.DT_STRING: (np.dtype(object), 'string_val'),
 }
 _DATA_TYPES = {dtype: data_type for data_type, (dtype, _) in _FORMATS.items()}
+# A string element's cost beyond its bytes: a numpy object pointer and TensorFlow's 24-byte tstring.
+STRING_ELEMENT_BYTES = 32
 
 
 class TensorError(ValueError):
@@ -44,8 +47,9 @@ def dtype_name(data_type: int) -> str:
     return f'DataType({data_type})'
 
 
-def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
-  """The tensor as a numpy array (read-only when it views the request's bytes)."""
+def declared_shape(proto: tensor_pb2.TensorProto) -> Tuple[int, ...]:
+  """The shape a TensorProto declares, checked against its dtype and tensor_content (not its
+  typed values, which TensorFlow repeats or cuts to fit); nothing is decoded."""
   if proto.dtype not in _FORMATS:
     raise TensorError(f'dtype {dtype_name(proto.dtype)} is not supported')
   if proto.tensor_shape.unknown_rank:
@@ -53,15 +57,34 @@ def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
   shape = tuple(dim.size for dim in proto.tensor_shape.dim)
   if any(size < 0 for size in shape):
     raise TensorError(f'the shape {list(shape)} has a negative size')
-  dtype, field = _FORMATS[proto.dtype]
+  dtype = _FORMATS[proto.dtype][0]
+  needed = math.prod(shape) * dtype.itemsize
+  if proto.tensor_content and proto.dtype != types_pb2.DT_STRING and (
+      len(proto.tensor_content) != needed):
+    raise TensorError(f'tensor_content has {len(proto.tensor_content)} bytes, the shape '
+                      f'{list(shape)} of {dtype_name(proto.dtype)} needs {needed}')
+  return shape
+
+
+def decoded_bytes(proto: tensor_pb2.TensorProto, shape: Tuple[int, ...]) -> int:
+  """What decoding the tensor of `shape` (from declared_shape) would allocate, priced before
+  doing it: a single repeated value declaring a billion elements costs a billion elements."""
   count = math.prod(shape)
+  if proto.dtype != types_pb2.DT_STRING:
+    return count * _FORMATS[proto.dtype][0].itemsize
+  values = proto.string_val
+  given = sum(len(value) for value in values[:count])
+  repeated = (count - len(values)) * len(values[-1]) if values and count > len(values) else 0
+  return given + repeated + count * STRING_ELEMENT_BYTES
+
+
+def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
+  """The tensor as a numpy array (read-only when it views the request's bytes)."""
+  shape = declared_shape(proto)
+  dtype, field = _FORMATS[proto.dtype]
   if proto.tensor_content and proto.dtype != types_pb2.DT_STRING:
-    if len(proto.tensor_content) != count * dtype.itemsize:
-      raise TensorError(f'tensor_content has {len(proto.tensor_content)} bytes, the shape '
-                        f'{list(shape)} of {dtype_name(proto.dtype)} needs '
-                        f'{count * dtype.itemsize}')
     return np.frombuffer(proto.tensor_content, dtype).reshape(shape)
-  return _repeat_last(_field_values(proto, dtype, field), count).reshape(shape)
+  return _repeat_last(_field_values(proto, dtype, field), math.prod(shape)).reshape(shape)
 
 
 def _field_values(proto, dtype: np.dtype, field: str) -> np.ndarray:

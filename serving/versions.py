@@ -11,6 +11,7 @@ import dataclasses
 import logging
 import re
 import threading
+import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 import grpc
@@ -91,12 +92,25 @@ def describe_request(name: str, version: Optional[int]) -> str:
   return f'Latest({name})' if version is None else f'Specific({name}, {version})'
 
 
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+  """TF Serving's --max_num_load_retries and --load_retry_interval_micros: a version that fails
+  to load (often one still being copied in) is tried again this many times, this far apart."""
+  max_retries: int = defaults.MAX_LOAD_RETRIES
+  interval_seconds: float = defaults.LOAD_RETRY_SECONDS
+
+  def __post_init__(self):
+    if self.max_retries < 0 or self.interval_seconds < 0:
+      raise ValueError(f'{self}: retries and their interval must not be negative')
+
+
 @dataclasses.dataclass
 class VersionStatus:
   """What GetModelStatus reports of a version; kept after unloading, as in TF Serving's monitor."""
   state: int
   error: Optional[status.ServingError] = None
   failed_loads: int = 0
+  next_attempt: float = 0.0  # time.monotonic() before which a failed load is not retried.
 
 
 class ModelManager:
@@ -105,14 +119,14 @@ class ModelManager:
   def __init__(self, name: str, base_path: str, policy: VersionPolicy = VersionPolicy(),
                labels: Optional[Mapping[str, int]] = None,
                poll_seconds: float = defaults.POLL_SECONDS,
-               load_attempts: int = defaults.LOAD_ATTEMPTS,
+               retry: RetryPolicy = RetryPolicy(),
                loader: Callable[[str, int, str], servable_lib.Servable] = warmup.load_warmed_up):
     self.name = name
     self.base_path = base_path
     self.policy = policy
     self.labels = dict(labels or {})
     self._poll_seconds = poll_seconds
-    self._load_attempts = load_attempts
+    self._retry = retry
     self._loader = loader
     # Replaced, never mutated, so request threads read it without a lock.
     self._available: Dict[int, servable_lib.Servable] = {}
@@ -159,32 +173,52 @@ class ModelManager:
     with self._statuses_lock:
       for version, record in self._statuses.items():
         if version not in on_disk:
-          record.failed_loads = 0
+          record.failed_loads, record.next_attempt = 0, 0.0
 
   def _set_state(self, version: int, state: int, error: Optional[status.ServingError] = None):
     with self._statuses_lock:
       record = self._statuses.setdefault(version, VersionStatus(state))
       record.state, record.error = state, error
-      if error:
-        record.failed_loads += 1
+
+  def _due(self, version: int) -> bool:
+    """Never tried, or failed with retries left whose interval has passed."""
+    with self._statuses_lock:
+      record = self._statuses.get(version)
+      return not record or (record.failed_loads <= self._retry.max_retries
+                            and time.monotonic() >= record.next_attempt)
 
   def _load(self, version: int, path: str):
-    record = self._statuses.get(version)
-    if record and record.failed_loads >= self._load_attempts:
+    if not self._due(version):
       return
     self._set_state(version, State.LOADING)
     log.info('Loading servable version %s %s from %s', self.name, version, path)
     try:
       loaded = self._loader(self.name, version, path)
     except Exception as e:  # pylint: disable=broad-except
-      code = (status.code_from_number(e.error_code) if isinstance(e, tf.errors.OpError)
-              else grpc.StatusCode.UNKNOWN)
-      log.error('Loading servable version %s %s failed: %s', self.name, version, e)
-      self._set_state(version, State.END, status.ServingError(code, str(e)))
+      self._failed(version, e)
       return
     self._available = {**self._available, version: loaded}
     self._set_state(version, State.AVAILABLE)
     log.info('Successfully loaded servable version %s %s', self.name, version)
+
+  def _failed(self, version: int, error: Exception):
+    """Retries stay LOADING, as in TF Serving's LoaderHarness; giving up is END with the error."""
+    code = (status.code_from_number(error.error_code) if isinstance(error, tf.errors.OpError)
+            else grpc.StatusCode.UNKNOWN)
+    with self._statuses_lock:
+      record = self._statuses[version]
+      record.failed_loads += 1
+      record.error = status.ServingError(code, str(error))
+      record.next_attempt = time.monotonic() + self._retry.interval_seconds
+      attempts, retries_left = record.failed_loads, self._retry.max_retries - record.failed_loads
+      record.state = State.LOADING if retries_left >= 0 else State.END
+    if retries_left >= 0:
+      log.warning('Loading servable version %s %s failed (attempt %d of %d), retrying in %g s: '
+                  '%s', self.name, version, attempts, self._retry.max_retries + 1,
+                  self._retry.interval_seconds, error)
+    else:
+      log.error('Giving up on servable version %s %s after %d failed loads: %s', self.name,
+                version, attempts, error)
 
   def _unload(self, aspired: Set[int]):
     """Availability preserving: the newest unaspired version serves until an aspired one does."""

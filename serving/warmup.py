@@ -15,6 +15,7 @@ from typing import List
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from vaetfx.serving import limits as limits_lib
 from vaetfx.serving import servable as servable_lib
 
 WARMUP_FILE = os.path.join('assets.extra', 'tf_serving_warmup_requests')
@@ -47,13 +48,15 @@ def read_warmup_requests(saved_model_dir: str) -> List[predict_pb2.PredictReques
   return requests
 
 
-def replay(servable: servable_lib.Servable, requests: List[predict_pb2.PredictRequest]):
-  """Runs every request on `servable`, checked as Predict checks it; the first failure raises."""
+def replay(servable: servable_lib.Servable, requests: List[predict_pb2.PredictRequest],
+           limits: limits_lib.Limits = limits_lib.Limits()):
+  """Runs every request on `servable`, checked as Predict checks it (within `limits`); the
+  first failure raises."""
   for index, request in enumerate(requests):
     try:
       signature = servable.signature(request.model_spec.signature_name)
-      signature.run(signature.parse_inputs(request.inputs),
-                    signature.output_names(list(request.output_filter)))
+      signature.run(signature.parse_inputs(request.inputs, limits),
+                    signature.output_names(list(request.output_filter)), limits.slice_rows)
     except Exception as e:  # pylint: disable=broad-except
       name = request.model_spec.signature_name or servable_lib.DEFAULT_SIGNATURE
       raise WarmupError(f'warmup request {index} ({name}) failed on {servable.path}: {e}') from e

@@ -10,6 +10,7 @@ import pytest
 
 from tests.serving.helpers import MODEL_NAME, running_server
 from vaetfx.serving import batching, client, status
+from vaetfx.serving import servable as servable_lib
 
 DEPLOY_FILE = os.path.join(os.path.dirname(batching.__file__), 'deploy', 'batching_parameters.txt')
 
@@ -28,10 +29,11 @@ def test_reads_tf_serving_parameters_file():
 
 
 class _Recorder:
-  """A model that doubles `x` and records the batch sizes it was called with."""
+  """A model that doubles `x` and records the batches it was called with, and their sizes."""
 
   def __init__(self, release: threading.Event = None):
     self.sizes = []
+    self.inputs = []
     self.started = threading.Event()
     self._release = release
 
@@ -40,6 +42,7 @@ class _Recorder:
     if self._release:
       self._release.wait()
     self.sizes.append(len(inputs['x']))
+    self.inputs.append(inputs['x'].copy())
     return {'y': inputs['x'] * 2}
 
 
@@ -101,17 +104,90 @@ def test_limits_give_tf_serving_codes():
     scheduler.stop()
 
 
-def test_batching_server_answers_concurrent_clients_like_the_model(serving_dir, reference,
-                                                                   digits):
-  """Batch shapes differ from the request's, so equality is up to float rounding."""
+def _blocked_scheduler(parameters):
+  """A scheduler whose only batch thread is busy until the returned event is set."""
+  scheduler = batching.BatchScheduler(parameters)
+  release = threading.Event()
+  blocker = _Recorder(release)
+  pool = futures.ThreadPoolExecutor(4)
+  pool.submit(scheduler.run, 'blocker', blocker, {'x': np.zeros((1, 3), np.float32)})
+  assert blocker.started.wait(10)
+  return scheduler, release, pool
+
+
+def _wait_for_queued(scheduler, batches):
+  deadline = time.monotonic() + 10
+  while scheduler.queued_batches < batches:
+    assert time.monotonic() < deadline, 'the task never reached the queue'
+    time.sleep(0.01)
+
+
+def test_a_first_task_without_rows_pads_with_the_first_row_of_the_batch():
+  scheduler, release, pool = _blocked_scheduler(batching.BatchingParameters(
+      max_batch_size=4, num_batch_threads=1, allowed_batch_sizes=(4,)))
+  model = _Recorder()
+  try:
+    tasks = [pool.submit(scheduler.run, 'key', model, {'x': np.zeros((0, 3), np.float32)})]
+    _wait_for_queued(scheduler, 1)
+    tasks.append(pool.submit(scheduler.run, 'key', model, {'x': np.full((2, 3), 5, np.float32)}))
+    time.sleep(0.1)  # Both tasks in one queued batch, behind the busy thread.
+    assert scheduler.queued_batches == 1
+    release.set()
+    empty, rows = (task.result(timeout=30)['y'] for task in tasks)
+  finally:
+    release.set()
+    scheduler.stop()
+    pool.shutdown()
+  assert model.sizes == [4], 'two rows padded to the allowed size 4'
+  np.testing.assert_array_equal(model.inputs[0], np.full((4, 3), 5))
+  assert empty.shape == (0, 3)
+  np.testing.assert_array_equal(rows, np.full((2, 3), 10))
+
+
+def test_requests_queued_or_arriving_while_stopping_get_unavailable():
+  scheduler, release, pool = _blocked_scheduler(batching.BatchingParameters(
+      max_batch_size=4, num_batch_threads=1))
+  try:
+    queued = pool.submit(scheduler.run, 'key', _Recorder(), {'x': np.zeros((1, 3), np.float32)})
+    _wait_for_queued(scheduler, 1)
+    stopping = pool.submit(scheduler.stop)
+    time.sleep(0.1)  # stop() now waits for the busy thread.
+    with pytest.raises(status.ServingError, match='The server is shutting down') as raised:
+      pool.submit(scheduler.run, 'key', _Recorder(),
+                  {'x': np.zeros((1, 3), np.float32)}).result(timeout=10)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    release.set()
+    stopping.result(timeout=30)
+    with pytest.raises(status.ServingError, match='The server is shutting down') as raised:
+      queued.result(timeout=10)
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+  finally:
+    release.set()
+    pool.shutdown()
+
+
+def test_batching_server_merges_concurrent_clients_and_answers_like_the_model(
+    serving_dir, reference, digits, monkeypatch):
+  """The batch closes when full (8 rows), long before its timeout: one model call of 8 rows.
+  Batch shapes differ from the request's, so equality is up to float rounding."""
+  calls = []
+  run = servable_lib.Signature.run
+
+  def recorded(self, inputs, outputs, slice_rows):
+    if self.name == 'serving_default':
+      calls.append(len(inputs['images']))
+    return run(self, inputs, outputs, slice_rows)
+
+  monkeypatch.setattr(servable_lib.Signature, 'run', recorded)
   parameters = batching.BatchingParameters(
-      max_batch_size=16, batch_timeout_micros=20_000, num_batch_threads=2)
+      max_batch_size=8, batch_timeout_micros=10_000_000, num_batch_threads=2)
   expected = reference.signatures['serving_default'](images=digits)
   with running_server(serving_dir, batching_parameters=parameters) as model_server:
     with client.ServingClient(model_server.address, MODEL_NAME, timeout=30) as serving:
       with futures.ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda i: serving.reconstruct(digits[i:i + 1]), range(8)))
       assert serving.sample(3, 1).shape == (3, 28, 28), 'scalar inputs run unbatched'
+  assert calls == [8], 'eight concurrent requests, one model call'
   for name in ('reconstruction', 'latent_mean', 'elbo'):
     np.testing.assert_allclose(np.concatenate([a[name] for a in answers]),
                                expected[name].numpy(), rtol=1e-4, atol=1e-3, err_msg=name)

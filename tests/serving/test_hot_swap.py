@@ -1,5 +1,6 @@
 """Versions pushed and removed while clients query: picked up and dropped, no request failing."""
 import os
+import shutil
 import threading
 import time
 
@@ -70,3 +71,32 @@ def test_push_and_removal_while_querying_fail_no_request(exported_model_dir, tmp
       with pytest.raises(status.ServingError) as raised:
         removed.score(digits)
       assert raised.value.code == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_version_copied_in_slowly_loads_on_a_retry(exported_model_dir, serving_dir, digits,
+                                                     caplog):
+  """The issue's case, time scaled down: saved_model.pb first, its variables 1.5 s later (a
+  plain `cp -r`, not the Pusher's rename). The first load fails; a retry half a second later
+  finds the version whole. Version 1 serves meanwhile."""
+  version_dir = os.path.join(serving_dir, MODEL_NAME, '3')
+  with running_server(serving_dir, poll_seconds=0.1, max_load_retries=5,
+                      load_retry_seconds=0.5) as model_server:
+    with client.ServingClient(model_server.address, MODEL_NAME, timeout=30) as serving:
+      os.makedirs(version_dir)
+      for name in ('saved_model.pb', 'fingerprint.pb'):
+        shutil.copy(os.path.join(exported_model_dir, name), version_dir)
+      deadline = time.monotonic() + 1.5
+      while time.monotonic() < deadline:
+        assert serving.predict('serving_default', {'images': digits}).version == 1
+        time.sleep(0.1)
+      states = {s.version: s.state for s in serving.version_states()}
+      assert states[3] == client.State.LOADING, 'failed, and retrying'
+      for name in ('variables', 'assets'):
+        shutil.copytree(os.path.join(exported_model_dir, name), os.path.join(version_dir, name))
+      deadline = time.monotonic() + 60
+      while serving.predict('serving_default', {'images': digits}).version != 3:
+        assert time.monotonic() < deadline, 'version 3 never loaded'
+        time.sleep(0.1)
+  shutil.rmtree(version_dir)
+  failures = [r.getMessage() for r in caplog.records if 'failed (attempt' in r.getMessage()]
+  assert failures and len(failures) <= 4, failures  # 1.5 s at 0.5 s apart, not one per poll.

@@ -124,6 +124,9 @@ BAD_PREDICTIONS = {
                                         lambda r: r.output_filter.extend(['elbo', 'elbo']))),
     'unparsable examples (a model error)':
         (INVALID, _predict_request('from_examples', examples=np.array([b'junk'], object))),
+    'unparsable examples that are not UTF-8 (TF cannot raise its error)':
+        (INVALID, _predict_request('from_examples', examples=np.array([b'\n\xec\x06\xc8'],
+                                                                      object))),
 }
 
 

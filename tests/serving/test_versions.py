@@ -1,6 +1,7 @@
 """The version manager on its own: TF Serving's policies, availability preservation, labels."""
 import os
 import shutil
+import time
 
 import grpc
 import pytest
@@ -67,20 +68,41 @@ def test_latest_version_replaces_the_old_one_and_removal_falls_back(tmp_path):
                                                                 2: State.END}
 
 
-def test_a_failing_new_version_keeps_the_old_one_serving(tmp_path):
+def test_a_failing_version_is_retried_then_given_up_with_a_log_line(tmp_path, caplog):
   _make(tmp_path, 1, 2)
   (tmp_path / '2' / 'broken').write_text('')
-  manager = _manager(tmp_path, load_attempts=2)
+  manager = _manager(tmp_path, retry=versions.RetryPolicy(max_retries=1, interval_seconds=0.2))
   manager.poll()  # 2 fails, and 1 is not aspired under `latest`: nothing serves yet.
   assert manager.available_versions == []
   manager.poll()
+  record = manager.statuses(2)[2]
+  assert (record.state, record.failed_loads) == (State.LOADING, 1), 'no retry before the interval'
+  time.sleep(0.25)
   manager.poll()
   record = manager.statuses(2)[2]
   assert record.state == State.END and record.failed_loads == 2
   assert record.error.code == grpc.StatusCode.UNKNOWN and 'broken' in record.error.message
+  assert 'Giving up on servable version vae 2 after 2 failed loads' in caplog.text
   os.remove(tmp_path / '2' / 'broken')
+  time.sleep(0.25)
   manager.poll()
   assert manager.available_versions == [], 'no more attempts once they are used up'
+
+
+def test_a_version_that_becomes_loadable_loads_on_a_retry(tmp_path):
+  _make(tmp_path, 1)
+  (tmp_path / '1' / 'broken').write_text('')
+  manager = _manager(tmp_path, retry=versions.RetryPolicy(max_retries=5, interval_seconds=0.05))
+  manager.poll()
+  os.remove(tmp_path / '1' / 'broken')
+  time.sleep(0.06)
+  manager.poll()
+  assert manager.available_versions == [1]
+  assert manager.statuses(1)[1].state == State.AVAILABLE
+
+
+def test_tf_serving_retry_defaults():
+  assert versions.RetryPolicy() == versions.RetryPolicy(max_retries=5, interval_seconds=60)
 
 
 def test_old_version_serves_until_new_one_is_available(tmp_path):

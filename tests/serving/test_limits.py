@@ -1,0 +1,178 @@
+"""Admission over real gRPC: each limit refuses with its exact status and message before any
+work, and the server answers the next request; big requests run in slices with the same answer;
+an unexpected exception is INTERNAL, not a crash."""
+import grpc
+import numpy as np
+import pytest
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from tests.serving.helpers import MODEL_NAME, running_server
+from vaetfx.serving import client, limits, status, tensors
+from vaetfx.serving import servable as servable_lib
+
+EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _tensor(dtype, shape, **values) -> tensor_pb2.TensorProto:
+  """A TensorProto declaring `shape` whatever its payload: one int_val may stand for all."""
+  proto = tensor_pb2.TensorProto(
+      dtype=dtype, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+          dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in shape]))
+  for field, value in values.items():
+    if field == 'tensor_content':
+      proto.tensor_content = value
+    else:
+      getattr(proto, field).extend(value)
+  return proto
+
+
+def _request(signature, **inputs) -> predict_pb2.PredictRequest:
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = MODEL_NAME
+  request.model_spec.signature_name = signature
+  for alias, proto in inputs.items():
+    request.inputs[alias].CopyFrom(proto)
+  return request
+
+
+def _images(rows) -> tensor_pb2.TensorProto:
+  return _tensor(types_pb2.DT_UINT8, [rows, 28, 28], int_val=[7])
+
+
+def _sample(count) -> predict_pb2.PredictRequest:
+  return _request('sample', count=_tensor(types_pb2.DT_INT32, [], int_val=[count]),
+                  seed=_tensor(types_pb2.DT_INT64, [], int64_val=[1]))
+
+
+@pytest.fixture(scope='module')
+def stub(model_server):
+  with grpc.insecure_channel(model_server.address) as channel:
+    yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+CASES = {
+    '200,000 rows in one int_val (killed the server)': (
+        _request('serving_default', images=_images(200_000)), EXHAUSTED,
+        'input images declares 200000 rows; this server takes at most 10000 per request '
+        '(--max-batch-rows): send them in smaller requests'),
+    'a billion rows (was UNKNOWN "Unable to allocate 730 GiB")': (
+        _request('serving_default', images=_images(1_000_000_000)), EXHAUSTED,
+        'input images declares 1000000000 rows; this server takes at most 10000 per request '
+        '(--max-batch-rows): send them in smaller requests'),
+    'decoded bytes: 10,000 examples of 10 kB each in one string_val': (
+        _request('from_examples', examples=_tensor(types_pb2.DT_STRING, [10_000],
+                                                   string_val=[b'x' * 10_000])), EXHAUSTED,
+        'the inputs declare 100320000 bytes once decoded; this server takes at most 67108864 '
+        '(64 MiB) per request (--max-decoded-mb)'),
+    'sample count over the limit (took the server to 4.3 GB)': (
+        _sample(20_000), EXHAUSTED,
+        'sample count 20000 is over this server\'s limit of 1000 (--max-sample-count): ask for '
+        'fewer per request'),
+    'sample count 0': (_sample(0), INVALID, 'sample count must be at least 1, got 0'),
+    'negative sample count': (_sample(-3), INVALID, 'sample count must be at least 1, got -3'),
+    'no rows (was a TF conv error)': (
+        _request('serving_default', images=_images(0)), INVALID,
+        'Input images has no rows (shape [0,28,28]): send at least one.'),
+    'no examples': (
+        _request('from_examples', examples=_tensor(types_pb2.DT_STRING, [0])), INVALID,
+        'Input examples has no rows (shape [0]): send at least one.'),
+    'huge declared shape of the wrong rank': (
+        _request('serving_default', images=_tensor(types_pb2.DT_UINT8, [1 << 40, 1 << 40, 3],
+                                                   int_val=[1])), INVALID,
+        'Expected input images to have shape [?,28,28] but get [1099511627776,1099511627776,3].'),
+    'tensor_content shorter than the declared shape': (
+        _request('serving_default', images=_tensor(types_pb2.DT_UINT8, [5000, 28, 28],
+                                                   tensor_content=b'\0' * 784)), INVALID,
+        'tensor parsing error: images (tensor_content has 784 bytes, the shape [5000, 28, 28] '
+        'of uint8 needs 3920000)'),
+}
+
+
+def test_a_message_quoting_a_huge_request_is_cut_to_fit(stub):
+  request = _request('serving_default', images=_tensor(types_pb2.DT_UINT8, [1] * 100_000))
+  with pytest.raises(grpc.RpcError) as raised:
+    stub.Predict(request, timeout=30)
+  assert raised.value.code() == INVALID
+  details = raised.value.details()
+  assert details.startswith('Expected input images to have shape [?,28,28] but get [1,1,1,')
+  assert details.endswith('... (cut)') and len(details) == 1000
+
+
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_limit_refuses_with_its_code_and_message(stub, serving, digits, case):
+  request, code, message = CASES[case]
+  with pytest.raises(grpc.RpcError) as raised:
+    stub.Predict(request, timeout=30)
+  assert (raised.value.code(), raised.value.details()) == (code, message)
+  assert serving.score(digits).shape == (8,), 'the server answers the next request'
+
+
+@pytest.fixture(scope='module')
+def small_server(serving_dir):
+  """A server with small limits, running requests 3 rows at a time."""
+  with running_server(serving_dir, limits=limits.Limits(
+      max_batch_rows=8, max_sample_count=5, slice_rows=3)) as model_server:
+    yield model_server
+
+
+def test_requests_at_a_limit_are_served_and_one_more_is_refused(small_server, digits):
+  with client.ServingClient(small_server.address, timeout=30) as serving:
+    assert serving.score(digits).shape == (8,)
+    assert serving.sample(5, 3).shape == (5, 28, 28)
+    with pytest.raises(status.ServingError, match=r'input images declares 9 rows; this server '
+                       r'takes at most 8 per request \(--max-batch-rows\)') as raised:
+      serving.score(np.concatenate([digits, digits[:1]]))
+    assert raised.value.code == EXHAUSTED
+    with pytest.raises(status.ServingError, match=r'sample count 6 is over this server\'s limit '
+                       r'of 5 \(--max-sample-count\)') as raised:
+      serving.sample(6)
+    assert raised.value.code == EXHAUSTED
+
+
+def test_slices_answer_as_one_call(small_server, reference, digits, examples, latent_dim):
+  """Every batchable signature, run 3 rows at a time: bit for bit the model's answers to those
+  slices in order, and the answer of one call up to float rounding (TensorFlow's kernels round
+  a row differently with the batch's size: one call's rows differ in the last bit too)."""
+  latent = np.linspace(-2, 2, 8 * latent_dim, dtype=np.float32).reshape(8, latent_dim)
+  inputs = {'serving_default': {'images': digits}, 'encode': {'images': digits},
+            'decode': {'latent': latent}, 'from_examples': {'examples': examples}}
+  with client.ServingClient(small_server.address, timeout=30) as serving:
+    for signature, arrays in inputs.items():
+      served = serving.predict(signature, arrays).outputs
+      model = reference.signatures[signature]
+      one_call = model(**arrays)
+      slices = [model(**{alias: array[start:start + 3] for alias, array in arrays.items()})
+                for start in (0, 3, 6)]
+      for name, value in one_call.items():
+        np.testing.assert_array_equal(
+            served[name], np.concatenate([part[name].numpy() for part in slices]),
+            err_msg=f'{signature} {name}')
+        np.testing.assert_allclose(served[name], value.numpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=f'{signature} {name}')
+
+
+def test_an_unexpected_exception_is_internal_and_the_server_carries_on(stub, serving, digits,
+                                                                      monkeypatch):
+  healthy = servable_lib.Signature.run
+
+  def broken(self, inputs, outputs, slice_rows):
+    if len(next(iter(inputs.values()))) == 3:
+      raise ZeroDivisionError('a bug in the server')
+    return healthy(self, inputs, outputs, slice_rows)
+
+  monkeypatch.setattr(servable_lib.Signature, 'run', broken)
+  with pytest.raises(grpc.RpcError) as raised:
+    stub.Predict(_request('serving_default', images=tensors.to_proto(digits[:3])), timeout=30)
+  assert raised.value.code() == grpc.StatusCode.INTERNAL
+  assert raised.value.details() == ('Predict failed in the server: ZeroDivisionError: a bug in '
+                                    'the server')
+  assert serving.score(digits).shape == (8,)
+
+
+@pytest.mark.parametrize('field', ['max_batch_rows', 'max_decoded_bytes', 'max_sample_count',
+                                   'slice_rows'])
+def test_limits_must_be_positive(field):
+  with pytest.raises(ValueError, match=f'{field} must be at least 1, got 0'):
+    limits.Limits(**{field: 0})

@@ -1,0 +1,51 @@
+"""`vaetfx serve`'s flags: out-of-range values refused in one line naming the flag, before
+anything loads; the limits and retry flags reach the server's config."""
+import pytest
+
+from vaetfx import cli
+from vaetfx.serving import cli as serving_cli
+from vaetfx.serving import limits, server
+
+
+@pytest.mark.parametrize('flag, value, expected', [
+    ('--port', '-5', 'an integer from 0 to 65535'),
+    ('--port', '70000', 'an integer from 0 to 65535'),
+    ('--port', 'http', 'an integer from 0 to 65535'),
+    ('--poll-seconds', '-1', 'a number 0 or more'),
+    ('--poll-seconds', 'nan', 'a number 0 or more'),
+    ('--grace-seconds', 'inf', 'a number 0 or more'),
+    ('--threads', '0', 'an integer 1 or more'),
+    ('--max-message-mb', '4096', 'an integer from 1 to 2047'),
+    ('--max-batch-rows', '0', 'an integer 1 or more'),
+    ('--max-decoded-mb', '-1', 'an integer 1 or more'),
+    ('--max-sample-count', '1.5', 'an integer 1 or more'),
+    ('--slice-rows', '0', 'an integer 1 or more'),
+    ('--max-num-load-retries', '-1', 'an integer 0 or more'),
+    ('--load-retry-interval-seconds', '-0.5', 'a number 0 or more'),
+])
+def test_out_of_range_flag_is_refused_in_one_line(tmp_path, capsys, flag, value, expected):
+  with pytest.raises(SystemExit) as raised:
+    cli.main(['serve', '--model-dir', str(tmp_path), f'{flag}={value}'])
+  assert raised.value.code == 2
+  error = capsys.readouterr().err.strip().splitlines()[-1]
+  assert error == f'vaetfx serve: error: argument {flag}: {value}: expected {expected}'
+
+
+def test_limit_and_retry_flags_reach_the_server_config(tmp_path):
+  args = cli.build_parser().parse_args([
+      'serve', '--model-dir', str(tmp_path), '--port', '0', '--max-batch-rows', '300',
+      '--max-decoded-mb', '5', '--max-sample-count', '7', '--slice-rows', '32',
+      '--max-num-load-retries', '2', '--load-retry-interval-seconds', '0.5'])
+  config = serving_cli._server_config(args)  # pylint: disable=protected-access
+  assert config.limits == limits.Limits(max_batch_rows=300, max_decoded_bytes=5 << 20,
+                                        max_sample_count=7, slice_rows=32)
+  assert (config.port, config.max_load_retries, config.load_retry_seconds) == (0, 2, 0.5)
+
+
+def test_defaults_are_tf_serving_and_the_issue_figures(tmp_path):
+  config = serving_cli._server_config(  # pylint: disable=protected-access
+      cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path)]))
+  assert config.limits == limits.Limits()
+  assert config.limits.max_batch_rows >= 10_000
+  assert (config.max_load_retries, config.load_retry_seconds) == (5, 60.0)
+  assert isinstance(config, server.ServerConfig)

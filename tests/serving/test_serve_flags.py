@@ -8,27 +8,28 @@ from vaetfx.serving import limits, server
 
 
 @pytest.mark.parametrize('flag, value, expected', [
-    ('--port', '-5', 'an integer from 0 to 65535'),
-    ('--port', '70000', 'an integer from 0 to 65535'),
-    ('--port', 'http', 'an integer from 0 to 65535'),
-    ('--poll-seconds', '-1', 'a number 0 or more'),
-    ('--poll-seconds', 'nan', 'a number 0 or more'),
-    ('--grace-seconds', 'inf', 'a number 0 or more'),
-    ('--threads', '0', 'an integer 1 or more'),
-    ('--max-message-mb', '4096', 'an integer from 1 to 2047'),
-    ('--max-batch-rows', '0', 'an integer 1 or more'),
-    ('--max-decoded-mb', '-1', 'an integer 1 or more'),
-    ('--max-sample-count', '1.5', 'an integer 1 or more'),
-    ('--slice-rows', '0', 'an integer 1 or more'),
-    ('--max-num-load-retries', '-1', 'an integer 0 or more'),
-    ('--load-retry-interval-seconds', '-0.5', 'a number 0 or more'),
+    ('--port', '-5', 'a whole number from 0 to 65535'),
+    ('--port', '70000', 'a whole number from 0 to 65535'),
+    ('--port', 'http', 'a whole number from 0 to 65535'),
+    ('--poll-seconds', '-1', 'a finite number >= 0'),
+    ('--poll-seconds', 'nan', 'a finite number >= 0'),
+    ('--grace-seconds', 'inf', 'a finite number >= 0'),
+    ('--threads', '0', 'a whole number >= 1'),
+    ('--max-message-mb', '4096', 'a whole number from 1 to 2047'),
+    ('--max-batch-rows', '0', 'a whole number >= 1'),
+    ('--max-decoded-mb', '-1', 'a whole number >= 1'),
+    ('--max-sample-count', '1.5', 'a whole number >= 1'),
+    ('--slice-rows', '0', 'a whole number >= 1'),
+    ('--max-num-load-retries', '-1', 'a whole number >= 0'),
+    ('--load-retry-interval-seconds', '-0.5', 'a finite number >= 0'),
 ])
 def test_out_of_range_flag_is_refused_in_one_line(tmp_path, capsys, flag, value, expected):
   with pytest.raises(SystemExit) as raised:
     cli.main(['serve', '--model-dir', str(tmp_path), f'{flag}={value}'])
   assert raised.value.code == 2
   error = capsys.readouterr().err.strip().splitlines()[-1]
-  assert error == f'vaetfx serve: error: argument {flag}: {value}: expected {expected}'
+  assert error == (f"vaetfx serve: error: argument {flag}: '{value}': expected {expected} "
+                   '(see vaetfx serve --help)')
 
 
 def test_limit_and_retry_flags_reach_the_server_config(tmp_path):

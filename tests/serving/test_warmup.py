@@ -34,7 +34,9 @@ def _write_warmup(model_dir, *logs):
 
 
 def _load(model_dir):
-  manager = versions.ModelManager('vae', model_dir, poll_seconds=0)
+  """A manager that gives up on the first failed load (TF Serving retries 5 times, 60 s apart)."""
+  manager = versions.ModelManager('vae', model_dir, poll_seconds=0,
+                                  retry=versions.RetryPolicy(max_retries=0))
   manager.start()
   return manager
 

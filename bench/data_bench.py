@@ -45,6 +45,10 @@ STARTED = time.perf_counter()
 CONTENDERS = ('ours', 'stock')
 CONVERSION = 'IDX -> TFRecord conversion'
 ROWS = (CONVERSION, 'ExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator', 'Transform')
+# What TFX's examples pass to name the DirectRunner's mode. (Any Beam argument
+# makes TFX build an sdist of itself per Beam component; the product passes none
+# by default, see pipeline/configs.BeamConfig.)
+STOCK_BEAM_ARGS = ['--direct_running_mode=in_memory', '--direct_num_workers=1']
 STOCK_MODULE_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                  'stock_transform_module.py')
 
@@ -102,11 +106,10 @@ def convert_idx_to_tfrecords(data_dir: str, records_dir: str):
         })).SerializeToString())
 
 
-def run_stock(data_dir: str, work_dir: str) -> Dict[str, float]:
+def run_stock(data_dir: str, work_dir: str, beam_args: List[str]) -> Dict[str, float]:
   """Stock TFX components on TFRecords converted from the same IDX files."""
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from vaetfx.models import features  # pylint: disable=g-import-not-at-top
-  from vaetfx.pipeline import configs  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   records_dir = os.path.join(work_dir, 'tfrecords')
   convert_idx_to_tfrecords(data_dir, records_dir)
@@ -130,7 +133,7 @@ def run_stock(data_dir: str, work_dir: str) -> Dict[str, float]:
       enable_cache=False,
       metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
           os.path.join(work_dir, 'metadata.db')),
-      beam_pipeline_args=configs.BeamConfig().pipeline_args())
+      beam_pipeline_args=beam_args)
   return {CONVERSION: conversion_seconds, **run_timed(pipeline)}
 
 
@@ -154,7 +157,8 @@ def transformed_digest(work_dir: str) -> Dict[str, List[float]]:
   return digest
 
 
-def run_one(contender: str, data_dir: str, work_dir: str, result_path: str):
+def run_one(contender: str, data_dir: str, work_dir: str, result_path: str,
+            stock_beam_args: List[str]):
   """The child process: one contender, timed; writes a Result as JSON.
 
   TFX, TFDV and TFT are imported first, so neither side's components pay for imports.
@@ -164,14 +168,15 @@ def run_one(contender: str, data_dir: str, work_dir: str, result_path: str):
   from vaetfx.pipeline import local_runner  # pylint: disable=g-import-not-at-top,unused-import
   load_before = os.getloadavg()[0]
   process_seconds = time.perf_counter() - STARTED
-  seconds = (run_ours if contender == 'ours' else run_stock)(data_dir, work_dir)
+  seconds = (run_ours(data_dir, work_dir) if contender == 'ours'
+             else run_stock(data_dir, work_dir, stock_beam_args))
   result = Result(seconds=seconds, process_seconds=process_seconds, load_before=load_before,
                   load_after=os.getloadavg()[0], transformed=transformed_digest(work_dir))
   with open(result_path, 'w') as f:
     json.dump(dataclasses.asdict(result), f)
 
 
-def spawn(contender: str, data_dir: str, scratch: str) -> Result:
+def spawn(contender: str, data_dir: str, scratch: str, stock_beam_args: List[str]) -> Result:
   """Runs one contender in a fresh process; its log is shown only if it fails."""
   work_dir = tempfile.mkdtemp(prefix=f'{contender}-', dir=scratch)
   result_path = os.path.join(scratch, f'{contender}.json')
@@ -179,7 +184,9 @@ def spawn(contender: str, data_dir: str, scratch: str) -> Result:
   with open(log_path, 'w') as log:
     done = subprocess.run([sys.executable, os.path.abspath(__file__), '--run-one', contender,
                            '--data-dir', data_dir, '--work-dir', work_dir,
-                           '--result', result_path], stdout=log, stderr=subprocess.STDOUT,
+                           '--result', result_path,
+                           *(f'--stock-beam-arg={arg}' for arg in stock_beam_args)],
+                          stdout=log, stderr=subprocess.STDOUT,
                           check=False)
   shutil.rmtree(work_dir, ignore_errors=True)
   if done.returncode:
@@ -233,20 +240,25 @@ def main(argv=None):
   parser.add_argument('--data-dir', default='../shared/data/mnist', help='MNIST IDX files.')
   parser.add_argument('--rounds', type=int, default=3,
                       help='Runs of each contender, alternating (default 3).')
+  parser.add_argument('--stock-beam-arg', action='append', metavar='ARG',
+                      help='Beam argument for stock TFX, repeatable (default: '
+                           f'{" ".join(STOCK_BEAM_ARGS)}); --stock-beam-arg= passes none.')
   parser.add_argument('--run-one', choices=CONTENDERS, help=argparse.SUPPRESS)
   parser.add_argument('--work-dir', help=argparse.SUPPRESS)
   parser.add_argument('--result', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   data_dir = os.path.abspath(args.data_dir)
+  stock_beam_args = [arg for arg in (args.stock_beam_arg or STOCK_BEAM_ARGS) if arg]
   if args.run_one:
-    run_one(args.run_one, data_dir, args.work_dir, args.result)
+    run_one(args.run_one, data_dir, args.work_dir, args.result, stock_beam_args)
     return
-  print(f'{args.rounds} rounds of ours and stock TFX, alternating, on {data_dir}', flush=True)
+  print(f'{args.rounds} rounds of ours and stock TFX, alternating, on {data_dir}; '
+        f'stock\'s Beam arguments: {stock_beam_args}', flush=True)
   results = {c: [] for c in CONTENDERS}
   with tempfile.TemporaryDirectory(prefix='data_bench-') as scratch:
     for round_number in range(1, args.rounds + 1):
       for contender in CONTENDERS:
-        results[contender].append(spawn(contender, data_dir, scratch))
+        results[contender].append(spawn(contender, data_dir, scratch, stock_beam_args))
         print_run(round_number, contender, results[contender][-1])
   check_same_output(results)
   print_table(results)

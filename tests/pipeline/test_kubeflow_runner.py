@@ -134,7 +134,8 @@ def test_every_component_runs_its_executor_in_the_image_through_the_entrypoint(c
     assert args[args.index(kubeflow_entrypoint.INVOCATION_FLAG) + 1] == '{{$}}'
     assert kubeflow_entrypoint.INPUTS_SPEC_FLAG in args
     if isinstance(node.executor_spec, executor_spec.BeamExecutorSpec):
-      assert args[-len(config.beam.pipeline_args()):] == config.beam.pipeline_args()
+      beam_args = config.beam.pipeline_args()
+      assert args[len(args) - len(beam_args):] == beam_args
 
 
 def test_only_the_trainer_container_asks_for_resources_and_gpus(compiled, gpu_resources):

@@ -18,8 +18,7 @@ any executor; this one is a plain BaseExecutor, because BaseBeamExecutor's
 constructor packages TFX as an sdist for remote Beam workers whenever Beam
 arguments are set (a copy of TFX's tree and a `setup.py sdist` subprocess,
 7-9 s per component measured under a load of 8-9 on 2 cores), which an
-executor without a Beam pipeline
-never uses.
+executor without a Beam pipeline never uses.
 """
 import os
 from typing import Any, Dict, Iterator, List, Sequence, Tuple

@@ -10,7 +10,7 @@ RUN_ARGS  ?=
 PYTHON310 := $(shell for p in $$(command -v python3.10) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: setup run test bench-train bench-serve image compile-kubeflow clean
+.PHONY: setup run test bench-train bench-serve bench-data image compile-kubeflow clean
 
 setup: $(BIN)/vaetfx
 
@@ -63,3 +63,11 @@ BENCH_TRAIN_ARGS ?=
 
 bench-train: setup
 	$(BIN)/python bench/train_bench.py --data-dir $(DATA_DIR) $(BENCH_TRAIN_ARGS)
+
+# Data-half benchmark (not a test): the product's ExampleGen, StatisticsGen, SchemaGen,
+# ExampleValidator and Transform against stock TFX's on the same MNIST, alternating runs.
+# BENCH_DATA_ARGS e.g. '--rounds 5'.
+BENCH_DATA_ARGS ?=
+
+bench-data: setup
+	$(BIN)/python bench/data_bench.py --data-dir $(DATA_DIR) $(BENCH_DATA_ARGS)

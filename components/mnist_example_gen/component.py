@@ -29,7 +29,7 @@ def _digits_config(digits: Sequence[int], code_fingerprint: str) -> example_gen_
 class MnistExampleGen(FileBasedExampleGen):
   """Emits `train` (MNIST's train files) and `eval` (its t10k files) splits of tf.Examples."""
 
-  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)  # see executor.py: runs no Beam
 
   def __init__(self, input_base: str, digits: Sequence[int] = (), code_fingerprint: str = ''):
     """input_base: a folder with the four IDX files (gzip or not) or mnist.npz.

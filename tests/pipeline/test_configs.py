@@ -1,7 +1,9 @@
-"""Bad settings are refused where they are made, before any component runs."""
+"""Settings: bad ones are refused where they are made, before any component runs; Beam's own
+defaults are left out of the Beam flags, so TFX builds no sdist of itself per component."""
 import os
 
 import pytest
+from apache_beam.options import pipeline_options
 
 from vaetfx import cli
 from vaetfx.pipeline import configs
@@ -49,3 +51,16 @@ def test_vaetfx_run_refuses_a_bad_model_name_before_running_anything(name, tmp_p
   [message] = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]
   assert '--model-name' in message and f'model name {name!r}' in message
   assert not os.path.exists(output_dir)
+
+
+def test_the_default_beam_settings_are_beams_own_and_pass_no_flags():
+  direct = pipeline_options.PipelineOptions([]).view_as(pipeline_options.DirectOptions)
+  assert (direct.direct_running_mode, direct.direct_num_workers) == (
+      configs.BEAM_DEFAULT_RUNNING_MODE, configs.BEAM_DEFAULT_NUM_WORKERS)
+  assert configs.BeamConfig().pipeline_args() == []
+
+
+def test_other_beam_settings_are_passed():
+  beam = configs.BeamConfig('multi_processing', 2, ('--runner=FlinkRunner',))
+  assert beam.pipeline_args() == ['--direct_running_mode=multi_processing',
+                                  '--direct_num_workers=2', '--runner=FlinkRunner']

@@ -610,6 +610,10 @@ class GcsNamespace:
     bucket, _, name = uri[len('gs://'):].partition('/')
     return os.path.join(self.root, bucket, name)
 
+  def listdir(self, uri: str) -> List[str]:
+    """The names under gs://bucket/folder, as the emulator keeps them (folder markers left out)."""
+    return sorted(name for name in os.listdir(self.local_path(uri)) if name != FOLDER_MARKER)
+
   def errors(self) -> str:
     """The emulator's error responses so far, for a failing test's message."""
     path = os.path.join(self.cert_dir, ERROR_LOG)

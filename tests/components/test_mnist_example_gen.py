@@ -4,6 +4,7 @@ import os
 import numpy as np
 import pytest
 from google.protobuf import message
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
@@ -42,6 +43,18 @@ def test_writes_train_and_eval_splits_with_every_image(tmp_path, mnist_idx_dir, 
     for (got_image, got_label), (image, label) in zip(written, expected):
       np.testing.assert_array_equal(got_image, image)
       assert got_label == label
+
+
+def test_reads_mnist_from_a_non_local_uri(tmp_path, mnist_idx_dir, mnist_splits, ram_fileio_root):
+  """On Kubeflow --data-root is gs://; ram:// too is reached only through fileio."""
+  input_base = f'{ram_fileio_root}/mnist_idx'
+  fileio.makedirs(input_base)
+  for name in os.listdir(mnist_idx_dir):
+    fileio.copy(os.path.join(mnist_idx_dir, name), f'{input_base}/{name}')
+  examples = _run_executor(input_base, str(tmp_path / 'out'))
+  for split in ('train', 'eval'):
+    labels = sorted(_decode(e)[1] for e in artifacts.read_examples(examples.uri, split))
+    assert labels == sorted(mnist_splits[split][1].tolist())
 
 
 def test_npz_input_gives_the_same_examples(tmp_path, mnist_splits):

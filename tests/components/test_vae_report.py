@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 from tfx.dsl.io import fileio
 from tfx.types import channel, standard_artifacts
+from tfx.utils import import_utils
 
 from tests import model_fixtures
 from vaetfx.components.vae_report import executor
@@ -155,3 +156,8 @@ def test_component_rejects_other_artifact_types():
     VaeReport(model=channel.Channel(type=standard_artifacts.Examples),
               model_run=channel.Channel(type=standard_artifacts.ModelRun),
               examples=channel.Channel(type=standard_artifacts.Examples))
+
+
+def test_kubeflow_entrypoint_can_import_the_artifact_class_from_its_type_name():
+  """TFX's Kubeflow V2 entrypoint types a task's custom artifacts by importing their type name."""
+  assert import_utils.import_class_by_path(VaeReportArtifact.TYPE_NAME) is VaeReportArtifact

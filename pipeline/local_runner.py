@@ -59,9 +59,51 @@ def build_pipeline(config: configs.PipelineConfig) -> tfx.dsl.Pipeline:
                                       metadata_connection_config=metadata_connection(config))
 
 
+class Interrupted(Exception):
+  """Ctrl-C stopped the run; the executions it left running are CANCELED in ML Metadata."""
+
+  def __init__(self, canceled: List[str], finished: List[ComponentRun]):
+    self.canceled = canceled
+    self.finished = finished
+    self.during = f'during {", ".join(canceled)}' if canceled else 'between components'
+    super().__init__(f'interrupted {self.during}')
+
+
+def _last_execution_id(store: metadata_store.MetadataStore) -> int:
+  newest = store.get_executions(list_options=metadata_store.ListOptions(
+      limit=1, order_by=metadata_store.OrderByField.ID, is_asc=False))
+  return newest[0].id if newest else 0
+
+
+def cancel_running(store: metadata_store.MetadataStore, after_id: int) -> List[str]:
+  """Marks this run's executions still RUNNING (ids above `after_id`) CANCELED; returns their
+  components' names.
+
+  The launcher marks an execution FAILED on an exception, but not on
+  KeyboardInterrupt, which would leave it RUNNING in ML Metadata for good.
+  """
+  running = [execution for execution in store.get_executions(
+      list_options=metadata_store.ListOptions(filter_query=f'id > {after_id}'))
+             if execution.last_known_state == metadata_store_pb2.Execution.RUNNING]
+  for execution in running:
+    execution.last_known_state = metadata_store_pb2.Execution.CANCELED
+  store.put_executions(running)
+  types = {t.id: t.name for t in store.get_execution_types_by_id(
+      list({e.type_id for e in running}))}
+  return [types[e.type_id].rsplit('.', 1)[-1] for e in running]
+
+
 def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
-  """Runs the whole pipeline locally; returns each component's wall time and the outcome."""
+  """Runs the whole pipeline locally; returns each component's wall time and the outcome.
+
+  Raises Interrupted on Ctrl-C, once the interrupted executions are CANCELED.
+  """
   pipeline = build_pipeline(config)
+  store = metadata_store.MetadataStore(metadata_connection(config))
+  before = _last_execution_id(store)
   with component_progress(len(pipeline.components), out) as runs:
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-  return summarize(metadata_store.MetadataStore(metadata_connection(config)), runs)
+    try:
+      tfx.orchestration.LocalDagRunner().run(pipeline)
+    except KeyboardInterrupt:
+      raise Interrupted(cancel_running(store, before), runs) from None
+  return summarize(store, runs)

@@ -67,9 +67,39 @@ def download_file(url: str, path: str, md5: str, timeout_s: float = CONNECT_TIME
   os.replace(partial, path)
 
 
+def check_data_dir(directory: str, source: str) -> str:
+  """`directory` as an absolute path, if it is a readable folder holding MNIST's files.
+
+  Checked before the pipeline starts, so a wrong folder fails in a second and
+  leaves no metadata.db behind; ExampleGen still checks what the files hold.
+  `source` names where the folder came from (--data-dir, $MNIST_DIR) in errors.
+  URIs (gs://...) are left to ExampleGen: checking them needs TensorFlow.
+  """
+  if '://' in directory:
+    return directory
+  path = os.path.abspath(directory)
+  if not os.path.exists(path):
+    raise MnistUnavailableError(f'{source} {directory}: no such folder')
+  if not os.path.isdir(path):
+    raise MnistUnavailableError(f'{source} {directory}: is a file, expected a folder')
+  if not os.access(path, os.R_OK | os.X_OK):
+    raise MnistUnavailableError(f'{source} {directory}: the folder is not readable')
+  if not has_mnist(path):
+    raise MnistUnavailableError(
+        f'{source} {directory}: holds no MNIST: expected the four IDX files '
+        f'({", ".join(n for names in mnist_files.IDX_FILES.values() for n in names)}, '
+        f'gzip or not) or {mnist_files.NPZ_FILE}')
+  return path
+
+
 def download_mnist(cache_dir: str, base_url: str = MNIST_URL,
                    timeout_s: float = CONNECT_TIMEOUT_S) -> str:
-  os.makedirs(cache_dir, exist_ok=True)
+  try:
+    os.makedirs(cache_dir, exist_ok=True)
+  except OSError as e:
+    raise MnistUnavailableError(
+        f'--cache-dir {cache_dir}: cannot create the download folder ({e.strerror or e}); '
+        f'pass another --cache-dir, or the folder that holds MNIST with --data-dir') from e
   print(f'MNIST is not on disk: downloading it to {cache_dir}', file=sys.stderr)
   for name, md5 in MNIST_MD5.items():
     path = os.path.join(cache_dir, name)
@@ -89,12 +119,12 @@ def resolve_data_dir(data_dir: Optional[str], env_data_dir: Optional[str], cache
                      base_url: str = MNIST_URL, timeout_s: float = CONNECT_TIMEOUT_S) -> str:
   """The folder to read MNIST from, in the order --data-dir, $MNIST_DIR, cache, download.
 
-  An explicitly named folder is returned as it is (ExampleGen says what is wrong
-  with it); only the cache is filled by downloading.
+  An explicitly named folder must exist and hold MNIST's files (ExampleGen says
+  what is wrong with their content); only the cache is filled by downloading.
   """
-  for explicit in (data_dir, env_data_dir):
+  for explicit, source in ((data_dir, '--data-dir'), (env_data_dir, '$MNIST_DIR')):
     if explicit:
-      return os.path.abspath(explicit)
+      return check_data_dir(explicit, source)
   if has_mnist(cache_dir):
     return cache_dir
   return download_mnist(cache_dir, base_url, timeout_s)

@@ -6,18 +6,25 @@ handlers, not here: `vaetfx --help` stays instant.
 """
 import argparse
 import functools
+import importlib.util
 import logging
 import os
 import signal
 import sys
 import threading
+import types
 
 import numpy as np
 
+from vaetfx import flags
 from vaetfx.serving import defaults
 
-EXIT_SERVING_ERROR = 1
-EXIT_USAGE = 2
+EXIT_SERVING_ERROR = flags.EXIT_FAILED
+EXIT_USAGE = flags.EXIT_BAD_INPUT
+# gRPC's message limits are int32 byte counts.
+max_message_mb = flags.integer(1, (2**31 - 1) >> 20)
+# A sample answer is 3,136 bytes per digit: 10,000 fit the default 64 MiB message limit.
+MAX_SAMPLES = 10_000
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -42,13 +49,6 @@ def _version_label(text: str):
   return name, int(version)
 
 
-def _positive(text: str) -> int:
-  value = int(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f'{text}: must be at least 1')
-  return value
-
-
 def _add_serve_parser(subparsers):
   serve = subparsers.add_parser(
       'serve', help='Serve pushed model versions over TF Serving\'s gRPC API.',
@@ -65,9 +65,9 @@ def _add_serve_parser(subparsers):
                      help='Name clients ask for. Default: the last folder of --model-dir.')
   serve.add_argument('--host', default=defaults.HOST,
                      help='Address to listen on; 0.0.0.0 exposes the server to the network.')
-  serve.add_argument('--port', type=int, default=defaults.PORT,
+  serve.add_argument('--port', type=flags.port, default=defaults.PORT,
                      help='gRPC port (0: any free port, printed at start).')
-  serve.add_argument('--poll-seconds', type=float, default=defaults.POLL_SECONDS,
+  serve.add_argument('--poll-seconds', type=flags.non_negative_float, default=defaults.POLL_SECONDS,
                      help='Seconds between looks at --model-dir for new or removed versions '
                           '(0: look once at start).')
   serve.add_argument('--version-policy', default='latest',
@@ -77,9 +77,10 @@ def _add_serve_parser(subparsers):
   serve.add_argument('--version-label', type=_version_label, action='append', default=[],
                      metavar='LABEL=VERSION',
                      help='Let requests ask for VERSION by LABEL (e.g. stable=1), repeatable.')
-  serve.add_argument('--threads', type=_positive, default=defaults.SERVER_THREADS,
+  serve.add_argument('--threads', type=flags.positive_int, default=defaults.SERVER_THREADS,
                      help='Requests handled at once; more wait in gRPC\'s queue.')
-  serve.add_argument('--max-message-mb', type=_positive, default=defaults.MAX_MESSAGE_BYTES >> 20,
+  serve.add_argument('--max-message-mb', type=max_message_mb,
+                     default=defaults.MAX_MESSAGE_BYTES >> 20,
                      help='Largest request or response in MiB; bigger ones get RESOURCE_EXHAUSTED.')
   serve.add_argument('--enable-batching', action='store_true',
                      help='Batch concurrent Predict calls of a signature together, as TF '
@@ -91,18 +92,19 @@ def _add_serve_parser(subparsers):
                           'allowed_batch_sizes); implies --enable-batching.')
   serve.add_argument('--tls-cert', default='', help='PEM certificate chain: serve over TLS.')
   serve.add_argument('--tls-key', default='', help='PEM private key of --tls-cert.')
-  serve.add_argument('--grace-seconds', type=float, default=defaults.GRACE_SECONDS,
+  serve.add_argument('--grace-seconds', type=flags.non_negative_float,
+                     default=defaults.GRACE_SECONDS,
                      help='On SIGTERM, how long requests in flight may take to finish.')
   serve.set_defaults(handler=_serve)
 
 
 def _server_config(args):
   """The ServerConfig the flags describe; ValueError for inconsistent ones."""
-  from vaetfx.serving import batching, server, versions  # pylint: disable=g-import-not-at-top
   if bool(args.tls_cert) != bool(args.tls_key):
     raise ValueError('--tls-cert and --tls-key go together')
   if '://' not in args.model_dir and not os.path.isdir(args.model_dir):
     raise ValueError(f'--model-dir {args.model_dir}: no such folder')
+  from vaetfx.serving import batching, server, versions  # pylint: disable=g-import-not-at-top
   parameters = None
   if args.batching_parameters_file:
     with open(args.batching_parameters_file, encoding='utf-8') as f:
@@ -155,26 +157,27 @@ def _serve_until(stop: threading.Event, config, grace_seconds: float) -> int:
 
 def _connection_flags() -> argparse.ArgumentParser:
   """Flags every query command shares: where the server is and which model version to ask."""
-  flags = argparse.ArgumentParser(add_help=False)
-  group = flags.add_argument_group('server and model')
+  parser = argparse.ArgumentParser(add_help=False)
+  group = parser.add_argument_group('server and model')
   group.add_argument('--server', default=defaults.ADDRESS,
                      help='host:port of TF Serving or `vaetfx serve` (gRPC).')
   group.add_argument('--model-name', default=defaults.MODEL_NAME, help='Model to query.')
   version = group.add_mutually_exclusive_group()
-  version.add_argument('--version', type=int, help='Ask for this version. Default: the latest.')
+  version.add_argument('--version', type=flags.integer(0, flags.INT64_MAX),
+                       help='Ask for this version. Default: the latest.')
   version.add_argument('--version-label', default='',
                        help='Ask for the version behind this label (e.g. stable).')
-  group.add_argument('--timeout', type=float, default=defaults.TIMEOUT_SECONDS,
+  group.add_argument('--timeout', type=flags.positive_float, default=defaults.TIMEOUT_SECONDS,
                      help='Deadline of each call, in seconds.')
   group.add_argument('--tls', action='store_true',
                      help='Connect over TLS, trusting the system\'s root certificates.')
   group.add_argument('--tls-ca', default='',
                      help='PEM file of the CA that signed the server\'s certificate; '
                           'implies --tls.')
-  group.add_argument('--max-message-mb', type=_positive,
+  group.add_argument('--max-message-mb', type=max_message_mb,
                      default=defaults.MAX_MESSAGE_BYTES >> 20,
                      help='Largest request or response accepted, in MiB.')
-  return flags
+  return parser
 
 
 def _image_inputs(parser: argparse.ArgumentParser):
@@ -182,7 +185,7 @@ def _image_inputs(parser: argparse.ArgumentParser):
                       help='PNG/JPEG files (one digit each, resized to 28x28 if needed, '
                            'inverted if dark on light), .npy (uint8 [N, 28, 28]) or MNIST IDX '
                            'files (.gz or not).')
-  parser.add_argument('--limit', type=int, default=64,
+  parser.add_argument('--limit', type=flags.non_negative_int, default=64,
                       help='Use the first N images of the inputs together (0: all).')
 
 
@@ -190,13 +193,14 @@ def _add_query_parser(subparsers):
   query = subparsers.add_parser(
       'query', help='Query the served VAE over gRPC (TF Serving or `vaetfx serve`).',
       description='Calls the model\'s signatures through TF Serving\'s PredictionService. '
-                  'Exit codes: 0 done, 1 the server failed or refused, 2 bad input file or flag.')
+                  'Exit codes: 0 done, 1 the server failed or refused, 2 bad input file or '
+                  'flag, 130 interrupted.')
   commands = query.add_subparsers(dest='query_command', required=True, metavar='COMMAND')
-  flags = _connection_flags()
+  connection = _connection_flags()
   formatter = _HelpFormatter
 
   reconstruct = commands.add_parser(
-      'reconstruct', parents=[flags], formatter_class=formatter,
+      'reconstruct', parents=[connection], formatter_class=formatter,
       help='Encode and decode images; write originals next to reconstructions.',
       description='Runs serving_default; the PNG grid pairs each original (left) with its '
                   'reconstruction (right).')
@@ -205,7 +209,7 @@ def _add_query_parser(subparsers):
   reconstruct.set_defaults(handler=_with_client(_reconstruct))
 
   encode = commands.add_parser(
-      'encode', parents=[flags], formatter_class=formatter,
+      'encode', parents=[connection], formatter_class=formatter,
       help='Print or save latent vectors (mean and log-variance) of images.',
       description='Runs the encode signature. Without --output, prints one row per image.')
   _image_inputs(encode)
@@ -215,7 +219,7 @@ def _add_query_parser(subparsers):
   encode.set_defaults(handler=_with_client(_encode))
 
   decode = commands.add_parser(
-      'decode', parents=[flags], formatter_class=formatter,
+      'decode', parents=[connection], formatter_class=formatter,
       help='Decode latent vectors into digit images.',
       description='Runs the decode signature on --latent values or on an --input file.')
   source = decode.add_mutually_exclusive_group(required=True)
@@ -228,30 +232,56 @@ def _add_query_parser(subparsers):
   decode.set_defaults(handler=_with_client(_decode))
 
   sample = commands.add_parser(
-      'sample', parents=[flags], formatter_class=formatter,
+      'sample', parents=[connection], formatter_class=formatter,
       help='Draw digits from the prior.',
       description='Runs the sample signature: latents from N(0, I), decoded.')
-  sample.add_argument('--count', type=_positive, default=16, help='How many digits.')
-  sample.add_argument('--seed', type=int, default=None,
-                      help='Seed >= 0 for a repeatable draw. Default: a fresh random draw.')
+  sample.add_argument('--count', type=flags.integer(1, MAX_SAMPLES), default=16,
+                      help='How many digits.')
+  sample.add_argument('--seed', type=flags.integer(0, flags.INT64_MAX), default=None,
+                      help='Seed for a repeatable draw, 0 to 2^63-1. Default: a fresh random '
+                           'draw.')
   sample.add_argument('--output', '-o', default='samples.png', help='PNG grid to write.')
   sample.set_defaults(handler=_with_client(_sample))
 
   score = commands.add_parser(
-      'score', parents=[flags], formatter_class=formatter,
+      'score', parents=[connection], formatter_class=formatter,
       help='Print each image\'s ELBO; low values are anomalies.',
       description='Runs serving_default and prints the evidence lower bound per image, in '
                   'nats: the lower, the less the model expects the image.')
   _image_inputs(score)
-  score.add_argument('--threshold', type=float, default=None,
+  score.add_argument('--threshold', type=flags.finite_float, default=None,
                      help='Mark images whose ELBO is below this as anomalous.')
   score.set_defaults(handler=_with_client(_score))
+
+
+def _import_client_without_tensorflow():
+  """Imports the client and TF Serving's protos without running TensorFlow's __init__.
+
+  tensorflow_serving.apis' generated modules import tensorflow.core.framework
+  and tensorflow.core.protobuf, whose own __init__ files are empty; but the
+  parent package `tensorflow` loads all of TensorFlow's runtime (about 5 s per
+  `vaetfx query`), which the client never calls: tensors.py encodes with numpy.
+  So while the protos load, a bare package with TensorFlow's path stands in for
+  `tensorflow`; it is removed afterwards, so a later `import tensorflow` loads
+  the real one, which reuses the proto modules already loaded.
+  """
+  if 'tensorflow' in sys.modules:
+    return
+  stand_in = types.ModuleType('tensorflow')
+  stand_in.__path__ = list(importlib.util.find_spec('tensorflow').submodule_search_locations)
+  sys.modules['tensorflow'] = stand_in
+  try:
+    from vaetfx.serving import client  # pylint: disable=g-import-not-at-top,unused-import
+  finally:
+    if sys.modules.get('tensorflow') is stand_in:
+      del sys.modules['tensorflow']
 
 
 def _with_client(command):
   """Opens the client the flags describe and turns failures into a message and an exit code."""
   @functools.wraps(command)
   def handler(args) -> int:
+    _import_client_without_tensorflow()
     from vaetfx.serving import client, images, status  # pylint: disable=g-import-not-at-top
     try:
       with client.ServingClient(

@@ -14,6 +14,9 @@ from PIL import Image
 from vaetfx.models import features
 
 SIZE = features.IMAGE_SIZE
+# A digit's picture larger than this is a mistake or an attack (a small PNG can
+# claim billions of pixels); 40 megapixels still takes any camera's photo.
+MAX_PIXELS = 40_000_000
 PIL_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
 TEXT_SUFFIXES = ('.txt', '.csv')
 
@@ -38,6 +41,10 @@ def _read_pil(path: str) -> np.ndarray:
   """One digit, resized to 28x28 if needed; a mostly light picture (a dark digit on paper) is
   inverted, since MNIST digits, and so the model's inputs, are light on black."""
   with Image.open(path) as image:
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+      raise InputFileError(f'{path}: {width}x{height} pixels, more than the {MAX_PIXELS:,} a '
+                           f'digit\'s picture may have')
     gray = image.convert('L')
   if gray.size != (SIZE, SIZE):
     gray = gray.resize((SIZE, SIZE), Image.LANCZOS)
@@ -79,9 +86,9 @@ def read_images(paths: Sequence[str], limit: int = 0) -> np.ndarray:
         batches.append(_read_npy(path))
       else:
         batches.append(_read_idx(path))
-    except (OSError, ValueError) as e:
-      if isinstance(e, InputFileError):
-        raise
+    except InputFileError:
+      raise
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
       raise InputFileError(f'{path}: cannot read it ({e})') from e
   images = np.concatenate(batches) if batches else np.zeros((0, SIZE, SIZE), np.uint8)
   images = images[:limit] if limit > 0 else images

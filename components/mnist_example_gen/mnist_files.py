@@ -7,11 +7,11 @@ import gzip
 import io
 import os
 import struct
+import zipfile
 import zlib
-from typing import Tuple
+from typing import BinaryIO, Tuple
 
 import numpy as np
-from tfx.dsl.io import fileio
 
 from vaetfx.models import features
 
@@ -29,10 +29,36 @@ class MnistFormatError(ValueError):
   """An MNIST file is missing, corrupt or of the wrong shape; the message names it."""
 
 
+def _is_uri(path: str) -> bool:
+  return '://' in path
+
+
+def _open(path: str) -> BinaryIO:
+  """Local files with Python's open, URIs (gs://...) with TFX's fileio.
+
+  fileio imports TensorFlow (seconds); the CLI's up-front checks and
+  `vaetfx query` read local files and must not pay for it.
+  """
+  if not _is_uri(path):
+    return open(path, 'rb')
+  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
+  return fileio.open(path, 'rb')
+
+
+def _exists(path: str) -> bool:
+  if not _is_uri(path):
+    return os.path.exists(path)
+  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
+  return fileio.exists(path)
+
+
 def read_file_bytes(path: str) -> bytes:
   """The file's content, gunzipped when its name ends in .gz."""
-  with fileio.open(path, 'rb') as f:
-    data = f.read()
+  try:
+    with _open(path) as f:
+      data = f.read()
+  except OSError as e:
+    raise MnistFormatError(f'{path}: cannot read it ({e.strerror or e})') from e
   if not data:
     raise MnistFormatError(f'{path}: the file is empty')
   if not path.endswith('.gz'):
@@ -75,7 +101,7 @@ def parse_idx(data: bytes, path: str, ndim: int) -> np.ndarray:
 def _find(directory: str, name: str) -> str:
   for candidate in (name, name + '.gz'):
     path = os.path.join(directory, candidate)
-    if fileio.exists(path):
+    if _exists(path):
       return path
   return ''
 
@@ -107,16 +133,21 @@ def _load_idx_split(images_path: str, labels_path: str) -> Tuple[np.ndarray, np.
 
 def _load_npz_split(path: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
   images_key, labels_key = NPZ_KEYS[split]
+  data = read_file_bytes(path)
+  if not data.startswith(b'PK'):
+    raise MnistFormatError(
+        f'{path}: not an .npz file (a zip archive starts with PK, this with 0x{data[:4].hex()})')
   try:
-    with np.load(io.BytesIO(read_file_bytes(path))) as npz:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
       missing = [key for key in (images_key, labels_key) if key not in npz.files]
       if missing:
         raise MnistFormatError(f'{path}: split {split!r} needs arrays {missing}; it has {npz.files}')
       images, labels = npz[images_key], npz[labels_key]
-  except (ValueError, OSError) as e:
-    if isinstance(e, MnistFormatError):
-      raise
-    raise MnistFormatError(f'{path}: not a readable .npz file ({e})') from e
+  except MnistFormatError:
+    raise
+  except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    # A half-finished download, a bad CRC or a damaged array header all land here.
+    raise MnistFormatError(f'{path}: corrupt or truncated .npz file ({e})') from e
   for key, array in ((images_key, images), (labels_key, labels)):
     if array.dtype != np.uint8:
       raise MnistFormatError(f'{path}: {key} has dtype {array.dtype}, expected uint8')
@@ -131,7 +162,7 @@ def load_split(directory: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
   if images_path and labels_path:
     return _load_idx_split(images_path, labels_path)
   npz_path = os.path.join(directory, NPZ_FILE)
-  if fileio.exists(npz_path):
+  if _exists(npz_path):
     return _load_npz_split(npz_path, split)
   found = images_path or labels_path
   detail = f'only {os.path.basename(found)} is there' if found else 'neither is there'

@@ -1,6 +1,9 @@
 """The IDX and npz readers against hand-made bytes, including every kind of bad input."""
 import gzip
+import io
 import os
+import re
+import zipfile
 
 import numpy as np
 import pytest
@@ -157,7 +160,34 @@ def test_npz_missing_arrays_and_wrong_dtype(tmp_path):
     mnist_files.load_split(str(tmp_path), 'train')
 
 
-def test_npz_that_is_not_an_npz(tmp_path):
-  _write(str(tmp_path), 'mnist.npz', b'this is not a zip archive')
-  with pytest.raises(MnistFormatError, match='mnist.npz: not a readable .npz file'):
+def _npz_bytes(tmp_path) -> bytes:
+  path = os.path.join(tmp_path, 'valid.npz')
+  np.savez(path, x_train=IMAGES, y_train=LABELS)
+  with open(path, 'rb') as f:
+    return f.read()
+
+
+def _flip_a_pixel_byte(data: bytes) -> bytes:
+  """The archive stays well-formed; only the CRC-32 of x_train's data no longer matches."""
+  at = data.index(IMAGES.tobytes()[:64]) + 100
+  return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+def _garbage_member() -> bytes:
+  buffer = io.BytesIO()
+  with zipfile.ZipFile(buffer, 'w') as archive:
+    archive.writestr('x_train.npy', b'\x93NUMPY garbage')
+    archive.writestr('y_train.npy', b'\x93NUMPY garbage')
+  return buffer.getvalue()
+
+
+@pytest.mark.parametrize('damage, fault', [
+    (lambda data: b'this is not a zip archive', 'not an .npz file'),
+    (lambda data: data[:len(data) // 2], 'corrupt or truncated .npz file'),
+    (_flip_a_pixel_byte, r'corrupt or truncated .npz file \(Bad CRC-32'),
+    (lambda data: _garbage_member(), 'corrupt or truncated .npz file'),
+], ids=['garbage', 'half-downloaded', 'bad-crc', 'garbage-array'])
+def test_damaged_npz_names_the_file_and_the_fault(tmp_path, damage, fault):
+  path = _write(str(tmp_path), 'mnist.npz', damage(_npz_bytes(tmp_path)))
+  with pytest.raises(MnistFormatError, match=f'^{re.escape(path)}: {fault}'):
     mnist_files.load_split(str(tmp_path), 'train')

@@ -26,11 +26,26 @@ def mnist_http_server(tmp_path, mnist_splits):
   server.shutdown()
 
 
-def test_explicit_folder_wins_over_environment_and_cache(tmp_path):
+def test_explicit_folder_wins_over_environment_and_cache(tmp_path, mnist_splits, monkeypatch):
+  for name in ('given', 'env', 'cache'):
+    synthetic_mnist.write_mnist_npz(str(tmp_path / name), mnist_splits)
+  monkeypatch.chdir(tmp_path)
   chosen = mnist_source.resolve_data_dir('given', str(tmp_path / 'env'), str(tmp_path / 'cache'))
-  assert chosen == os.path.abspath('given')
+  assert chosen == str(tmp_path / 'given')
   from_env = mnist_source.resolve_data_dir(None, str(tmp_path / 'env'), str(tmp_path / 'cache'))
   assert from_env == str(tmp_path / 'env')
+
+
+@pytest.mark.parametrize('make, fault', [
+    (lambda path: None, 'no such folder'),
+    (lambda path: path.write_bytes(b'x'), 'is a file, expected a folder'),
+    (lambda path: path.mkdir(), 'holds no MNIST: expected the four IDX files'),
+], ids=['missing', 'a-file', 'empty'])
+def test_explicit_folder_without_mnist_is_refused(tmp_path, make, fault):
+  make(tmp_path / 'data')
+  for explicit in ((str(tmp_path / 'data'), None), (None, str(tmp_path / 'data'))):
+    with pytest.raises(mnist_source.MnistUnavailableError, match=f'{tmp_path / "data"}: {fault}'):
+      mnist_source.resolve_data_dir(*explicit, str(tmp_path / 'cache'))
 
 
 def test_cache_is_used_when_it_holds_mnist(tmp_path, mnist_splits):

@@ -104,3 +104,17 @@ def test_failures_exit_with_a_message(served, image_files, tmp_path, capsys):
   np.save(not_images, np.zeros((2, 3)))
   assert _query(served, 'score', str(not_images)) == 2
   assert 'expected [N, 28, 28]' in capsys.readouterr().err
+
+
+def test_query_answers_without_loading_tensorflows_runtime(served, tmp_path):
+  """The client needs TF Serving's protos only; TensorFlow's runtime would cost seconds a call."""
+  output = tmp_path / 'samples.png'
+  check = ('import sys; from vaetfx import cli; '
+           f'code = cli.main(["query", "sample", "--count", "3", "--seed", "1", "--server", '
+           f'"{served}", "-o", "{output}"]); '
+           'assert "tensorflow.python" not in sys.modules, "TensorFlow was loaded"; '
+           'sys.exit(code)')
+  result = subprocess.run([sys.executable, '-c', check], capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 0, result.stderr
+  assert _png_shape(output) == (2 * 30 + 2, 2 * 30 + 2)  # 3 digits on a 2x2 grid

@@ -1,0 +1,236 @@
+"""The pipeline's flags, defined once for every command that builds a PipelineConfig.
+
+`vaetfx run` and `vaetfx compile-kubeflow` take the same settings (digits,
+training hyperparameters, gate, push, Beam); only where data and outputs live
+differs (local folders against URIs the pods reach). So the settings flags and
+the config they build live here, and each command adds its own locations.
+This module imports nothing heavy: parsing must stay instant.
+"""
+import argparse
+import dataclasses
+import math
+import os
+import tempfile
+from typing import Callable, Optional
+
+from vaetfx.pipeline import configs
+
+# Exit codes of every command, documented in README ("Exit codes") and `vaetfx --help`.
+EXIT_OK = 0  # Done: a run pushed its model (or had nothing to do), a query was answered.
+EXIT_FAILED = 1  # Something failed that the input did not cause: a component, the server.
+EXIT_BAD_INPUT = 2  # A flag, path or input file is wrong; the message names it.
+EXIT_NOT_PUSHED = 3  # The run finished, but its model was not blessed or not pushed.
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it (128 + SIGINT).
+EXIT_CODES_HELP = (
+    'Exit codes: 0 done (for run: the model was pushed, or nothing needed doing); '
+    '1 failed (a component or the server; not the input); 2 bad flag, path or input file; '
+    '3 the run finished but its model was not blessed or not pushed; 130 interrupted (Ctrl-C). '
+    'Add --verbose (or set VAETFX_VERBOSE=1) for tracebacks and TensorFlow\'s own log lines.')
+INT64_MAX = 2**63 - 1
+
+
+class Parser(argparse.ArgumentParser):
+  """An ArgumentParser whose errors are one line and exit with EXIT_BAD_INPUT.
+
+  argparse prints the whole usage before its error, burying the one line that
+  says what is wrong; `--help` still shows the usage. Sub-commands inherit the
+  class, and each gets --verbose.
+  """
+
+  def __init__(self, *args, **kwargs):
+    # `--epoch 3` must not quietly mean --epochs: a typo would run a whole pipeline.
+    kwargs.setdefault('allow_abbrev', False)
+    super().__init__(*args, **kwargs)
+    if self.add_help:
+      self.add_argument('--verbose', action='store_true', default=argparse.SUPPRESS,
+                        help='Show tracebacks and TensorFlow\'s own warnings and log lines '
+                             '(also VAETFX_VERBOSE=1).')
+
+  def error(self, message):
+    self.exit(EXIT_BAD_INPUT, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+def _expected(text: str, what: str) -> argparse.ArgumentTypeError:
+  return argparse.ArgumentTypeError(f'{text!r}: expected {what}')
+
+
+def integer(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
+  """An argparse type: a whole number in [minimum, maximum]."""
+  what = (f'a whole number from {minimum} to {maximum}' if maximum is not None
+          else f'a whole number >= {minimum}')
+
+  def parse(text: str) -> int:
+    try:
+      value = int(text)
+    except ValueError:
+      raise _expected(text, what) from None
+    if value < minimum or (maximum is not None and value > maximum):
+      raise _expected(text, what)
+    return value
+  parse.__name__ = 'integer'
+  return parse
+
+
+def number(minimum: float = -math.inf, *, above: bool = False) -> Callable[[str], float]:
+  """An argparse type: a finite number >= minimum (> it when `above`); nan and inf are refused."""
+  if minimum == -math.inf:
+    what = 'a finite number'
+  else:
+    what = f'a finite number {">" if above else ">="} {minimum:g}'
+
+  def parse(text: str) -> float:
+    try:
+      value = float(text)
+    except ValueError:
+      raise _expected(text, what) from None
+    if not math.isfinite(value) or value < minimum or (above and value == minimum):
+      raise _expected(text, what)
+    return value
+  parse.__name__ = 'number'
+  return parse
+
+
+positive_int = integer(1)
+non_negative_int = integer(0)
+port = integer(0, 65535)
+finite_float = number()
+positive_float = number(0, above=True)
+non_negative_float = number(0)
+
+
+def non_empty(text: str) -> str:
+  if not text.strip():
+    raise _expected(text, 'a non-empty name')
+  return text
+
+
+def beam_arg(text: str) -> str:
+  if not text.startswith('--'):
+    raise _expected(text, 'a Beam pipeline argument such as --runner=FlinkRunner')
+  return text
+
+
+def _digits(text: str):
+  try:
+    digits = tuple(sorted({int(d) for d in text.split(',') if d.strip()}))
+  except ValueError:
+    digits = ()
+  if not digits or any(d < 0 or d > 9 for d in digits):
+    raise _expected(text, 'digits 0-9 separated by commas, e.g. 1,5,6')
+  return digits
+
+
+class BadPath(ValueError):
+  """A folder given on the command line cannot be used; the message names the flag and folder."""
+
+
+def _nearest_existing(path: str) -> str:
+  while not os.path.lexists(path):
+    path = os.path.dirname(path)
+  return path
+
+
+def writable_dir(path: str, flag: str) -> str:
+  """`path` as an absolute path, if it is a folder that exists or can be made, and can be written.
+
+  Checked before the pipeline starts, so that a wrong folder fails in a second
+  instead of at the Pusher after training. Nothing is created: the probe file
+  goes in the nearest existing folder and is removed.
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  existing = _nearest_existing(path)
+  if existing == path and not os.path.isdir(path):
+    raise BadPath(f'{flag} {path}: is a file, expected a folder')
+  if not os.path.isdir(existing):
+    raise BadPath(f'{flag} {path}: cannot be made: {existing} is a file')
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+  except OSError as e:
+    raise BadPath(f'{flag} {path}: cannot write in {existing} ({e.strerror or e})') from e
+  return path
+
+
+# The argparse type of each TrainingHparams field whose range its type does not say.
+HPARAM_TYPES = {
+    'latent_dim': positive_int,
+    'epochs': positive_int,
+    'batch_size': positive_int,
+    'eval_samples': positive_int,
+    'learning_rate': positive_float,
+    'beta': non_negative_float,
+    'seed': integer(0, 2**31 - 1),
+}
+
+
+def _add_dataclass_flags(parser, dataclass_type, title: str):
+  """One flag per field, named after it, typed by its default, explained by its metadata."""
+  group = parser.add_argument_group(title)
+  for field in dataclasses.fields(dataclass_type):
+    flag = '--' + field.name.replace('_', '-')
+    help_text = field.metadata.get('help', '')
+    choices = field.metadata.get('choices')
+    if isinstance(field.default, bool):
+      group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                         default=field.default, help=help_text)
+    else:
+      group.add_argument(flag, dest=field.name, default=field.default, choices=choices,
+                         type=HPARAM_TYPES.get(field.name, type(field.default)), help=help_text)
+
+
+def _from_flags(dataclass_type, args):
+  return dataclass_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(dataclass_type)})
+
+
+def add_settings_flags(parser: argparse.ArgumentParser):
+  """What a run computes, wherever it runs: data selection, Beam, training, the gate, the push.
+
+  Locations (data, pipeline root, serving directory) are the command's own
+  flags, since they are folders for `run` and URIs for `compile-kubeflow`.
+  """
+  defaults = configs.BeamConfig()
+  parser.add_argument('--pipeline-name', type=non_empty, default=configs.PIPELINE_NAME,
+                      help='Pipeline name in ML Metadata (runs of one name share a cache).')
+  parser.add_argument('--digits', type=_digits, default=(),
+                      help='Keep only these digits in both splits, e.g. 1,5,6. Default: all.')
+  parser.add_argument('--beam-mode', default=defaults.direct_running_mode,
+                      choices=['in_memory', 'multi_threading', 'multi_processing'],
+                      help='DirectRunner running mode.')
+  parser.add_argument('--beam-workers', type=non_negative_int,
+                      default=defaults.direct_num_workers,
+                      help='DirectRunner workers (0: one per core).')
+  parser.add_argument('--beam-arg', type=beam_arg, action='append', default=[], metavar='ARG',
+                      help='Extra Beam pipeline argument, repeatable, e.g. '
+                           '--beam-arg=--runner=FlinkRunner.')
+  parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
+  _add_dataclass_flags(parser, configs.TrainingHparams, 'training (the Trainer\'s custom_config)')
+  gate = parser.add_argument_group('evaluator gate (held-out mean ELBO, nats per image)')
+  gate.add_argument('--elbo-floor', type=finite_float, default=configs.GateConfig.elbo_floor,
+                    help='Bless only a model whose held-out mean ELBO is at least this.')
+  gate.add_argument('--elbo-tolerance', type=finite_float,
+                    default=configs.GateConfig.elbo_tolerance,
+                    help='...and that is at most this many nats below the last blessed model.')
+  push = parser.add_argument_group('pusher')
+  push.add_argument('--model-name', default=configs.MODEL_NAME, help='TF Serving model name.')
+  push.add_argument('--keep-versions', type=positive_int,
+                    default=configs.PushConfig.keep_versions,
+                    help='Versions kept in the serving directory, the new one included.')
+  return push
+
+
+def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: str = '',
+                    pipeline_root_uri: str = '',
+                    compare_with_baseline: bool = True) -> configs.PipelineConfig:
+  """The PipelineConfig of `add_settings_flags`' flags, at the locations the command resolved."""
+  return configs.PipelineConfig(
+      data_dir=data_dir,
+      output_dir=output_dir,
+      pipeline_name=args.pipeline_name,
+      digits=args.digits,
+      hparams=_from_flags(configs.TrainingHparams, args),
+      gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance, compare_with_baseline),
+      push=configs.PushConfig(serving_dir, args.model_name, args.keep_versions),
+      beam=configs.BeamConfig(args.beam_mode, args.beam_workers, tuple(args.beam_arg)),
+      enable_cache=not args.no_cache,
+      pipeline_root_uri=pipeline_root_uri,
+  )

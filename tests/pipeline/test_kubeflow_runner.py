@@ -627,6 +627,48 @@ def test_compile_kubeflow_command_writes_the_spec_with_the_flags(tmp_path, capsy
   assert str(tmp_path / 'vae.yaml') in capsys.readouterr().out
 
 
+# Settings of `vaetfx run` (not its locations), each away from its default.
+RUN_SETTINGS = ('--epochs', '3', '--latent-dim', '4', '--elbo-floor=-99', '--elbo-tolerance',
+                '1.5', '--keep-versions', '5', '--model-name', 'vae2', '--digits', '7,1',
+                '--no-cache')
+RUN_LOCATION_FLAGS = {'--data-dir', '--cache-dir', '--output-dir', '--serving-dir'}
+
+
+def _task_parameters(spec, task_name: str) -> Dict:
+  return {name: json_format.MessageToDict(parameter.runtime_value.constant)
+          for name, parameter in spec.root.dag.tasks[task_name].inputs.parameters.items()}
+
+
+def test_compile_kubeflow_puts_runs_settings_into_the_spec(tmp_path):
+  assert cli.main(_compile_args(tmp_path, *RUN_SETTINGS)) == 0
+  spec = _parse_spec(kubeflow_runner.load_spec(str(tmp_path / 'vae.yaml')))
+  hparams = json.loads(_task_parameters(spec, 'Trainer')['custom_config'])
+  assert (hparams['epochs'], hparams['latent_dim']) == (3, 4)
+  [metric] = json.loads(_task_parameters(spec, 'Evaluator')['eval_config'])[
+      'metrics_specs'][0]['metrics']
+  assert metric['threshold']['value_threshold']['lower_bound'] == -99
+  assert metric['threshold']['change_threshold']['absolute'] == -1.5
+  pusher = _task_parameters(spec, 'AtomicPusher')
+  assert (pusher['keep_versions'], pusher['model_name']) == (5, 'vae2')
+  digits = json.loads(_task_parameters(spec, EXAMPLE_GEN)['custom_config'])
+  assert digits['custom_config']['value']['digits'] == [1, 7]
+  assert not any(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
+
+
+def _options(parser) -> set:
+  return {option for action in parser._actions for option in action.option_strings}  # pylint: disable=protected-access
+
+
+def test_compile_kubeflow_takes_every_setting_of_run_and_lists_it_in_help():
+  commands = next(action for action in cli.build_parser()._actions  # pylint: disable=protected-access
+                  if action.dest == 'command').choices
+  run_settings = _options(commands['run']) - RUN_LOCATION_FLAGS
+  assert {'--epochs', '--elbo-floor', '--keep-versions', '--digits'} <= run_settings
+  assert run_settings <= _options(commands['compile-kubeflow'])
+  help_text = commands['compile-kubeflow'].format_help()
+  assert all(option in help_text for option in run_settings)
+
+
 def _refused_tasks(spec) -> List[str]:
   executors = _deployment(spec).executors
   return sorted(name for name, task in spec.root.dag.tasks.items()

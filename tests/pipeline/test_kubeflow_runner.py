@@ -469,7 +469,7 @@ def test_pusher_task_pushed_one_whole_version_to_the_bucket(kfp_run):
   assert re.fullmatch('[0-9]+', version)
   assert os.path.isfile(os.path.join(local, version, 'saved_model.pb'))
   assert os.path.isdir(os.path.join(local, version, 'variables'))
-  pushed = kfp_run.kfp.recorded[('Pusher', 'pushed_model')]
+  pushed = kfp_run.kfp.recorded[('AtomicPusher', 'pushed_model')]
   assert pushed.metadata['pushed'] == 1
 
 

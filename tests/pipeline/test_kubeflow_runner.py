@@ -299,12 +299,19 @@ def _resolve_placeholders(clause: str, inputs: Dict[str, pipeline_spec_pb2.Runti
                 lambda m: str(inputs[m.group(1)].metadata[m.group(2)]), clause)
 
 
+def _dependencies(task: pipeline_spec_pb2.PipelineTaskSpec) -> set:
+  """The tasks `task` waits for: its dependent_tasks and the producers of its inputs (TFX
+  leaves dependent_tasks empty on the model resolver, which reads the blessing resolver)."""
+  return set(task.dependent_tasks) | {
+      artifact.task_output_artifact.producer_task for artifact in task.inputs.artifacts.values()}
+
+
 def _upstream_tasks(spec: pipeline_spec_pb2.PipelineSpec, task_name: str) -> List[str]:
   """`task_name` and every task it depends on, each after its own dependencies."""
   order: List[str] = []
 
   def visit(name):
-    for dependency in spec.root.dag.tasks[name].dependent_tasks:
+    for dependency in sorted(_dependencies(spec.root.dag.tasks[name])):
       if dependency not in order:
         visit(dependency)
     order.append(name)
@@ -321,8 +328,7 @@ def _run_dag(kfp: 'FakeKfp', task_names: List[str], run_task: Callable[[str], No
   with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
     while len(done) < len(task_names):
       for name in task_names:
-        if name not in done and name not in running and set(
-            tasks[name].dependent_tasks) <= done:
+        if name not in done and name not in running and _dependencies(tasks[name]) <= done:
           running[name] = pool.submit(run_task, name)
       finished, _ = concurrent.futures.wait(
           running.values(), return_when=concurrent.futures.FIRST_COMPLETED)
@@ -533,9 +539,13 @@ def test_serve_answers_a_predict_from_the_pushed_version_in_the_bucket(kfp_run, 
                            '--poll-seconds', '60']),
       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   try:
-    ready = server.stdout.readline()
-    assert ready.startswith('Serving model'), ready + server.stdout.read()
-    assert f'[{version}]' in ready
+    printed = []
+    for line in server.stdout:  # Log lines, then this one; EOF if the server exits.
+      printed.append(line)
+      if line.startswith('Serving model'):
+        break
+    assert printed and printed[-1].startswith('Serving model'), ''.join(printed)[-3000:]
+    assert f'[{version}]' in printed[-1]
     digits = os.path.join(mnist_idx_dir, 't10k-images-idx3-ubyte.gz')
     query = subprocess.run(
         kfp_run.gcs.command([vaetfx, 'query', 'score', digits, '--limit', '5',

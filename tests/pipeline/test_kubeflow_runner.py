@@ -496,6 +496,9 @@ def vertex_run(kfp_run, tmp_path_factory):
   run = KfpRun(kfp, kfp_run.gcs, config, {}, {}, str(work_dir))
   resolvers = sorted(name for name in spec.root.dag.tasks
                      if name.endswith(RESOLVER_TASK_SUFFIXES))
+  for (task_name, key), artifact in kfp_run.kfp.recorded.items():  # ML Metadata's history.
+    kfp.recorded[(f'earlier run: {task_name}', key)] = artifact
+    kfp.types[(f'earlier run: {task_name}', key)] = kfp_run.kfp.types[(task_name, key)]
   for task_name in _upstream_tasks(spec, 'Evaluator'):
     if task_name in resolvers:
       kfp.resolve(task_name)

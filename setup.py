@@ -42,6 +42,7 @@ setuptools.setup(
         'pillow',
         'matplotlib',
     ],
-    extras_require={'test': ['pytest']},
+    # cryptography: the self-signed certificate of the tests' GCS emulator (tests/gcs_emulator.py).
+    extras_require={'test': ['pytest', 'cryptography']},
     entry_points={'console_scripts': ['vaetfx = vaetfx.cli:main']},
 )

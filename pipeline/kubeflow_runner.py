@@ -17,6 +17,7 @@ from typing import Any, Dict, List
 
 import yaml
 
+from vaetfx import flags
 from vaetfx.pipeline import configs
 
 # Every task runs TFX's entrypoint through ours (see kubeflow_entrypoint.py for why).
@@ -162,20 +163,17 @@ def _add_compile_parser(subparsers) -> None:
                       help='Trainer CPU limit (cores).')
   parser.add_argument('--trainer-memory', type=_positive_float, default=16.0,
                       help='Trainer memory limit (GB).')
-  parser.add_argument('--beam-arg', action='append', default=[], metavar='ARG',
-                      help='Beam argument for the data components, repeatable; they run on '
-                           'the DirectRunner inside their pod unless e.g. '
-                           '--beam-arg=--runner=DataflowRunner.')
+  # The settings `vaetfx run` takes, from the same definitions; the data components run on
+  # the DirectRunner inside their pod unless e.g. --beam-arg=--runner=DataflowRunner.
+  flags.add_settings_flags(parser)
   parser.set_defaults(handler=_compile)
 
 
 def _compile(args) -> int:
   for_vertex = args.output.endswith('.json')
-  config = configs.PipelineConfig(
-      data_dir=args.data_root, output_dir='', pipeline_root_uri=args.pipeline_root,
-      beam=configs.BeamConfig(extra_args=tuple(args.beam_arg)),
-      gate=configs.GateConfig(compare_with_baseline=for_vertex),
-      push=configs.PushConfig(serving_dir=args.serving_dir))
+  config = flags.pipeline_config(args, data_dir=args.data_root, serving_dir=args.serving_dir,
+                                 pipeline_root_uri=args.pipeline_root,
+                                 compare_with_baseline=for_vertex)
   resources = trainer_resources(args.trainer_cpu, args.trainer_memory, args.gpu_type,
                                 args.gpu_count)
   job = compile_pipeline(config, args.image, args.output, resources)

@@ -48,3 +48,22 @@ def trained_model(tmp_path_factory, transformed_mnist):
 def exported_model_dir(trained_model):
   """The tiny model's serving SavedModel, with every signature of models/export.py."""
   return trained_model.serving_model_dir
+
+
+@pytest.fixture(scope='session')
+def ram_fileio_root():
+  """A fresh ram:// folder that TFX's fileio reaches through TensorFlow's in-memory filesystem.
+
+  A non-local URI inside this process: a component that writes with a local
+  file call instead of fileio / tf.io.gfile cannot put anything there. TFX does
+  not map ram:// by itself, so TensorFlow's fileio plugin is registered for it.
+  """
+  import uuid  # pylint: disable=g-import-not-at-top
+  from tfx.dsl.io import filesystem_registry  # pylint: disable=g-import-not-at-top
+  from tfx.dsl.io.plugins import tensorflow_gfile  # pylint: disable=g-import-not-at-top
+
+  class RamFilesystem(tensorflow_gfile.TensorflowFilesystem):
+    SUPPORTED_SCHEMES = ['ram://']
+
+  filesystem_registry.DEFAULT_FILESYSTEM_REGISTRY.register(RamFilesystem, priority=20)
+  return f'ram://{uuid.uuid4().hex}'

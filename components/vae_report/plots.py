@@ -1,13 +1,18 @@
 """The report's pictures, drawn from numpy arrays into PNG files.
 
+Each figure is rendered into memory and written with TFX's fileio: matplotlib
+only writes local files, and on Kubeflow the report's folder is gs://...
+
 Digit grids are tiled into one image and drawn with a single imshow: crisper
 and much faster than a subplot per digit. Pixel values are in [0, 1], ink white
 on black as in MNIST.
 """
+import io
 from typing import Dict, List, Sequence
 
 import matplotlib
 import numpy as np
+from tfx.dsl.io import fileio
 
 matplotlib.use('Agg')  # Files only, no display: set before pyplot picks a backend.
 
@@ -30,8 +35,14 @@ def tile(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def _save(figure, path: str) -> str:
-  figure.savefig(path, dpi=DPI, bbox_inches='tight')
-  plt.close(figure)
+  """Renders `figure` as PNG bytes and writes them to `path`, a local path or a URI."""
+  png = io.BytesIO()
+  try:
+    figure.savefig(png, format='png', dpi=DPI, bbox_inches='tight')
+  finally:
+    plt.close(figure)
+  with fileio.open(path, 'wb') as f:
+    f.write(png.getvalue())
   return path
 
 

@@ -1,12 +1,15 @@
 """VaeReport's executor on models the Trainer's run_fn really exported (tests/model_fixtures.py)."""
 import dataclasses
+import io
 import json
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
+from tfx.dsl.io import fileio
 from tfx.types import channel, standard_artifacts
+from tfx.utils import import_utils
 
 from tests import model_fixtures
 from vaetfx.components.vae_report import executor
@@ -38,9 +41,9 @@ def _artifact(artifact_class, uri):
 
 
 def _run(tmp_path, trained: model_fixtures.TrainedModel, transformed: model_fixtures.TransformedMnist,
-         model_run_dir=None, likelihood_examples=LIKELIHOOD_EXAMPLES):
+         model_run_dir=None, likelihood_examples=LIKELIHOOD_EXAMPLES, report_uri=None):
   """The executor on the Trainer's outputs: the Model uri holds Format-Serving/."""
-  report = _artifact(VaeReportArtifact, str(tmp_path / 'report'))
+  report = _artifact(VaeReportArtifact, report_uri or str(tmp_path / 'report'))
   executor.Executor().Do(
       {'model': [_artifact(standard_artifacts.Model, os.path.dirname(trained.serving_model_dir))],
        'model_run': [_artifact(standard_artifacts.ModelRun, model_run_dir or trained.model_run_dir)],
@@ -118,6 +121,26 @@ def test_missing_history_leaves_out_only_the_curves(tmp_path, trained_model, tra
   assert executor.MANIFOLD_FILE in _pngs(report_dir)
 
 
+def test_report_reaches_a_non_local_uri_through_fileio(tmp_path, trained_model, transformed_mnist,
+                                                       ram_fileio_root, monkeypatch):
+  """On Kubeflow the report and the model run are gs://; here ram://, which no local call reaches."""
+  model_run = f'{ram_fileio_root}/model_run'
+  fileio.makedirs(model_run)
+  fileio.copy(os.path.join(trained_model.model_run_dir, executor.HISTORY_FILE),
+              f'{model_run}/{executor.HISTORY_FILE}')
+  monkeypatch.chdir(tmp_path)  # A local file call would write under ./ram:/...
+  report_uri = _run(tmp_path, trained_model, transformed_mnist, model_run,
+                    report_uri=f'{ram_fileio_root}/report')
+  pngs = sorted(name for name in fileio.listdir(report_uri) if name.endswith('.png'))
+  assert pngs == sorted(ALWAYS_DRAWN + (executor.MANIFOLD_FILE,))
+  for name in pngs:
+    with fileio.open(f'{report_uri}/{name}', 'rb') as f, Image.open(io.BytesIO(f.read())) as image:
+      assert image.format == 'PNG' and image.width > 100
+  with fileio.open(f'{report_uri}/{executor.INDEX_FILE}', 'r') as f:
+    assert 'held-out ELBO after epoch 2</th>' in f.read()
+  assert os.listdir(tmp_path) == []
+
+
 def test_elbo_history_reads_the_trainers_epochs(tmp_path):
   path = tmp_path / 'history.json'
   path.write_text(json.dumps(HISTORY))
@@ -167,3 +190,8 @@ def test_component_rejects_other_artifact_types():
               model_run=channel.Channel(type=standard_artifacts.ModelRun),
               examples=channel.Channel(type=standard_artifacts.Examples),
               likelihood_examples=1, likelihood_samples=1)
+
+
+def test_kubeflow_entrypoint_can_import_the_artifact_class_from_its_type_name():
+  """TFX's Kubeflow V2 entrypoint types a task's custom artifacts by importing their type name."""
+  assert import_utils.import_class_by_path(VaeReportArtifact.TYPE_NAME) is VaeReportArtifact

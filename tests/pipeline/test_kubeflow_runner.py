@@ -5,18 +5,27 @@ No cluster exists here, so the tasks are run with the executor input KFP 2.x's
 driver and launcher would give them (FakeKfp below, read from kubeflow/pipelines
 backend/src/v2: driver.go, metadata/client.go, component/launcher_v2.go).
 """
+import concurrent.futures
+import dataclasses
 import inspect
+import itertools
+import json
 import os
+import re
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Dict, List, Tuple
+import time
+from typing import Callable, Dict, List, Tuple
 
 import kfp
 import kfp_server_api
 import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from apache_beam.runners.portability import portable_runner
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
@@ -29,20 +38,27 @@ from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_entrypoint_utils
 from tfx.types import standard_artifacts
 from tfx.utils import name_utils
 
-from tests import artifacts
+from tests import artifacts, gcs_emulator, model_fixtures
 from vaetfx import cli
 from vaetfx.models import features
-from vaetfx.pipeline import configs, kubeflow_entrypoint, kubeflow_runner, local_runner
+from vaetfx.pipeline import (configs, kubeflow_entrypoint, kubeflow_runner, local_runner,
+                             run_summary)
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = 'registry.example.com/vaetfx:test'
 REAL_CLIENT = kfp.Client
-BUCKET = 'gs://vaetfx-test-bucket'
+BUCKET_NAME = 'vaetfx-test-bucket'
+BUCKET = f'gs://{BUCKET_NAME}'
 GPU = ('nvidia.com/gpu', 2)
 BEAM_ARGS = ('--runner=DataflowRunner', '--region=europe-west4')
 # step_builder.py compiles a latest-blessed-model Resolver into two tasks with these suffixes.
 RESOLVER_TASK_SUFFIXES = ('-model-blessing-resolver', '-model-resolver')
 TRANSFORM = 'Transform'
+EXAMPLE_GEN = 'MnistExampleGen'
+E2E_HPARAMS = dataclasses.replace(model_fixtures.TINY_HPARAMS, epochs=1)
+# Any trained model passes it: the end-to-end run checks the path to a push, not model quality.
+E2E_ELBO_FLOOR = -1e6
+SERVE_PORT = 8500  # Free: the server listens inside the emulator's own network namespace.
 
 
 def _config(data_dir: str, beam_args=()) -> configs.PipelineConfig:
@@ -190,17 +206,34 @@ class FakeKfp:
   upstream artifacts as read back from ML Metadata (an id for a name, the
   executor's metadata plus display_name, and an empty type schema) and fresh
   output artifacts under the pipeline root; the launcher runs the container's
-  command and records what the executor wrote to its output file.
+  command and records what the executor wrote to its output file, a local
+  file of the pod (/tmp/kfp_outputs/ on KFP), here under `outputs_dir`.
+
+  vertex=True is Vertex AI's backend instead: input artifacts keep their type,
+  and resolver tasks are run by querying the recorded artifacts.
   """
 
-  def __init__(self, spec: pipeline_spec_pb2.PipelineSpec, root: str):
+  def __init__(self, spec: pipeline_spec_pb2.PipelineSpec, root: str, outputs_dir: str,
+               vertex: bool = False):
     self.spec = spec
     self.root = root
+    self.outputs_dir = outputs_dir
+    self.vertex = vertex
     self.executors = _deployment(spec).executors
     self.recorded: Dict[Tuple[str, str], pipeline_spec_pb2.RuntimeArtifact] = {}
+    self.types: Dict[Tuple[str, str], pipeline_spec_pb2.ArtifactTypeSchema] = {}
 
   def component(self, task_name: str) -> pipeline_spec_pb2.ComponentSpec:
     return self.spec.components[self.spec.root.dag.tasks[task_name].component_ref.name]
+
+  def input_artifact(self, producer) -> pipeline_spec_pb2.RuntimeArtifact:
+    """An upstream output as this backend hands it over: untyped on KFP, typed on Vertex AI."""
+    key = (producer.producer_task, producer.output_artifact_key)
+    artifact = pipeline_spec_pb2.RuntimeArtifact()
+    artifact.CopyFrom(self.recorded[key])
+    if self.vertex:
+      artifact.type.CopyFrom(self.types[key])
+    return artifact
 
   def executor_input(self, task_name: str) -> pipeline_spec_pb2.ExecutorInput:
     task = self.spec.root.dag.tasks[task_name]
@@ -208,15 +241,14 @@ class FakeKfp:
     for name, parameter in task.inputs.parameters.items():
       executor_input.inputs.parameter_values[name].CopyFrom(parameter.runtime_value.constant)
     for name, artifact in task.inputs.artifacts.items():
-      producer = artifact.task_output_artifact
       executor_input.inputs.artifacts[name].artifacts.append(
-          self.recorded[(producer.producer_task, producer.output_artifact_key)])
+          self.input_artifact(artifact.task_output_artifact))
     for name, definition in self.component(task_name).output_definitions.artifacts.items():
       executor_input.outputs.artifacts[name].artifacts.add(
           uri=f'{self.root}/{task_name}/{name}', type=definition.artifact_type,
           metadata=definition.metadata)
     executor_input.outputs.output_file = os.path.join(
-        self.root, task_name, 'kfp_outputs', 'output_metadata.json')
+        self.outputs_dir, task_name, 'output_metadata.json')
     return executor_input
 
   def command_line(self, task_name: str, executor_input) -> List[str]:
@@ -228,10 +260,12 @@ class FakeKfp:
 
   def record(self, task_name: str, key: str, uri: str, metadata: Dict) -> None:
     """An output as the driver reads it back from ML Metadata for the tasks that consume it."""
-    artifact = pipeline_spec_pb2.RuntimeArtifact(uri=uri, name=str(len(self.recorded) + 1))
+    artifact = pipeline_spec_pb2.RuntimeArtifact(uri=uri, name=str(next(_ARTIFACT_IDS)))
     artifact.metadata.update({**metadata, 'display_name': key})
     artifact.type.instance_schema = ''
     self.recorded[(task_name, key)] = artifact
+    self.types[(task_name, key)] = (
+        self.component(task_name).output_definitions.artifacts[key].artifact_type)
 
   def record_outputs(self, task_name: str, executor_input) -> None:
     with open(executor_input.outputs.output_file, encoding='utf-8') as f:
@@ -241,13 +275,60 @@ class FakeKfp:
       self.record(task_name, key, provisioned.artifacts[0].uri,
                   json_format.MessageToDict(produced.metadata))
 
+  def resolve(self, task_name: str) -> None:
+    """A resolver task, as Vertex AI runs it: each output is the newest recorded artifact that
+    its query's filter matches (the clauses TFX's step_builder.py writes, joined by AND)."""
+    task = self.spec.root.dag.tasks[task_name]
+    inputs = {name: self.recorded[(a.task_output_artifact.producer_task,
+                                   a.task_output_artifact.output_artifact_key)]
+              for name, a in task.inputs.artifacts.items()}
+    queries = self.executors[self.component(task_name).executor_label].resolver
+    for key, query in queries.output_artifact_queries.items():
+      clauses = [_resolve_placeholders(clause, inputs) for clause in query.filter.split(' AND ')]
+      matches = [(artifact_key, artifact) for artifact_key, artifact in self.recorded.items()
+                 if all(self._matches(clause, artifact_key, artifact) for clause in clauses)]
+      assert matches, f'{task_name}: nothing matches {query.filter}'
+      newest_key, newest = max(matches, key=lambda match: int(match[1].name))
+      self.recorded[(task_name, key)] = newest
+      self.types[(task_name, key)] = self.types[newest_key]
+
+  def _matches(self, clause: str, key: Tuple[str, str],
+               artifact: pipeline_spec_pb2.RuntimeArtifact) -> bool:
+    field, value = clause.split('=', 1)
+    value = value.strip('"')
+    if field == 'schema_title':
+      return yaml.safe_load(self.types[key].instance_schema)['title'] == value
+    if field == 'state':
+      return value == 'LIVE'  # Every recorded artifact is.
+    if field == 'name':
+      return artifact.name == value
+    metadata_key = re.fullmatch(r'metadata\.(\w+)\.number_value', field)
+    assert metadata_key, f'filter clause {clause!r} is not emulated'
+    return artifact.metadata[metadata_key.group(1)] == float(value)
+
+
+_ARTIFACT_IDS = itertools.count(1)  # Artifact ids of ML Metadata: unique across the test runs.
+
+
+def _resolve_placeholders(clause: str, inputs: Dict[str, pipeline_spec_pb2.RuntimeArtifact]) -> str:
+  """{{$.inputs.artifacts['x'].metadata['y']}} -> that metadata value of input x."""
+  return re.sub(r"\{\{\$\.inputs\.artifacts\['(\w+)'\]\.metadata\['(\w+)'\]\}\}",
+                lambda m: str(inputs[m.group(1)].metadata[m.group(2)]), clause)
+
+
+def _dependencies(task: pipeline_spec_pb2.PipelineTaskSpec) -> set:
+  """The tasks `task` waits for: its dependent_tasks and the producers of its inputs (TFX
+  leaves dependent_tasks empty on the model resolver, which reads the blessing resolver)."""
+  return set(task.dependent_tasks) | {
+      artifact.task_output_artifact.producer_task for artifact in task.inputs.artifacts.values()}
+
 
 def _upstream_tasks(spec: pipeline_spec_pb2.PipelineSpec, task_name: str) -> List[str]:
   """`task_name` and every task it depends on, each after its own dependencies."""
   order: List[str] = []
 
   def visit(name):
-    for dependency in spec.root.dag.tasks[name].dependent_tasks:
+    for dependency in sorted(_dependencies(spec.root.dag.tasks[name])):
       if dependency not in order:
         visit(dependency)
     order.append(name)
@@ -256,61 +337,120 @@ def _upstream_tasks(spec: pipeline_spec_pb2.PipelineSpec, task_name: str) -> Lis
   return order
 
 
-def _run_in_process(argv: List[str]) -> None:
-  """The entrypoint in this process: absl's app.run ends with sys.exit."""
-  with pytest.raises(SystemExit) as exit_info:
-    kubeflow_entrypoint.main(argv[len(kubeflow_runner.ENTRYPOINT_COMMAND):])
-  assert not exit_info.value.code
+def _run_dag(kfp: 'FakeKfp', task_names: List[str], run_task: Callable[[str], None]) -> None:
+  """Runs `task_names` as KFP's DAG driver does: each once its dependencies are done, two at a
+  time (independent tasks run side by side on a cluster too); the first failure stops it."""
+  tasks = kfp.spec.root.dag.tasks
+  done, running = set(), {}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+    while len(done) < len(task_names):
+      for name in task_names:
+        if name not in done and name not in running and _dependencies(tasks[name]) <= done:
+          running[name] = pool.submit(run_task, name)
+      finished, _ = concurrent.futures.wait(
+          running.values(), return_when=concurrent.futures.FIRST_COMPLETED)
+      for name in [n for n, future in running.items() if future in finished]:
+        running.pop(name).result()
+        done.add(name)
 
 
-def _run_in_a_pod_like_process(argv: List[str], cwd: str) -> None:
-  env = dict(os.environ, TF_USE_LEGACY_KERAS='1')  # As the image's ENV sets it.
-  result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
-  assert result.returncode == 0, result.stderr[-5000:]
+@dataclasses.dataclass
+class KfpRun:
+  """One run of a compiled spec on the emulated bucket: what each task got and produced."""
+  kfp: FakeKfp
+  gcs: gcs_emulator.GcsNamespace
+  config: configs.PipelineConfig
+  inputs: Dict[str, pipeline_spec_pb2.ExecutorInput]
+  logs: Dict[str, str]
+  work_dir: str
+  seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+  def run_task(self, task_name: str) -> None:
+    """The task's container command in the bucket's namespace, as a pod runs it."""
+    executor_input = self.kfp.executor_input(task_name)
+    self.inputs[task_name] = executor_input
+    argv = self.gcs.command(self.kfp.command_line(task_name, executor_input))
+    env = dict(os.environ, TF_USE_LEGACY_KERAS='1', **self.gcs.environment())  # As the image.
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=self.work_dir, env=env, capture_output=True, text=True,
+                            timeout=600, check=False)
+    self.seconds[task_name] = time.perf_counter() - start
+    self.logs[task_name] = result.stderr
+    assert result.returncode == 0, (f'{task_name} failed:\n{result.stderr[-6000:]}\n'
+                                    f'GCS emulator errors:\n{self.gcs.errors()[-3000:]}')
+    self.kfp.record_outputs(task_name, executor_input)
+
+  def uri(self, task_name: str, key: str) -> str:
+    return self.kfp.recorded[(task_name, key)].uri
+
+  def local(self, task_name: str, key: str) -> str:
+    """Where the emulator keeps the output artifact's objects, to read them from outside."""
+    return self.gcs.local_path(self.uri(task_name, key))
+
+
+def _children_cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return usage.ru_utime + usage.ru_stime
 
 
 @pytest.fixture(scope='module')
-def kfp_run(tmp_path_factory, mnist_idx_dir):
-  """Runs Transform and the tasks it needs as KFP would; ExampleGen and Transform as processes."""
-  out = tmp_path_factory.mktemp('kfp_run')
-  job = kubeflow_runner.compile_pipeline(_config(mnist_idx_dir), IMAGE, str(out / 'pipeline.yaml'))
+def gcs(tmp_path_factory):
+  """The emulated bucket, in its own mount and network namespace (tests/gcs_emulator.py)."""
+  reason = gcs_emulator.GcsNamespace.unavailable_reason()
+  if reason:
+    pytest.skip(f'the GCS emulator needs a private mount and network namespace: {reason}')
+  work_dir = tmp_path_factory.mktemp('gcs')
+  namespace = gcs_emulator.GcsNamespace(str(work_dir / 'buckets'), [BUCKET_NAME], str(work_dir))
+  namespace.start()
+  yield namespace
+  namespace.stop()
+
+
+def _e2e_config() -> configs.PipelineConfig:
+  """The bucket's pipeline as compile-kubeflow makes it for KFP 2.x (gated by the floor alone),
+  with a tiny model, one epoch, and a floor any trained model passes."""
+  return dataclasses.replace(
+      _config(f'{BUCKET}/mnist'), hparams=E2E_HPARAMS,
+      gate=configs.GateConfig(elbo_floor=E2E_ELBO_FLOOR, compare_with_baseline=False))
+
+
+@pytest.fixture(scope='module')
+def kfp_run(tmp_path_factory, mnist_idx_dir, gcs):
+  """Every task of the .yaml spec, as KFP 2.x runs it, with the pipeline root, the data and the
+  serving directory in the emulated bucket."""
+  work_dir = tmp_path_factory.mktemp('kfp_run')
+  config = _e2e_config()
+  job = kubeflow_runner.compile_pipeline(config, IMAGE, str(work_dir / 'pipeline.yaml'))
+  shutil.copytree(mnist_idx_dir, gcs.local_path(config.data_dir))  # An upload to the bucket.
   spec = _parse_spec(job['pipelineSpec'])
-  kfp = FakeKfp(spec, str(out / 'pipeline_root'))
-  example_gen = spec.root.dag.tasks[TRANSFORM].inputs.artifacts['examples'].task_output_artifact
-  as_processes = {example_gen.producer_task, TRANSFORM}
-  inputs = {}
-  for task_name in _upstream_tasks(spec, TRANSFORM):
-    inputs[task_name] = kfp.executor_input(task_name)
-    argv = kfp.command_line(task_name, inputs[task_name])
-    if task_name in as_processes:
-      _run_in_a_pod_like_process(argv, cwd=str(out))
-    else:
-      _run_in_process(argv)
-    kfp.record_outputs(task_name, inputs[task_name])
-  return kfp, inputs, example_gen.producer_task
+  run = KfpRun(FakeKfp(spec, f'{BUCKET}/pipeline_root', str(work_dir / 'kfp_outputs')), gcs,
+               config, {}, {}, str(work_dir))
+  cpu_start = _children_cpu_seconds()
+  _run_dag(run.kfp, list(spec.root.dag.tasks), run.run_task)
+  print('KFP tasks on the emulated bucket, seconds:', {k: round(v) for k, v in run.seconds.items()},
+        f'CPU seconds of all tasks: {_children_cpu_seconds() - cpu_start:.0f}')
+  return run
 
 
-def test_example_gen_task_writes_both_splits(kfp_run, mnist_splits):
-  kfp, inputs, example_gen = kfp_run
-  assert not inputs[example_gen].inputs.artifacts
-  uri = kfp.recorded[(example_gen, 'examples')].uri
+def test_example_gen_task_read_the_bucket_and_wrote_both_splits(kfp_run, mnist_splits):
+  assert not kfp_run.inputs[EXAMPLE_GEN].inputs.artifacts
+  assert kfp_run.uri(EXAMPLE_GEN, 'examples').startswith(f'{BUCKET}/pipeline_root/')
+  local = kfp_run.local(EXAMPLE_GEN, 'examples')
   for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
-    examples = artifacts.read_examples(uri, split)
+    examples = artifacts.read_examples(local, split)
     assert len(examples) == len(mnist_splits[split][1])
     assert len(examples[0].features.feature[features.IMAGE_KEY].int64_list.value) == (
         features.NUM_PIXELS)
-  assert '"train"' in kfp.recorded[(example_gen, 'examples')].metadata['split_names']
+  assert '"train"' in kfp_run.kfp.recorded[(EXAMPLE_GEN, 'examples')].metadata['split_names']
 
 
 def test_transform_task_got_untyped_inputs_and_wrote_graph_and_binarized_examples(kfp_run):
-  kfp, inputs, _ = kfp_run
   assert all(not a.artifacts[0].type.instance_schema
-             for a in inputs[TRANSFORM].inputs.artifacts.values())
-  graph_uri = kfp.recorded[(TRANSFORM, 'transform_graph')].uri
-  assert os.path.isfile(os.path.join(graph_uri, 'transform_fn', 'saved_model.pb'))
-  assert os.path.isdir(os.path.join(graph_uri, 'transformed_metadata'))
-  transformed = artifacts.read_examples(kfp.recorded[(TRANSFORM, 'transformed_examples')].uri,
+             for a in kfp_run.inputs[TRANSFORM].inputs.artifacts.values())
+  graph = kfp_run.local(TRANSFORM, 'transform_graph')
+  assert os.path.isfile(os.path.join(graph, 'transform_fn', 'saved_model.pb'))
+  assert os.path.isdir(os.path.join(graph, 'transformed_metadata'))
+  transformed = artifacts.read_examples(kfp_run.local(TRANSFORM, 'transformed_examples'),
                                         features.EVAL_SPLIT)
   pixels = np.array([e.features.feature[features.PIXELS_KEY].float_list.value
                      for e in transformed])
@@ -318,9 +458,130 @@ def test_transform_task_got_untyped_inputs_and_wrote_graph_and_binarized_example
   assert set(np.unique(pixels)) == {0.0, 1.0}
 
 
-def test_entrypoint_gives_kfp_untyped_inputs_the_types_tfx_needs(compiled):
+def test_trainer_task_wrote_the_model_and_its_run_to_the_bucket(kfp_run):
+  model = kfp_run.local('Trainer', 'model')
+  assert os.path.isfile(os.path.join(model, 'Format-Serving', 'saved_model.pb'))
+  with open(os.path.join(kfp_run.local('Trainer', 'model_run'), 'history.json')) as f:
+    assert len(json.load(f)['epochs']) == E2E_HPARAMS.epochs
+
+
+def test_evaluator_task_blessed_the_model_by_the_floor_alone(kfp_run):
+  assert 'baseline_model' not in kfp_run.inputs['Evaluator'].inputs.artifacts
+  blessing = kfp_run.kfp.recorded[('Evaluator', 'blessing')]
+  assert blessing.metadata['blessed'] == 1
+  assert os.path.isfile(os.path.join(kfp_run.local('Evaluator', 'blessing'), 'BLESSED'))
+  assert blessing.metadata['current_model_id'] == kfp_run.kfp.recorded[('Trainer', 'model')].name
+
+
+def test_report_task_wrote_its_pictures_to_the_bucket(kfp_run):
+  report = kfp_run.local('VaeReport', 'report')
+  pngs = sorted(name for name in os.listdir(report) if name.endswith('.png'))
+  assert len(pngs) >= 4
+  for name in pngs:
+    with Image.open(os.path.join(report, name)) as image:
+      assert image.format == 'PNG' and image.width > 100
+  with open(os.path.join(report, 'index.html')) as f:
+    page = f.read()
+  assert all(f'<img src="{name}"' in page for name in pngs)
+
+
+def test_pusher_task_pushed_one_whole_version_to_the_bucket(kfp_run):
+  model_dir = f'{kfp_run.config.serving_dir}/{kfp_run.config.push.model_name}'
+  local = kfp_run.gcs.local_path(model_dir)
+  [version] = kfp_run.gcs.listdir(model_dir)
+  assert re.fullmatch('[0-9]+', version)
+  assert os.path.isfile(os.path.join(local, version, 'saved_model.pb'))
+  assert os.path.isdir(os.path.join(local, version, 'variables'))
+  pushed = kfp_run.kfp.recorded[('AtomicPusher', 'pushed_model')]
+  assert pushed.metadata['pushed'] == 1
+
+
+@pytest.fixture(scope='module')
+def vertex_run(kfp_run, tmp_path_factory):
+  """The .json spec's resolver-gated path through the Evaluator, as Vertex AI runs it, after the
+  KFP run: its resolvers find that run's blessed model, its Evaluator compares with it.
+
+  The tasks before the Evaluator are the .yaml spec's, unchanged (checked), so their outputs
+  in the bucket stand for this run's too.
+  """
+  work_dir = tmp_path_factory.mktemp('vertex_run')
+  config = dataclasses.replace(kfp_run.config, gate=dataclasses.replace(
+      kfp_run.config.gate, compare_with_baseline=True))
+  job = kubeflow_runner.compile_pipeline(config, IMAGE, str(work_dir / 'pipeline.json'))
+  spec = _parse_spec(job['pipelineSpec'])
+  kfp = FakeKfp(spec, f'{BUCKET}/vertex_root', str(work_dir / 'outputs'), vertex=True)
+  run = KfpRun(kfp, kfp_run.gcs, config, {}, {}, str(work_dir))
+  resolvers = sorted(name for name in spec.root.dag.tasks
+                     if name.endswith(RESOLVER_TASK_SUFFIXES))
+  for (task_name, key), artifact in kfp_run.kfp.recorded.items():  # ML Metadata's history.
+    kfp.recorded[(f'earlier run: {task_name}', key)] = artifact
+    kfp.types[(f'earlier run: {task_name}', key)] = kfp_run.kfp.types[(task_name, key)]
+  for task_name in _upstream_tasks(spec, 'Evaluator'):
+    if task_name in resolvers:
+      kfp.resolve(task_name)
+    elif task_name == 'Evaluator':
+      run.run_task(task_name)
+    else:
+      assert spec.components[task_name] == kfp_run.kfp.spec.components[task_name]
+      assert _deployment(spec).executors[spec.components[task_name].executor_label] == (
+          kfp_run.kfp.executors[spec.components[task_name].executor_label])
+      for key in spec.components[task_name].output_definitions.artifacts:
+        kfp.recorded[(task_name, key)] = kfp_run.kfp.recorded[(task_name, key)]
+        kfp.types[(task_name, key)] = kfp_run.kfp.types[(task_name, key)]
+  return run, resolvers
+
+
+def test_vertex_resolvers_find_the_blessed_model_and_the_evaluator_compares_with_it(
+    kfp_run, vertex_run):
+  run, resolvers = vertex_run
+  assert len(resolvers) == 2
+  evaluator_inputs = run.inputs['Evaluator'].inputs.artifacts
+  assert all(a.artifacts[0].type.instance_schema for a in evaluator_inputs.values())
+  baseline = evaluator_inputs['baseline_model'].artifacts[0]
+  assert baseline.uri == kfp_run.uri('Trainer', 'model')
+  blessing = run.kfp.recorded[('Evaluator', 'blessing')]
+  assert blessing.metadata['blessed'] == 1  # The same model: no change, within the tolerance.
+  evaluation = run.kfp.recorded[('Evaluator', 'evaluation')].uri
+  assert evaluation.startswith(f'{BUCKET}/vertex_root/')
+  elbos = run_summary.overall_mean_elbo(run.gcs.local_path(evaluation))
+  assert set(elbos) == {'candidate', 'baseline'}
+  assert elbos['candidate'] == pytest.approx(elbos['baseline'])
+
+
+def test_serve_answers_a_predict_from_the_pushed_version_in_the_bucket(kfp_run, mnist_idx_dir):
+  """`vaetfx serve --model-dir gs://...` loads what the Pusher pushed; `vaetfx query` asks it."""
+  model_dir = f'{kfp_run.config.serving_dir}/{kfp_run.config.push.model_name}'
+  [version] = kfp_run.gcs.listdir(model_dir)
+  env = dict(os.environ, **kfp_run.gcs.environment())
+  vaetfx = os.path.join(os.path.dirname(sys.executable), 'vaetfx')
+  server = subprocess.Popen(
+      kfp_run.gcs.command([vaetfx, 'serve', '--model-dir', model_dir, '--port', str(SERVE_PORT),
+                           '--poll-seconds', '60']),
+      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    printed = []
+    for line in server.stdout:  # Log lines, then this one; EOF if the server exits.
+      printed.append(line)
+      if line.startswith('Serving model'):
+        break
+    assert printed and printed[-1].startswith('Serving model'), ''.join(printed)[-3000:]
+    assert f'[{version}]' in printed[-1]
+    digits = os.path.join(mnist_idx_dir, 't10k-images-idx3-ubyte.gz')
+    query = subprocess.run(
+        kfp_run.gcs.command([vaetfx, 'query', 'score', digits, '--limit', '5',
+                             '--server', f'127.0.0.1:{SERVE_PORT}']),
+        env=env, capture_output=True, text=True, timeout=300, check=False)
+  finally:
+    server.terminate()
+    server.wait(60)
+  assert query.returncode == 0, query.stderr[-3000:]
+  rows = [line.split('\t') for line in query.stdout.splitlines()[1:]]
+  assert len(rows) == 5 and all(float(elbo) < 0 for _, elbo in rows)
+
+
+def test_entrypoint_gives_kfp_untyped_inputs_the_types_tfx_needs(compiled, tmp_path):
   _, _, spec, _ = compiled
-  kfp = FakeKfp(spec, f'{BUCKET}/pipeline_root')
+  kfp = FakeKfp(spec, f'{BUCKET}/pipeline_root', str(tmp_path))
   for name, artifact in spec.root.dag.tasks[TRANSFORM].inputs.artifacts.items():
     producer = artifact.task_output_artifact
     kfp.record(producer.producer_task, producer.output_artifact_key, f'{BUCKET}/{name}', {})
@@ -397,6 +658,48 @@ def test_compile_kubeflow_command_writes_the_spec_with_the_flags(tmp_path, capsy
   executors = _deployment(spec).executors
   assert '--runner=FlinkRunner' in executors['Transform_executor'].container.args
   assert str(tmp_path / 'vae.yaml') in capsys.readouterr().out
+
+
+# Settings of `vaetfx run` (not its locations), each away from its default.
+RUN_SETTINGS = ('--epochs', '3', '--latent-dim', '4', '--elbo-floor=-99', '--elbo-tolerance',
+                '1.5', '--keep-versions', '5', '--model-name', 'vae2', '--digits', '7,1',
+                '--no-cache')
+RUN_LOCATION_FLAGS = {'--data-dir', '--cache-dir', '--output-dir', '--serving-dir'}
+
+
+def _task_parameters(spec, task_name: str) -> Dict:
+  return {name: json_format.MessageToDict(parameter.runtime_value.constant)
+          for name, parameter in spec.root.dag.tasks[task_name].inputs.parameters.items()}
+
+
+def test_compile_kubeflow_puts_runs_settings_into_the_spec(tmp_path):
+  assert cli.main(_compile_args(tmp_path, *RUN_SETTINGS)) == 0
+  spec = _parse_spec(kubeflow_runner.load_spec(str(tmp_path / 'vae.yaml')))
+  hparams = json.loads(_task_parameters(spec, 'Trainer')['custom_config'])
+  assert (hparams['epochs'], hparams['latent_dim']) == (3, 4)
+  [metric] = json.loads(_task_parameters(spec, 'Evaluator')['eval_config'])[
+      'metrics_specs'][0]['metrics']
+  assert metric['threshold']['value_threshold']['lower_bound'] == -99
+  assert metric['threshold']['change_threshold']['absolute'] == -1.5
+  pusher = _task_parameters(spec, 'AtomicPusher')
+  assert (pusher['keep_versions'], pusher['model_name']) == (5, 'vae2')
+  digits = json.loads(_task_parameters(spec, EXAMPLE_GEN)['custom_config'])
+  assert digits['custom_config']['value']['digits'] == [1, 7]
+  assert not any(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
+
+
+def _options(parser) -> set:
+  return {option for action in parser._actions for option in action.option_strings}  # pylint: disable=protected-access
+
+
+def test_compile_kubeflow_takes_every_setting_of_run_and_lists_it_in_help():
+  commands = next(action for action in cli.build_parser()._actions  # pylint: disable=protected-access
+                  if action.dest == 'command').choices
+  run_settings = _options(commands['run']) - RUN_LOCATION_FLAGS
+  assert {'--epochs', '--elbo-floor', '--keep-versions', '--digits'} <= run_settings
+  assert run_settings <= _options(commands['compile-kubeflow'])
+  help_text = commands['compile-kubeflow'].format_help()
+  assert all(option in help_text for option in run_settings)
 
 
 def _refused_tasks(spec) -> List[str]:

@@ -91,7 +91,8 @@ def check_signature(model_path: str):
   saved_model = saved_model_pb2.SavedModel()
   with _fileio().open(os.path.join(model_path, SAVED_MODEL_FILE), 'rb') as f:
     saved_model.ParseFromString(f.read())
-  signatures = {name for graph in saved_model.meta_graphs for name in graph.signature_def}
+  signatures = {name for graph in saved_model.meta_graphs for name in graph.signature_def
+                if not name.startswith('__')}  # TensorFlow's own, e.g. __saved_model_init_op
   if SIGNATURE not in signatures:
     raise BadInput(f'--model-dir {model_path}: the model has no {SIGNATURE!r} signature '
                    f'(it has {sorted(signatures)}); export it with vaetfx\'s Trainer')

@@ -123,11 +123,11 @@ def _cached_split(data_dir: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
 def chunk_to_keyed_examples(bounds: Tuple[str, int, int],
                             data_dir: str) -> Iterator[Tuple[ImageKey, bytes]]:
   """The images [start, end) of a split as (key, serialized tf.Example) pairs."""
-  from vaetfx.components.mnist_example_gen.executor import to_example  # pylint: disable=g-import-not-at-top
+  from vaetfx.components.mnist_example_gen import executor  # pylint: disable=g-import-not-at-top
   split, start, end = bounds
   images, labels = _cached_split(data_dir, split)
   for index in range(start, end):
-    yield (split, index, int(labels[index])), to_example(images[index], labels[index])
+    yield (split, index, int(labels[index])), executor.to_example(images[index], labels[index])
 
 
 def score_of(prediction_log) -> float:
@@ -167,12 +167,11 @@ def run_scoring(data_dir: str, counts: Dict[str, int], model_path: str, output: 
                 beam_args: Sequence[str]):
   """The Beam pipeline: chunks of images -> tf.Examples -> RunInference -> one sorted CSV."""
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
   from tfx_bsl.public.beam import run_inference  # pylint: disable=g-import-not-at-top
   from tfx_bsl.public.proto import model_spec_pb2  # pylint: disable=g-import-not-at-top
   spec = model_spec_pb2.InferenceSpecType(saved_model_spec=model_spec_pb2.SavedModelSpec(
       model_path=model_path, signature_name=[SIGNATURE]))
-  with beam.Pipeline(options=PipelineOptions(list(beam_args))) as pipeline:
+  with beam.Pipeline(argv=list(beam_args)) as pipeline:
     _ = (pipeline
          | 'Chunks' >> beam.Create(_chunks(counts))
          | 'ToExamples' >> beam.FlatMap(chunk_to_keyed_examples, data_dir).with_output_types(
@@ -193,7 +192,7 @@ class ScoreSummary:
     """The summary in words: the spread, the worst images and the median per digit."""
     elbo = np.array([float(row['elbo']) for row in self.rows])
     labels = np.array([int(row['label']) for row in self.rows])
-    lines = [f'ELBO (nats per image, low = unusual): median {np.median(elbo):.2f}, '
+    return [f'ELBO (nats per image, low = unusual): median {np.median(elbo):.2f}, '
              f'1st percentile {np.percentile(elbo, 1):.2f}, lowest {elbo[0]:.2f}, '
              f'highest {elbo[-1]:.2f}.',
              f'Lowest {min(WORST_SHOWN, self.count)}: ' + ', '.join(
@@ -202,7 +201,6 @@ class ScoreSummary:
              'Median per digit: ' + ', '.join(
                  f'{digit}: {np.median(elbo[labels == digit]):.1f}'
                  for digit in np.unique(labels)) + '.']
-    return lines
 
 
 def read_scores(output: str) -> ScoreSummary:
@@ -232,9 +230,9 @@ def _score(args) -> int:
     return flags.EXIT_BAD_INPUT
   total = sum(counts.values())
   beam = flags.beam_config(args)
-  print(f'vaetfx score: scoring {total:,} images ({", ".join(f"{s} {n:,}" for s, n in counts.items())}) '
-        f'from {data_dir} with {model_path} on Beam ({" ".join(beam.pipeline_args())}) ...',
-        flush=True)
+  per_split = ', '.join(f'{split} {count:,}' for split, count in counts.items())
+  print(f'vaetfx score: scoring {total:,} images ({per_split}) from {data_dir} with {model_path} '
+        f'on Beam ({" ".join(beam.pipeline_args())}) ...', flush=True)
   start = time.perf_counter()
   run_scoring(data_dir, counts, model_path, output, beam.pipeline_args())
   seconds = time.perf_counter() - start
@@ -248,7 +246,7 @@ def _score(args) -> int:
 def add_subcommands(subparsers) -> None:
   """Registers `score` on the `vaetfx` command line."""
   score = subparsers.add_parser(
-      'score', help='Score every image of an MNIST-format data set with an exported model, on Beam.',
+      'score', help='Score every image of an MNIST-format data set with a model, on Beam.',
       description='Computes each image\'s ELBO under the model (its anomaly score: low means '
                   'unlike the training data) with tfx-bsl\'s RunInference on Beam, through the '
                   f'model\'s {SIGNATURE!r} signature, as the pipeline\'s BulkInferrer does, and '

@@ -68,7 +68,8 @@ def elbo_eval_config(elbo_floor: float, elbo_tolerance: float,
                             per_slice_thresholds=thresholds)])])
 
 
-def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel) -> tfx.components.BulkInferrer:
+def anomaly_scorer(examples: tfx.dsl.Channel,
+                   model: tfx.dsl.Channel) -> tfx.components.BulkInferrer:
   """TFX's BulkInferrer scoring the held-out split with the trained model on Beam.
 
   Each output example is a held-out one (image, label) with its ELBO under the

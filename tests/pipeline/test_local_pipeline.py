@@ -15,6 +15,7 @@ import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
+from tfx.components.bulk_inferrer import executor as bulk_inferrer_executor
 
 from tests import artifacts, synthetic_mnist
 from tests.pipeline import test_code_fingerprint
@@ -203,6 +204,22 @@ def test_a_failing_report_does_not_block_the_push(base_config, first_run):
   assert 'VaeReport' in failed_line and 'matplotlib ran out of ink' in failed_line
   assert 'Report: FAILED (RuntimeError: matplotlib ran out of ink)' in (
       run_summary.format_summary(summary))
+
+
+def test_a_failing_scorer_does_not_block_the_push(base_config, first_run):
+  """BulkInferrer runs after the Pusher too: its failure is in the summary, not a failed run."""
+  versions = _versions(base_config)
+  config = dataclasses.replace(base_config, hparams=dataclasses.replace(TINY_TRAINING, seed=8),
+                               gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=1000.0),
+                               push=dataclasses.replace(base_config.push, keep_versions=10))
+  with mock.patch.object(bulk_inferrer_executor.Executor, 'Do',
+                         side_effect=RuntimeError('no scores today')):
+    summary, printed = _run(config)
+  assert summary.blessed and summary.pushed_version and not summary.already_served
+  assert _versions(base_config) == sorted([*versions, int(summary.pushed_version)])
+  [failed_line] = [line for line in printed.splitlines() if 'FAILED after' in line]
+  assert 'BulkInferrer' in failed_line and 'no scores today' in failed_line
+  assert 'VaeReport' not in [run.component for run in summary.runs]
 
 
 def test_bad_input_fails_at_example_gen_with_nothing_published(tmp_path, mnist_splits):

@@ -25,7 +25,9 @@ EXAMPLES_SIGNATURE = 'from_examples'
 OVERALL_SLICE = tfma.SlicingSpec()
 DIGIT_SLICES = tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
 # A component runs after the AtomicPusher and may fail without taking the push with it.
-OPTIONAL_COMPONENTS = ('VaeReport',)
+OPTIONAL_COMPONENTS = ('BulkInferrer', 'VaeReport')
+# The exported model's per-image ELBO, the anomaly score, as BulkInferrer's output column.
+ANOMALY_SCORE_KEY = 'elbo'
 
 
 def _at_most_below_baseline(tolerance: float) -> tfma.GenericChangeThreshold:
@@ -67,6 +69,29 @@ def elbo_eval_config(elbo_floor: float, elbo_tolerance: float,
                             per_slice_thresholds=thresholds)])])
 
 
+def anomaly_scorer(examples: tfx.dsl.Channel,
+                   model: tfx.dsl.Channel) -> tfx.components.BulkInferrer:
+  """TFX's BulkInferrer scoring the held-out split with the trained model on Beam.
+
+  Each output example is a held-out one (image, label) with its ELBO under the
+  model added as the `elbo` feature: low means unlike the training data. It goes
+  through the from_examples signature, as the Evaluator scores it.
+
+  Every candidate is scored, blessed or not, as the report draws every
+  candidate: with the blessing as an input, the scoring and the report would
+  re-run on every run, since the Evaluator re-runs once it has a baseline,
+  where now they are cached with the model they describe.
+  """
+  return tfx.components.BulkInferrer(
+      examples=examples, model=model,
+      data_spec=tfx.proto.DataSpec(example_splits=[features.EVAL_SPLIT]),
+      model_spec=tfx.proto.ModelSpec(model_signature_name=[EXAMPLES_SIGNATURE]),
+      output_example_spec=tfx.proto.OutputExampleSpec(output_columns_spec=[
+          tfx.proto.OutputColumnsSpec(predict_output=tfx.proto.PredictOutput(output_columns=[
+              tfx.proto.PredictOutputCol(output_key=ANOMALY_SCORE_KEY,
+                                         output_column=ANOMALY_SCORE_KEY)]))]))
+
+
 def create_pipeline(
     pipeline_name: str,
     pipeline_root: str,
@@ -89,7 +114,7 @@ def create_pipeline(
     code_fingerprints: Optional[Mapping[str, str]] = None,
 ) -> tfx.dsl.Pipeline:
   """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
-  push -> report.
+  push -> anomaly scores of the held-out split (BulkInferrer) -> report.
 
   compare_with_baseline: gate against the last blessed model too (see configs.GateConfig).
 
@@ -104,8 +129,8 @@ def create_pipeline(
   execution properties so that TFX's cache (and KFP's) re-runs it when its code
   changes. Without them, an edit to the package's code is served from the cache.
 
-  The report runs after the push (an ordering, not a data dependency), so a
-  failure in drawing pictures never keeps a blessed model from being served.
+  The scoring and the report run after the push (an ordering, not a data
+  dependency), so a failure in either never keeps a blessed model from being served.
 
   trainer_platform_config: an orchestrator's resource request for the Trainer
   (Kubeflow V2: a PipelineContainerSpec.ResourceSpec asking for GPUs).
@@ -158,15 +183,18 @@ def create_pipeline(
                         serving_dir=serving_dir, model_name=model_name,
                         keep_versions=keep_versions,
                         code_fingerprint=fingerprints.get('AtomicPusher', ''))
+  bulk_inferrer = anomaly_scorer(example_gen.outputs['examples'], trainer.outputs['model'])
+  bulk_inferrer.add_upstream_node(pusher)
   report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
                      examples=example_gen.outputs['examples'],
                      likelihood_examples=likelihood_examples,
                      likelihood_samples=likelihood_samples,
+                     scored_examples=bulk_inferrer.outputs['output_examples'],
                      code_fingerprint=fingerprints.get('VaeReport', ''))
   report.add_upstream_node(pusher)
 
   components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                *baseline_components, evaluator, infra_validator, pusher, report]
+                *baseline_components, evaluator, infra_validator, pusher, bulk_inferrer, report]
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,

@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
   kubeflow_runner.add_subcommands(subparsers)
   from vaetfx.serving import cli as serving_cli  # pylint: disable=g-import-not-at-top
   serving_cli.add_subcommands(subparsers)
+  from vaetfx.pipeline import batch_scoring  # pylint: disable=g-import-not-at-top
+  batch_scoring.add_subcommands(subparsers)
   return parser
 
 

@@ -202,17 +202,9 @@ def _from_flags(dataclass_type, args):
   return dataclass_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(dataclass_type)})
 
 
-def add_settings_flags(parser: argparse.ArgumentParser):
-  """What a run computes, wherever it runs: data selection, Beam, training, the gate, the push.
-
-  Locations (data, pipeline root, serving directory) are the command's own
-  flags, since they are folders for `run` and URIs for `compile-kubeflow`.
-  """
+def add_beam_flags(parser: argparse.ArgumentParser):
+  """Where and how Beam runs: the DirectRunner's mode and workers, or any runner's arguments."""
   defaults = configs.BeamConfig()
-  parser.add_argument('--pipeline-name', type=non_empty, default=configs.PIPELINE_NAME,
-                      help='Pipeline name in ML Metadata (runs of one name share a cache).')
-  parser.add_argument('--digits', type=_digits, default=(),
-                      help='Keep only these digits in both splits, e.g. 1,5,6. Default: all.')
   parser.add_argument('--beam-mode', default=defaults.direct_running_mode,
                       choices=['in_memory', 'multi_threading', 'multi_processing'],
                       help='DirectRunner running mode.')
@@ -222,6 +214,24 @@ def add_settings_flags(parser: argparse.ArgumentParser):
   parser.add_argument('--beam-arg', type=beam_arg, action='append', default=[], metavar='ARG',
                       help='Extra Beam pipeline argument, repeatable, e.g. '
                            '--beam-arg=--runner=FlinkRunner.')
+
+
+def beam_config(args) -> configs.BeamConfig:
+  """The BeamConfig of `add_beam_flags`' flags."""
+  return configs.BeamConfig(args.beam_mode, args.beam_workers, tuple(args.beam_arg))
+
+
+def add_settings_flags(parser: argparse.ArgumentParser):
+  """What a run computes, wherever it runs: data selection, Beam, training, the gate, the push.
+
+  Locations (data, pipeline root, serving directory) are the command's own
+  flags, since they are folders for `run` and URIs for `compile-kubeflow`.
+  """
+  parser.add_argument('--pipeline-name', type=non_empty, default=configs.PIPELINE_NAME,
+                      help='Pipeline name in ML Metadata (runs of one name share a cache).')
+  parser.add_argument('--digits', type=_digits, default=(),
+                      help='Keep only these digits in both splits, e.g. 1,5,6. Default: all.')
+  add_beam_flags(parser)
   parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
   _add_dataclass_flags(parser, configs.TrainingHparams, 'training (the Trainer\'s custom_config)')
   gate = parser.add_argument_group('evaluator gate (held-out mean ELBO, nats per image)')
@@ -258,7 +268,7 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
       gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance, compare_with_baseline,
                               digit_tolerance=args.digit_tolerance),
       push=configs.PushConfig(serving_dir, args.model_name, args.keep_versions),
-      beam=configs.BeamConfig(args.beam_mode, args.beam_workers, tuple(args.beam_arg)),
+      beam=beam_config(args),
       report=_from_flags(configs.ReportConfig, args),
       enable_cache=not args.no_cache,
       pipeline_root_uri=pipeline_root_uri,

@@ -4,6 +4,8 @@ A component of its own, rather than part of the Trainer or Evaluator, so the
 report of every candidate is kept in the pipeline root and tracked in ML
 Metadata beside the model it shows, blessed or not.
 """
+from typing import Optional
+
 from tfx import types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
@@ -41,6 +43,9 @@ class VaeReportSpec(types.ComponentSpec):
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
       executor.MODEL_RUN_KEY: ChannelParameter(type=standard_artifacts.ModelRun),
       executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
+      # BulkInferrer's held-out examples with their `elbo`; without them, no anomaly pictures.
+      executor.SCORED_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples,
+                                                     optional=True),
   }
   OUTPUTS = {
       executor.REPORT_KEY: ChannelParameter(type=VaeReportArtifact),
@@ -56,7 +61,7 @@ class VaeReport(base_component.BaseComponent):
   def __init__(self, model: types.BaseChannel, model_run: types.BaseChannel,
                examples: types.BaseChannel, likelihood_examples: int, likelihood_samples: int,
                num_examples: int = DEFAULT_NUM_EXAMPLES, seed: int = DEFAULT_SEED,
-               code_fingerprint: str = ''):
+               code_fingerprint: str = '', scored_examples: Optional[types.BaseChannel] = None):
     """num_examples: held-out digits encoded for the latent-space plot (the first ones read).
 
     seed: the prior samples' seed, so re-drawing a report gives the same picture,
@@ -67,6 +72,9 @@ class VaeReport(base_component.BaseComponent):
     for K = 1, 10, ..., likelihood_samples (a power of ten); 0 examples skips it.
 
     code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
+
+    scored_examples: BulkInferrer's output examples of the `eval` split, each
+    with its `elbo`, for the lowest-scoring digits and the scores per digit.
     """
     if num_examples < 1:
       raise ValueError(f'num_examples must be at least 1, got {num_examples}')
@@ -78,5 +86,6 @@ class VaeReport(base_component.BaseComponent):
                          code_fingerprint=code_fingerprint or None,
                          likelihood_examples=likelihood_examples,
                          likelihood_samples=likelihood_samples,
+                         scored_examples=scored_examples,
                          report=types.Channel(type=VaeReportArtifact))
     super().__init__(spec=spec)

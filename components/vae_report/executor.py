@@ -3,8 +3,10 @@
 Everything comes through the exported SavedModel's signatures (serving_default,
 decode, sample; models/export.py), the same ones TF Serving exposes, so the report shows the
 model as it will be served, Transform layer included, and not a Python object
-that may differ from it.
+that may differ from it. The anomaly pictures come from BulkInferrer's scores of
+the whole held-out split, made through the same model's from_examples signature.
 """
+import dataclasses
 import html
 import json
 import os
@@ -28,6 +30,8 @@ from vaetfx.models import iwae
 MODEL_KEY = 'model'
 MODEL_RUN_KEY = 'model_run'
 EXAMPLES_KEY = 'examples'
+SCORED_EXAMPLES_KEY = 'scored_examples'
+SCORE_FEATURE = 'elbo'  # pipeline.ANOMALY_SCORE_KEY: BulkInferrer's output column.
 REPORT_KEY = 'report'
 NUM_EXAMPLES_KEY = 'num_examples'
 SEED_KEY = 'seed'
@@ -44,28 +48,64 @@ MANIFOLD_FILE = 'manifold.png'
 ELBO_CURVES_FILE = 'elbo_curves.png'
 LIKELIHOOD_FILE = iwae.RESULTS_FILE
 LIKELIHOOD_PLOT_FILE = 'log_likelihood.png'
+LOWEST_SCORING_FILE = 'lowest_scoring.png'
+SCORES_BY_DIGIT_FILE = 'scores_by_digit.png'
 
 RECONSTRUCTED_COUNT = 30
 PRIOR_SAMPLE_COLUMNS = 10
 PRIOR_SAMPLE_COUNT = 100
 MANIFOLD_SIZE = 15
 BATCH_SIZE = 500
+LOWEST_SCORING_COUNT = 64
+LOWEST_SCORING_COLUMNS = 8
+DIGIT_SPEC = {
+    features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
+    features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+}
+
+
+def _read_split(split_uri: str, spec: Dict[str, tf.io.FixedLenFeature],
+                count: int = -1) -> Dict[str, np.ndarray]:
+  """The first `count` (-1: all) gzipped tf.Examples of a split folder, parsed by `spec`."""
+  files = sorted(fileio.glob(os.path.join(split_uri, '*')))
+  if not files:
+    raise FileNotFoundError(f'{split_uri}: no example files to draw held-out digits from')
+  records = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count).batch(BATCH_SIZE)
+  batches = [tf.io.parse_example(batch, spec) for batch in records]
+  return {key: np.concatenate([batch[key].numpy() for batch in batches]) for key in spec}
+
+
+def _as_images(pixels: np.ndarray) -> np.ndarray:
+  return pixels.reshape(-1, features.IMAGE_SIZE, features.IMAGE_SIZE).astype(np.uint8)
 
 
 def read_heldout_digits(split_uri: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
   """The first `count` examples of ExampleGen's gzipped TFRecords: (images uint8 [N, 28, 28], labels)."""
-  files = sorted(fileio.glob(os.path.join(split_uri, '*')))
-  if not files:
-    raise FileNotFoundError(f'{split_uri}: no example files to draw held-out digits from')
-  spec = {
-      features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
-      features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-  }
-  records = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count).batch(count)
-  parsed = tf.io.parse_example(next(iter(records)), spec)
-  size = features.IMAGE_SIZE
-  images = parsed[features.IMAGE_KEY].numpy().reshape(-1, size, size).astype(np.uint8)
-  return images, parsed[features.LABEL_KEY].numpy()
+  parsed = _read_split(split_uri, DIGIT_SPEC, count)
+  return _as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredDigits:
+  """Held-out digits with their anomaly scores (ELBO, nats per image; low = unusual)."""
+  images: np.ndarray  # uint8 [N, 28, 28]
+  labels: np.ndarray  # int64 [N]
+  scores: np.ndarray  # float32 [N]
+
+
+def read_scored_digits(split_uri: str) -> ScoredDigits:
+  """Every example BulkInferrer wrote for a split: ExampleGen's features plus `elbo`."""
+  parsed = _read_split(split_uri, {**DIGIT_SPEC,
+                                   SCORE_FEATURE: tf.io.FixedLenFeature([], tf.float32)})
+  return ScoredDigits(_as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY],
+                      parsed[SCORE_FEATURE])
+
+
+def scored_eval_split(scored_examples: List[types.Artifact]) -> Optional[ScoredDigits]:
+  """BulkInferrer's held-out scores; None without that input."""
+  if not scored_examples:
+    return None
+  return read_scored_digits(artifact_utils.get_split_uri(scored_examples, features.EVAL_SPLIT))
 
 
 def reconstruct_in_batches(vae: export.ExportedVae, images: np.ndarray) -> Dict[str, np.ndarray]:
@@ -206,13 +246,42 @@ def _likelihood(result: iwae.HeldoutLikelihood, report_dir: str) -> Tuple[str, s
       f'L_K rises towards log p(x) with K. Numbers in {LIKELIHOOD_FILE}.')
 
 
+def _lowest_scoring(scored: ScoredDigits, report_dir: str) -> Tuple[str, str]:
+  shown = np.argsort(scored.scores, kind='stable')[:LOWEST_SCORING_COUNT]
+  plots.plot_scored_digits(scored.images[shown] / 255.0, scored.labels[shown],
+                           scored.scores[shown], LOWEST_SCORING_COLUMNS,
+                           os.path.join(report_dir, LOWEST_SCORING_FILE))
+  return LOWEST_SCORING_FILE, (
+      f'The {len(shown)} lowest-scoring of {len(scored.scores)} held-out digits, lowest first, '
+      'each with its label and anomaly score (ELBO, nats): the digits least like the training '
+      'data.')
+
+
+def _scores_by_digit(scored: ScoredDigits, report_dir: str) -> Tuple[str, str]:
+  shown = min(LOWEST_SCORING_COUNT, len(scored.scores))
+  cutoff = float(np.sort(scored.scores)[shown - 1])
+  plots.plot_scores_by_digit(scored.scores, scored.labels, cutoff,
+                             os.path.join(report_dir, SCORES_BY_DIGIT_FILE))
+  return SCORES_BY_DIGIT_FILE, (
+      f'Anomaly scores of the {len(scored.scores)} held-out digits per label (BulkInferrer); '
+      f'at and below the dashed line: the {shown} lowest-scoring digits drawn above.')
+
+
+def _anomaly_numbers(scored: ScoredDigits) -> List[Tuple[str, str]]:
+  return [('held-out digits scored by BulkInferrer', str(len(scored.scores))),
+          ('lowest anomaly score (ELBO)', f'{float(np.min(scored.scores)):.2f}'),
+          ('median anomaly score (ELBO)', f'{float(np.median(scored.scores)):.2f}')]
+
+
 def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, labels: np.ndarray,
                  history: Dict[str, List[float]], report_dir: str, seed: int,
-                 likelihood: Optional[iwae.HeldoutLikelihood] = None) -> List[str]:
+                 likelihood: Optional[iwae.HeldoutLikelihood] = None,
+                 scored: Optional[ScoredDigits] = None) -> List[str]:
   """Writes every PNG and index.html into `report_dir`; returns the PNG file names.
 
-  The manifold needs a 2-D latent space, the curves need history.json and the
-  log-likelihood plot needs `likelihood`, so each appears only when it can be drawn.
+  The manifold needs a 2-D latent space, the curves need history.json, the
+  log-likelihood plot needs `likelihood` and the anomaly pictures BulkInferrer's
+  scores, so each appears only when it can be drawn.
   """
   fileio.makedirs(report_dir)
   encoded = reconstruct_in_batches(vae, images)
@@ -231,6 +300,9 @@ def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, l
     figures.append(_likelihood(likelihood, report_dir))
     numbers += [(f'held-out log-likelihood, IWAE bound K={count} ({len(likelihood.labels)} digits)',
                  f'{value:.2f}') for count, value in likelihood.overall.items()]
+  if scored is not None:
+    figures += [_lowest_scoring(scored, report_dir), _scores_by_digit(scored, report_dir)]
+    numbers += _anomaly_numbers(scored)
   write_index_html(report_dir, figures, numbers)
   return [name for name, _ in figures]
 
@@ -256,5 +328,6 @@ class Executor(base_executor.BaseExecutor):
                                     exec_properties[SEED_KEY])
     written = write_report(vae, model_path, images[:num_examples], labels[:num_examples],
                            read_elbo_history(os.path.join(model_run.uri, HISTORY_FILE)),
-                           report.uri, exec_properties[SEED_KEY], likelihood)
+                           report.uri, exec_properties[SEED_KEY], likelihood,
+                           scored_eval_split(input_dict.get(SCORED_EXAMPLES_KEY, [])))
     logging.info('Report written to %s: %s', os.path.join(report.uri, INDEX_FILE), written)

@@ -146,3 +146,37 @@ def plot_bound_vs_samples(overall: Dict[int, float], by_digit: Dict[int, Dict[in
   axes.grid(alpha=0.3)
   axes.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.0, 0.5))
   return _save(figure, path)
+
+
+def plot_scored_digits(images: np.ndarray, labels: np.ndarray, scores: np.ndarray, columns: int,
+                       path: str) -> str:
+  """A digit grid, row-major, each tile captioned with its label and score in its bottom-left
+  corner (on a dark box, so it reads over ink and background alike)."""
+  rows = -(-len(images) // columns)
+  figure, axes = plt.subplots(figsize=(columns * 0.9, rows * 0.9 + 0.4))
+  _show_digits(axes, tile(images, columns))
+  step = images.shape[1] + 1
+  for index, (label, score) in enumerate(zip(labels, scores)):
+    top, left = (index // columns) * step, (index % columns) * step
+    axes.text(left + 0.5, top + images.shape[1] - 0.5, f'{int(label)}: {score:.0f}',
+              color='yellow', fontsize=6, ha='left', va='bottom',
+              bbox={'facecolor': 'black', 'alpha': 0.6, 'pad': 0.5, 'linewidth': 0})
+  axes.set_title('Lowest-scoring held-out digits (label: ELBO in nats)', fontsize=10)
+  return _save(figure, path)
+
+
+def plot_scores_by_digit(scores: np.ndarray, labels: np.ndarray, cutoff: float, path: str) -> str:
+  """One box per digit label (whiskers at the 1st and 99th percentiles, the rest as dots),
+  with a dashed line at `cutoff`."""
+  digits = np.unique(labels)
+  figure, axes = plt.subplots(figsize=(8, 4.5))
+  axes.boxplot([scores[labels == digit] for digit in digits], whis=(1, 99),
+               flierprops={'markersize': 2, 'alpha': 0.5})
+  axes.set_xticks(np.arange(1, len(digits) + 1))
+  axes.set_xticklabels([f'{int(d)}\n({int(np.sum(labels == d))})' for d in digits], fontsize=8)
+  axes.axhline(cutoff, color='tab:red', linestyle='--', linewidth=1)
+  axes.set_xlabel('digit (held-out images)')
+  axes.set_ylabel('anomaly score: ELBO (nats per image, low = unusual)')
+  axes.set_title('Anomaly scores per digit', fontsize=10)
+  axes.grid(axis='y', alpha=0.3)
+  return _save(figure, path)

@@ -6,12 +6,14 @@ import os
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 from tfx.dsl.io import fileio
 from tfx.types import channel, standard_artifacts
 from tfx.utils import import_utils
 
 from tests import model_fixtures
+from vaetfx.components.mnist_example_gen.executor import to_example
 from vaetfx.components.vae_report import executor
 from vaetfx.components.vae_report.component import VaeReport, VaeReportArtifact
 
@@ -41,17 +43,35 @@ def _artifact(artifact_class, uri):
 
 
 def _run(tmp_path, trained: model_fixtures.TrainedModel, transformed: model_fixtures.TransformedMnist,
-         model_run_dir=None, likelihood_examples=LIKELIHOOD_EXAMPLES, report_uri=None):
+         model_run_dir=None, likelihood_examples=LIKELIHOOD_EXAMPLES, report_uri=None,
+         scored_examples_dir=None):
   """The executor on the Trainer's outputs: the Model uri holds Format-Serving/."""
   report = _artifact(VaeReportArtifact, report_uri or str(tmp_path / 'report'))
+  inputs = {
+      'model': [_artifact(standard_artifacts.Model, os.path.dirname(trained.serving_model_dir))],
+      'model_run': [_artifact(standard_artifacts.ModelRun, model_run_dir or trained.model_run_dir)],
+      'examples': [model_fixtures.examples_artifact(transformed.raw_examples_dir)]}
+  if scored_examples_dir:
+    inputs['scored_examples'] = [model_fixtures.examples_artifact(scored_examples_dir)]
   executor.Executor().Do(
-      {'model': [_artifact(standard_artifacts.Model, os.path.dirname(trained.serving_model_dir))],
-       'model_run': [_artifact(standard_artifacts.ModelRun, model_run_dir or trained.model_run_dir)],
-       'examples': [model_fixtures.examples_artifact(transformed.raw_examples_dir)]},
-      {'report': [report]},
+      inputs, {'report': [report]},
       {executor.NUM_EXAMPLES_KEY: 80, executor.SEED_KEY: 0,
        executor.LIKELIHOOD_EXAMPLES_KEY: likelihood_examples, executor.LIKELIHOOD_SAMPLES_KEY: 10})
   return report.uri
+
+
+def _write_scored_examples(directory, mnist_splits, scores):
+  """BulkInferrer's output_examples for the eval split: each digit's features plus `elbo`."""
+  images, labels = mnist_splits['eval']
+  split_dir = os.path.join(directory, 'Split-eval')
+  os.makedirs(split_dir)
+  with tf.io.TFRecordWriter(os.path.join(split_dir, 'examples-00000-of-00001.gz'),
+                            options='GZIP') as writer:
+    for image, label, score in zip(images, labels, scores):
+      example = tf.train.Example.FromString(to_example(image, label))
+      example.features.feature['elbo'].float_list.value.append(score)
+      writer.write(example.SerializeToString())
+  return directory
 
 
 def _pngs(report_dir):
@@ -82,6 +102,7 @@ def test_2d_latent_report_has_every_picture_and_the_manifold(tmp_path, trained_m
   assert 'mean ELBO of 80 held-out digits' in _index(report_dir)
   assert 'held-out ELBO after epoch 2</th>' in _index(report_dir)
   assert f'IWAE bound K=10 ({LIKELIHOOD_EXAMPLES} digits)' in _index(report_dir)
+  assert 'anomaly score' not in _index(report_dir)  # No BulkInferrer scores given.
 
 
 def test_log_likelihood_is_written_overall_and_by_digit(tmp_path, trained_model,
@@ -104,6 +125,25 @@ def test_no_likelihood_examples_leaves_out_only_the_likelihood(tmp_path, trained
   assert executor.LIKELIHOOD_PLOT_FILE not in _pngs(report_dir)
   assert not os.path.exists(os.path.join(report_dir, executor.LIKELIHOOD_FILE))
   assert executor.ELBO_CURVES_FILE in _pngs(report_dir)
+
+
+def test_bulk_inferrer_scores_add_the_lowest_scoring_digits_and_the_scores_per_digit(
+    tmp_path, trained_model, transformed_mnist, mnist_splits):
+  labels = mnist_splits['eval'][1]
+  scores = -100.0 - np.arange(len(labels), dtype=np.float32)  # the last digit scores lowest
+  scored_dir = _write_scored_examples(str(tmp_path / 'scored'), mnist_splits, scores)
+  report_dir = _run(tmp_path, trained_model, transformed_mnist, scored_examples_dir=scored_dir)
+  anomaly_pngs = (executor.LOWEST_SCORING_FILE, executor.SCORES_BY_DIGIT_FILE)
+  assert _pngs(report_dir) == sorted(ALWAYS_DRAWN + (executor.MANIFOLD_FILE,) + anomaly_pngs)
+  for name in anomaly_pngs:
+    _assert_valid_png(os.path.join(report_dir, name))
+  page = _index(report_dir)
+  assert f'The 64 lowest-scoring of {len(labels)} held-out digits' in page
+  assert f'<th>lowest anomaly score (ELBO)</th><td>{scores.min():.2f}</td>' in page
+  scored = executor.read_scored_digits(os.path.join(scored_dir, 'Split-eval'))
+  np.testing.assert_array_equal(scored.labels, labels)
+  np.testing.assert_array_equal(scored.images, mnist_splits['eval'][0])
+  np.testing.assert_array_equal(scored.scores, scores)
 
 
 def test_higher_latent_dim_is_projected_and_has_no_manifold(tmp_path, trained_model_5d,
@@ -182,6 +222,7 @@ def test_component_takes_trainer_and_example_gen_channels():
               model_run=channel.Channel(type=standard_artifacts.ModelRun),
               examples=channel.Channel(type=standard_artifacts.Examples),
               likelihood_examples=200, likelihood_samples=500)
+  assert 'scored_examples' not in report.inputs
 
 
 def test_component_rejects_other_artifact_types():

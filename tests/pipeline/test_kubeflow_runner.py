@@ -134,6 +134,18 @@ def test_every_component_is_a_task_wired_as_in_the_pipeline(compiled):
         node.outputs)
 
 
+def test_bulk_inferrer_scores_the_heldout_split_after_the_push_for_the_report(compiled):
+  _, _, spec, _ = compiled
+  tasks = spec.root.dag.tasks
+  scorer = tasks['BulkInferrer']
+  assert scorer.inputs.artifacts['model'].task_output_artifact.producer_task == 'Trainer'
+  assert 'AtomicPusher' in scorer.dependent_tasks
+  assert 'eval' in json_format.MessageToJson(scorer.inputs.parameters['data_spec'])
+  report_input = tasks['VaeReport'].inputs.artifacts['scored_examples'].task_output_artifact
+  assert (report_input.producer_task, report_input.output_artifact_key) == (
+      'BulkInferrer', 'output_examples')
+
+
 def test_every_component_runs_its_executor_in_the_image_through_the_entrypoint(compiled):
   config, pipeline, spec, _ = compiled
   executors = _deployment(spec).executors

@@ -15,11 +15,13 @@ import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
+from tfx.components.bulk_inferrer import executor as bulk_inferrer_executor
 
 from tests import artifacts, synthetic_mnist
 from tests.pipeline import test_code_fingerprint
 from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.components.vae_report import executor as vae_report_executor
+from vaetfx.models import export
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner, run_summary
 from vaetfx.serving import warmup
@@ -102,11 +104,23 @@ def test_report_pictures_are_pngs(first_run):
   report_dir = os.path.dirname(summary.report_path)
   pngs = [name for name in os.listdir(report_dir) if name.endswith('.png')]
   assert {'reconstructions.png', 'prior_samples.png', 'latent_space.png', 'manifold.png',
-          'elbo_curves.png'} <= set(pngs)
+          'elbo_curves.png', 'lowest_scoring.png', 'scores_by_digit.png'} <= set(pngs)
   for name in pngs:
     with Image.open(os.path.join(report_dir, name)) as image:
       assert image.format == 'PNG' and image.size[0] > 100
     assert name in open(summary.report_path).read()
+
+
+def test_bulk_inferrer_scores_every_heldout_digit_with_the_exported_elbo(base_config, first_run,
+                                                                       mnist_splits):
+  summary, _ = first_run
+  uri = _output_uri(_store(base_config), 'BulkInferrer', 'Examples')
+  scored = vae_report_executor.read_scored_digits(os.path.join(uri, 'Split-eval'))
+  images = mnist_splits['eval'][0]
+  assert len(scored.scores) == len(images) and np.all(np.isfinite(scored.scores))
+  direct = export.load_exported_vae(summary.pushed_path).reconstruct(scored.images)['elbo']
+  np.testing.assert_allclose(scored.scores, direct, rtol=1e-4, atol=1e-2)
+  assert f'<td>{scored.scores.min():.2f}</td>' in open(summary.report_path).read()
 
 
 def test_transformed_pixels_are_the_numpy_binarization(base_config, first_run, mnist_splits):
@@ -136,7 +150,7 @@ def test_rerun_recomputes_no_data_or_training_and_pushes_nothing_new(base_config
   versions = _versions(base_config)
   summary, _ = _run(base_config)
   cached = {run.component for run in summary.runs if run.cached}
-  assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport', 'ServingInfraValidator'} <= cached
+  assert {*DATA_COMPONENTS, 'Trainer', 'BulkInferrer', 'VaeReport', 'ServingInfraValidator'} <= cached
   assert summary.blessed and summary.already_served
   assert summary.pushed_version == str(versions[-1])
   assert _versions(base_config) == versions
@@ -152,11 +166,11 @@ def test_a_code_edit_reruns_the_components_that_run_that_code(base_config, first
     runs = {run.component: run for run in summary.runs}
     assert all(runs[name].cached for name in DATA_COMPONENTS)
     assert not runs['Trainer'].cached and not runs['Evaluator'].cached
-    assert not runs['VaeReport'].cached
+    assert not runs['BulkInferrer'].cached and not runs['VaeReport'].cached
     versions = _versions(base_config)
     rerun, _ = _run(base_config)
   cached = {run.component for run in rerun.runs if run.cached}
-  assert {*DATA_COMPONENTS, 'Trainer', 'VaeReport'} <= cached
+  assert {*DATA_COMPONENTS, 'Trainer', 'BulkInferrer', 'VaeReport'} <= cached
   assert _versions(base_config) == versions
 
 
@@ -203,6 +217,22 @@ def test_a_failing_report_does_not_block_the_push(base_config, first_run):
   assert 'VaeReport' in failed_line and 'matplotlib ran out of ink' in failed_line
   assert 'Report: FAILED (RuntimeError: matplotlib ran out of ink)' in (
       run_summary.format_summary(summary))
+
+
+def test_a_failing_scorer_does_not_block_the_push(base_config, first_run):
+  """BulkInferrer runs after the Pusher too: its failure is in the summary, not a failed run."""
+  versions = _versions(base_config)
+  config = dataclasses.replace(base_config, hparams=dataclasses.replace(TINY_TRAINING, seed=8),
+                               gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=1000.0),
+                               push=dataclasses.replace(base_config.push, keep_versions=10))
+  with mock.patch.object(bulk_inferrer_executor.Executor, 'Do',
+                         side_effect=RuntimeError('no scores today')):
+    summary, printed = _run(config)
+  assert summary.blessed and summary.pushed_version and not summary.already_served
+  assert _versions(base_config) == sorted([*versions, int(summary.pushed_version)])
+  [failed_line] = [line for line in printed.splitlines() if 'FAILED after' in line]
+  assert 'BulkInferrer' in failed_line and 'no scores today' in failed_line
+  assert 'VaeReport' not in [run.component for run in summary.runs]
 
 
 def test_bad_input_fails_at_example_gen_with_nothing_published(tmp_path, mnist_splits):

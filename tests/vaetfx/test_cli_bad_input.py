@@ -47,6 +47,7 @@ def files(tmp_path_factory, mnist_splits):
 # (case id, arguments, exit status, the error line must contain, checked before TF loads)
 # {in} is the inputs folder, {out} an empty folder for outputs.
 RUN = '--output-dir {out}/outputs --serving-dir {out}/serving --data-dir {in}/good'
+SCORE = '--model-dir {in}/empty --output {out}/scores.csv'
 CASES = [
     ('epochs-0', f'run {RUN} --epochs 0', 2, "argument --epochs: '0': expected a whole number >= 1"),
     ('latent-dim-negative', f'run {RUN} --latent-dim -3', 2, "--latent-dim: '-3': expected"),
@@ -122,6 +123,26 @@ CASES = [
     ('query-not-a-picture', 'query encode {in}/not-a.png', 2, '{in}/not-a.png: cannot read it'),
     ('query-missing-file', 'query score {in}/nowhere.png', 2, '{in}/nowhere.png: cannot read it'),
     ('query-bad-pixels', 'query score {in}/floats.npy', 2, '{in}/floats.npy: pixels must be'),
+    ('score-data-dir-missing', f'score {SCORE} --data-dir {{in}}/nowhere', 2,
+     '--data-dir {in}/nowhere: no such folder'),
+    ('score-data-dir-a-file', f'score {SCORE} --data-dir {{in}}/a-file', 2,
+     '--data-dir {in}/a-file: is a file, expected a folder'),
+    ('score-data-dir-without-mnist', f'score {SCORE} --data-dir {{in}}/empty', 2,
+     "{in}/empty: the 'eval' split is missing"),
+    ('score-half-npz', f'score {SCORE} --data-dir {{in}}/half-npz', 2,
+     '{in}/half-npz/mnist.npz: corrupt or truncated .npz file'),
+    ('score-model-dir-missing', 'score --data-dir {in}/good --output {out}/s.csv '
+     '--model-dir {in}/nowhere', 2, '--model-dir {in}/nowhere: no such folder'),
+    ('score-model-dir-without-model', 'score --data-dir {in}/good --output {out}/s.csv '
+     '--model-dir {in}/empty', 2, '--model-dir {in}/empty: holds neither saved_model.pb nor'),
+    ('score-output-not-csv', 'score --data-dir {in}/good --model-dir {in}/empty '
+     '--output {out}/s.txt', 2, '--output {out}/s.txt: expected a file name ending in .csv'),
+    ('score-output-under-a-file', 'score --data-dir {in}/good --model-dir {in}/empty '
+     '--output {in}/a-file/s.csv', 2, '--output folder {in}/a-file: is a file, expected a folder'),
+    ('score-split-unknown', f'score {SCORE} --split test', 2, "--split: invalid choice: 'test'"),
+    ('score-beam-workers-negative', f'score {SCORE} --beam-workers -1', 2, "--beam-workers: '-1'"),
+    ('score-without-model-dir', 'score --data-dir {in}/good', 2,
+     'the following arguments are required: --model-dir'),
     ('no-command', '', 2, 'the following arguments are required: command'),
 ]
 

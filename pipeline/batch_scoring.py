@@ -1,0 +1,268 @@
+"""`vaetfx score`: every image of an MNIST-format data set scored by an exported model, on Beam.
+
+A VAE's ELBO of an image is an anomaly score: low means unlike the data it was
+trained on. This scores whole data sets offline, as the pipeline's BulkInferrer
+scores the held-out split: the images become the tf.Examples ExampleGen writes
+and go through tfx-bsl's RunInference with the model's `from_examples`
+signature, so the scores are those the Evaluator gated on. The result is a CSV
+of one row per image, worst first.
+
+Beam workers read the data folder themselves (a chunk of images each), so any
+runner works (`--beam-arg=--runner=...`) when the folder, the model and the
+output are where its workers can reach them (gs://...).
+
+Beam, TensorFlow and tfx-bsl are imported inside the functions that use them,
+so that `vaetfx --help` and the checks of bad flags do not pay for them.
+"""
+import argparse
+import csv
+import dataclasses
+import functools
+import io
+import os
+import sys
+import time
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+from vaetfx import flags
+from vaetfx.components.mnist_example_gen import mnist_files
+from vaetfx.models import features
+
+SIGNATURE = 'from_examples'
+SCORE_OUTPUT = 'elbo'
+SAVED_MODEL_FILE = 'saved_model.pb'
+SPLITS = {'eval': (features.EVAL_SPLIT,), 'train': (features.TRAIN_SPLIT,),
+          'both': (features.TRAIN_SPLIT, features.EVAL_SPLIT)}
+CSV_COLUMNS = ('rank', 'split', 'index', 'label', 'elbo')
+CHUNK_SIZE = 2000
+WORST_SHOWN = 5
+
+# (split, index in the split, label): which image a score belongs to.
+ImageKey = Tuple[str, int, int]
+
+
+class BadInput(ValueError):
+  """A folder, file or model given on the command line cannot be used; the message names it."""
+
+
+def _is_uri(path: str) -> bool:
+  return '://' in path
+
+
+def _fileio():
+  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
+  return fileio
+
+
+def _isdir(path: str) -> bool:
+  return _fileio().isdir(path) if _is_uri(path) else os.path.isdir(path)
+
+
+def _exists(path: str) -> bool:
+  return _fileio().exists(path) if _is_uri(path) else os.path.exists(path)
+
+
+def _listdir(path: str) -> List[str]:
+  return [name.rstrip('/') for name in (_fileio().listdir(path) if _is_uri(path)
+                                        else os.listdir(path))]
+
+
+def resolve_model_dir(model_dir: str) -> str:
+  """The SavedModel to score with: `model_dir` itself when it holds saved_model.pb, else its
+  newest integer-named version (TF Serving's layout, what the Pusher writes)."""
+  if not _isdir(model_dir):
+    problem = 'is a file, expected a folder' if _exists(model_dir) else 'no such folder'
+    raise BadInput(f'--model-dir {model_dir}: {problem}')
+  if _exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
+    return model_dir
+  versions = [name for name in _listdir(model_dir)
+              if name.isdigit() and _exists(os.path.join(model_dir, name, SAVED_MODEL_FILE))]
+  if not versions:
+    raise BadInput(f'--model-dir {model_dir}: holds neither {SAVED_MODEL_FILE} nor a version '
+                   'folder (an integer name) with one')
+  return os.path.join(model_dir, max(versions, key=int))
+
+
+def check_signature(model_path: str):
+  """The model must have the from_examples signature every exported VAE has (models/export.py)."""
+  from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
+  saved_model = saved_model_pb2.SavedModel()
+  with _fileio().open(os.path.join(model_path, SAVED_MODEL_FILE), 'rb') as f:
+    saved_model.ParseFromString(f.read())
+  signatures = {name for graph in saved_model.meta_graphs for name in graph.signature_def
+                if not name.startswith('__')}  # TensorFlow's own, e.g. __saved_model_init_op
+  if SIGNATURE not in signatures:
+    raise BadInput(f'--model-dir {model_path}: the model has no {SIGNATURE!r} signature '
+                   f'(it has {sorted(signatures)}); export it with vaetfx\'s Trainer')
+
+
+def check_output(path: str) -> str:
+  """`path` as an absolute path (URIs as given) if a CSV can be written there."""
+  if not path.endswith('.csv'):
+    raise BadInput(f'--output {path}: expected a file name ending in .csv')
+  if _is_uri(path):
+    return path
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(path):
+    raise BadInput(f'--output {path}: is a folder, expected a file name')
+  try:
+    flags.writable_dir(os.path.dirname(path), '--output folder')
+  except flags.BadPath as e:
+    raise BadInput(str(e)) from e
+  return path
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_split(data_dir: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
+  """Each Beam worker reads a split's files once, however many chunks it converts."""
+  return mnist_files.load_split(data_dir, split)
+
+
+def chunk_to_keyed_examples(bounds: Tuple[str, int, int],
+                            data_dir: str) -> Iterator[Tuple[ImageKey, bytes]]:
+  """The images [start, end) of a split as (key, serialized tf.Example) pairs."""
+  from vaetfx.components.mnist_example_gen import executor  # pylint: disable=g-import-not-at-top
+  split, start, end = bounds
+  images, labels = _cached_split(data_dir, split)
+  for index in range(start, end):
+    yield (split, index, int(labels[index])), executor.to_example(images[index], labels[index])
+
+
+def score_of(prediction_log) -> float:
+  """The ELBO RunInference returned for one example (a size-1 tensor)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  return float(tf.make_ndarray(prediction_log.predict_log.response.outputs[SCORE_OUTPUT])
+               .reshape(-1)[0])
+
+
+def format_csv(scores: Sequence[Tuple[ImageKey, float]]) -> str:
+  """One row per image, lowest ELBO first (rank 1); ties keep split and index order."""
+  ordered = sorted(scores, key=lambda item: (item[1], item[0]))
+  text = io.StringIO()
+  writer = csv.writer(text, lineterminator='\n')
+  writer.writerow(CSV_COLUMNS)
+  for rank, ((split, index, label), elbo) in enumerate(ordered, start=1):
+    writer.writerow([rank, split, index, label, f'{elbo:.4f}'])
+  return text.getvalue()
+
+
+def write_atomically(path: str, text: str):
+  """Writes beside `path`, then renames: the file is whole or absent (local and gs:// alike)."""
+  fileio = _fileio()
+  fileio.makedirs(os.path.dirname(path))
+  partial = f'{path}.partial-{os.getpid()}'
+  with fileio.open(partial, 'w') as f:
+    f.write(text)
+  fileio.rename(partial, path, overwrite=True)
+
+
+def _chunks(counts: Dict[str, int]) -> List[Tuple[str, int, int]]:
+  return [(split, start, min(start + CHUNK_SIZE, count))
+          for split, count in counts.items() for start in range(0, count, CHUNK_SIZE)]
+
+
+def run_scoring(data_dir: str, counts: Dict[str, int], model_path: str, output: str,
+                beam_args: Sequence[str]):
+  """The Beam pipeline: chunks of images -> tf.Examples -> RunInference -> one sorted CSV."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  from tfx_bsl.public.beam import run_inference  # pylint: disable=g-import-not-at-top
+  from tfx_bsl.public.proto import model_spec_pb2  # pylint: disable=g-import-not-at-top
+  spec = model_spec_pb2.InferenceSpecType(saved_model_spec=model_spec_pb2.SavedModelSpec(
+      model_path=model_path, signature_name=[SIGNATURE]))
+  with beam.Pipeline(argv=list(beam_args)) as pipeline:
+    _ = (pipeline
+         | 'Chunks' >> beam.Create(_chunks(counts))
+         | 'ToExamples' >> beam.FlatMap(chunk_to_keyed_examples, data_dir).with_output_types(
+             beam.typehints.Tuple[beam.typehints.Tuple[str, int, int], bytes])
+         | 'RunInference' >> run_inference.RunInference(spec)
+         | 'Scores' >> beam.MapTuple(lambda key, log: (key, score_of(log)))
+         | 'All' >> beam.combiners.ToList()
+         | 'WriteSortedCsv' >> beam.Map(lambda scores: write_atomically(output,
+                                                                        format_csv(scores))))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreSummary:
+  count: int
+  rows: List[Dict[str, str]]  # the CSV's rows, worst first
+
+  def lines(self) -> List[str]:
+    """The summary in words: the spread, the worst images and the median per digit."""
+    elbo = np.array([float(row['elbo']) for row in self.rows])
+    labels = np.array([int(row['label']) for row in self.rows])
+    return [f'ELBO (nats per image, low = unusual): median {np.median(elbo):.2f}, '
+             f'1st percentile {np.percentile(elbo, 1):.2f}, lowest {elbo[0]:.2f}, '
+             f'highest {elbo[-1]:.2f}.',
+             f'Lowest {min(WORST_SHOWN, self.count)}: ' + ', '.join(
+                 f'{row["split"]} #{row["index"]} (label {row["label"]}) {float(row["elbo"]):.1f}'
+                 for row in self.rows[:WORST_SHOWN]) + '.',
+             'Median per digit: ' + ', '.join(
+                 f'{digit}: {np.median(elbo[labels == digit]):.1f}'
+                 for digit in np.unique(labels)) + '.']
+
+
+def read_scores(output: str) -> ScoreSummary:
+  with _fileio().open(output, 'r') as f:
+    rows = list(csv.DictReader(f))
+  return ScoreSummary(len(rows), rows)
+
+
+def _load_counts(data_dir: str, splits: Sequence[str]) -> Dict[str, int]:
+  """Images per split, read and checked here so bad files fail before Beam starts."""
+  return {split: len(_cached_split(data_dir, split)[0]) for split in splits}
+
+
+def _score(args) -> int:
+  """Checks every input (no TensorFlow for local ones), scores on Beam, prints a summary."""
+  try:
+    data_dir = args.data_dir if _is_uri(args.data_dir) else os.path.abspath(args.data_dir)
+    if not _is_uri(data_dir) and not os.path.isdir(data_dir):
+      problem = 'is a file, expected a folder' if os.path.exists(data_dir) else 'no such folder'
+      raise BadInput(f'--data-dir {args.data_dir}: {problem}')
+    output = check_output(args.output)
+    counts = _load_counts(data_dir, SPLITS[args.split])
+    model_path = resolve_model_dir(args.model_dir)
+    check_signature(model_path)
+  except (BadInput, mnist_files.MnistFormatError) as e:
+    print(f'vaetfx score: error: {e}', file=sys.stderr)
+    return flags.EXIT_BAD_INPUT
+  total = sum(counts.values())
+  beam = flags.beam_config(args)
+  per_split = ', '.join(f'{split} {count:,}' for split, count in counts.items())
+  print(f'vaetfx score: scoring {total:,} images ({per_split}) from {data_dir} with {model_path} '
+        f'on Beam ({" ".join(beam.pipeline_args())}) ...', flush=True)
+  start = time.perf_counter()
+  run_scoring(data_dir, counts, model_path, output, beam.pipeline_args())
+  seconds = time.perf_counter() - start
+  summary = read_scores(output)
+  print(f'Scored {summary.count:,} images in {seconds:.1f} s ({summary.count / seconds:,.0f} '
+        f'images/s); wrote {output}, worst first.')
+  print('\n'.join(summary.lines()))
+  return flags.EXIT_OK
+
+
+def add_subcommands(subparsers) -> None:
+  """Registers `score` on the `vaetfx` command line."""
+  score = subparsers.add_parser(
+      'score', help='Score every image of an MNIST-format data set with a model, on Beam.',
+      description='Computes each image\'s ELBO under the model (its anomaly score: low means '
+                  'unlike the training data) with tfx-bsl\'s RunInference on Beam, through the '
+                  f'model\'s {SIGNATURE!r} signature, as the pipeline\'s BulkInferrer does, and '
+                  'writes a CSV of rank, split, index, label and elbo, lowest ELBO first.',
+      epilog=flags.EXIT_CODES_HELP,
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  score.add_argument('--data-dir', required=True,
+                     help='Folder (or gs:// URI) with an MNIST-format data set: the IDX files '
+                          '(gzip or not) or mnist.npz.')
+  score.add_argument('--model-dir', required=True,
+                     help='A SavedModel folder, or a serving folder of integer versions '
+                          '(<serving-dir>/<model-name>: the newest is used).')
+  score.add_argument('--split', choices=sorted(SPLITS), default='eval',
+                     help='Which images to score: eval (t10k-* files, x_test), train '
+                          '(train-* files, x_train) or both.')
+  score.add_argument('--output', default='scores.csv',
+                     help='The CSV to write (replaced whole once every image is scored).')
+  flags.add_beam_flags(score)
+  score.set_defaults(handler=_score)

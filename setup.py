@@ -40,6 +40,7 @@ setuptools.setup(
         'kfp-pipeline-spec==0.2.2',
         'numpy==1.26.4',
         'pillow',
+        'portpicker',  # the infra validator's server port
         'matplotlib',
     ],
     # cryptography: the self-signed certificate of the tests' GCS emulator (tests/gcs_emulator.py).

@@ -57,13 +57,30 @@ def source_file(module: str) -> str:
   return spec.origin
 
 
+def _import_nodes(tree: ast.AST, into_functions: bool):
+  """The Import/ImportFrom nodes of `tree`, with or without those inside function bodies."""
+  for node in ast.iter_child_nodes(tree):
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+      yield node
+    elif into_functions or not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      yield from _import_nodes(node, into_functions)
+
+
 def _imported_package_modules(module: str, path: str) -> Set[str]:
-  """Modules of PACKAGE that `module`'s source imports, read from its syntax tree."""
+  """Modules of PACKAGE that `module`'s source imports, read from its syntax tree.
+
+  A module's imports inside functions count (commands import lazily, then call).
+  A package's __init__.py runs whenever one of its modules is imported, but the
+  imports inside its functions (a lazy module __getattr__) only when called, so
+  those are left out: vaetfx/__init__.py's lazy VaeReport import would otherwise
+  make every component's fingerprint cover the report's code.
+  """
   with open(path, 'rb') as f:
     tree = ast.parse(f.read(), filename=path)
-  package = module if path.endswith('__init__.py') else module.rpartition('.')[0]
+  is_package = path.endswith('__init__.py')
+  package = module if is_package else module.rpartition('.')[0]
   names = set()
-  for node in ast.walk(tree):
+  for node in _import_nodes(tree, into_functions=not is_package):
     if isinstance(node, ast.Import):
       names.update(alias.name for alias in node.names)
     elif isinstance(node, ast.ImportFrom):

@@ -4,7 +4,9 @@ A separate process, as TF Serving would be: the candidate is loaded by the
 serving code and queried over gRPC, so what passes here is what a server can
 answer, and a model that crashes its server cannot take the validator down.
 """
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,10 +23,17 @@ HOST = '127.0.0.1'
 STOP_SECONDS = 10.0
 POLL_SECONDS = 0.2
 STDERR_TAIL_CHARS = 2000
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class ServerFailure(RuntimeError):
   """The server did not start, exited, or the version did not become AVAILABLE; says why."""
+
+
+def _die_with_parent():
+  """In the child before exec: Linux sends it SIGKILL when the validator dies, however it
+  dies (a SIGKILLed Kubeflow task included), so no orphaned server keeps a port and memory."""
+  ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class ServerProcess:
@@ -38,11 +47,15 @@ class ServerProcess:
     self.model_name = model_name
     self.address = f'{HOST}:{portpicker.pick_unused_port()}'
     self._log = tempfile.TemporaryFile(mode='w+')
+    # No load retries: the candidate is whole on disk before the server starts, so a failed
+    # load is the model's fault (TF Serving retries for versions still being copied in).
     command = [sys.executable, '-m', 'vaetfx.cli', 'serve', '--model-dir', model_dir,
                '--model-name', model_name, '--host', HOST,
-               '--port', self.address.rsplit(':', 1)[1], '--poll-seconds', '0']
+               '--port', self.address.rsplit(':', 1)[1], '--poll-seconds', '0',
+               '--max-num-load-retries', '0']
     self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+                                     env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+                                     preexec_fn=_die_with_parent)
 
   def client(self, timeout: float) -> client_lib.ServingClient:
     return client_lib.ServingClient(self.address, self.model_name, timeout=timeout)

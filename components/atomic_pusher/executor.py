@@ -189,16 +189,23 @@ def remove_stale_staging(model_dir: str) -> List[str]:
   return stale
 
 
+@contextlib.contextmanager
+def removed_on_failure(directory: str) -> Iterator[None]:
+  """Removes `directory` if the block fails, an interrupt included: no partial copy stays."""
+  try:
+    yield
+  except BaseException:
+    if fileio.exists(directory):
+      fileio.rmtree(directory)
+    raise
+
+
 def stage(model_path: str, model_dir: str) -> str:
   """A complete, flushed copy of the model beside the versions, under a name TF Serving ignores."""
   staging_dir = os.path.join(model_dir, f'{STAGING_PREFIX}{uuid.uuid4().hex}')
-  try:
+  with removed_on_failure(staging_dir):
     copy_saved_model(model_path, staging_dir)
     fsync_tree(staging_dir)
-  except BaseException:
-    if fileio.exists(staging_dir):
-      fileio.rmtree(staging_dir)
-    raise
   return staging_dir
 
 
@@ -208,7 +215,7 @@ def publish(staging_dir: str, model_dir: str) -> str:
   rename(2) onto a version that holds files fails (ENOTEMPTY, EEXIST): another
   push took that number, so a higher one is tried.
   """
-  try:
+  with removed_on_failure(staging_dir):
     version = next_version(list_versions(model_dir), time.time())
     for _ in range(MAX_PUBLISH_ATTEMPTS):
       version_dir = os.path.join(model_dir, str(version))
@@ -224,10 +231,6 @@ def publish(staging_dir: str, model_dir: str) -> str:
       return version_dir
     raise RuntimeError(f'{model_dir}: every version number tried was taken by another push '
                        f'({MAX_PUBLISH_ATTEMPTS} attempts)')
-  except BaseException:
-    if fileio.exists(staging_dir):
-      fileio.rmtree(staging_dir)
-    raise
 
 
 def push_in_place(model_path: str, model_dir: str) -> str:
@@ -236,12 +239,8 @@ def push_in_place(model_path: str, model_dir: str) -> str:
   logging.warning('%s has no atomic rename: copying in place with %s last; TF Serving may see '
                   'the version before it is complete and retry loading it.',
                   version_dir, SAVED_MODEL_FILE)
-  try:
+  with removed_on_failure(version_dir):
     copy_saved_model(model_path, version_dir)
-  except BaseException:
-    if fileio.exists(version_dir):
-      fileio.rmtree(version_dir)
-    raise
   return version_dir
 
 

@@ -232,7 +232,7 @@ def _score(args) -> int:
   beam = flags.beam_config(args)
   per_split = ', '.join(f'{split} {count:,}' for split, count in counts.items())
   print(f'vaetfx score: scoring {total:,} images ({per_split}) from {data_dir} with {model_path} '
-        f'on Beam ({" ".join(beam.pipeline_args())}) ...', flush=True)
+        f'on Beam ({" ".join(beam.pipeline_args()) or "DirectRunner, in_memory"}) ...', flush=True)
   start = time.perf_counter()
   run_scoring(data_dir, counts, model_path, output, beam.pipeline_args())
   seconds = time.perf_counter() - start

@@ -94,7 +94,7 @@ def test_progress_line_and_summary_name_the_newest_version(scored, serving_dir):
   lines = printed.splitlines()
   assert lines[0].startswith(f'vaetfx score: scoring {REAL + INVERTED + NOISE} images (eval ')
   newest = os.path.join(serving_dir, '20')
-  assert f'with {newest} on Beam (--direct_running_mode=in_memory' in lines[0]
+  assert f'with {newest} on Beam (DirectRunner, in_memory)' in lines[0]
   assert lines[1].startswith(f'Scored {REAL + INVERTED + NOISE} images in ')
   assert 'worst first' in lines[1]
   assert lines[2].startswith('ELBO (nats per image, low = unusual): median ')

@@ -691,8 +691,9 @@ def test_compile_kubeflow_puts_runs_settings_into_the_spec(tmp_path):
   assert (hparams['epochs'], hparams['latent_dim']) == (3, 4)
   [metric] = json.loads(_task_parameters(spec, 'Evaluator')['eval_config'])[
       'metrics_specs'][0]['metrics']
-  assert metric['threshold']['value_threshold']['lower_bound'] == -99
-  assert metric['threshold']['change_threshold']['absolute'] == -1.5
+  [overall] = metric['per_slice_thresholds']  # the mean's floor and tolerance (no --digit-tolerance)
+  assert overall['threshold']['value_threshold']['lower_bound'] == -99
+  assert overall['threshold']['change_threshold']['absolute'] == -1.5
   pusher = _task_parameters(spec, 'AtomicPusher')
   assert (pusher['keep_versions'], pusher['model_name']) == (5, 'vae2')
   digits = json.loads(_task_parameters(spec, EXAMPLE_GEN)['custom_config'])

@@ -23,10 +23,10 @@ $(BIN)/vaetfx: setup.py constraints.txt
 	@touch $@
 
 run: setup
-	TF_CPP_MIN_LOG_LEVEL=1 $(BIN)/vaetfx run --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
+	$(BIN)/vaetfx run --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 
 clean:
 	rm -rf $(OUTPUT_DIR) .pytest_cache

@@ -29,6 +29,8 @@ def _silence_library_noise():
   "Unable to register cuBLAS factory" lines) is read once, at import.
   """
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  # gRPC's C core logs fork() notes ("Other threads are currently calling into gRPC").
+  os.environ.setdefault('GRPC_VERBOSITY', 'ERROR')
   # google-api-core warns on every import that Python 3.10 is old; TFX 1.16 needs it.
   warnings.filterwarnings('ignore', category=FutureWarning)
   warnings.filterwarnings('ignore', category=DeprecationWarning)

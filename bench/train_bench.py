@@ -113,7 +113,7 @@ class Run:
     elapsed = 0.0
     for epoch in self.epochs:
       elapsed += getattr(epoch, clock)
-      if epoch.eval_elbo >= elbo:
+      if epoch.eval_objective >= elbo:
         return elapsed
     return None
 
@@ -180,19 +180,19 @@ def load_binarized(data_dir: str, split: str) -> np.ndarray:
 
 
 def print_epoch(run: Run, stats: trainer.EpochStats):
-  print(f'{run.name:<9} epoch {stats.epoch:>2}  held-out ELBO {stats.eval_elbo:8.2f}  '
+  print(f'{run.name:<9} epoch {stats.epoch:>2}  held-out ELBO {stats.eval_objective:8.2f}  '
         f'{stats.images_per_second:6.0f} images/s  {stats.seconds:6.1f} s '
         f'({stats.cpu_seconds:.1f} CPU-s, +{stats.eval_seconds:.1f} s eval)', flush=True)
 
 
 def print_summary(trainer_run: Run, tutorial_run: Run):
-  target = tutorial_run.epochs[-1].eval_elbo
+  target = tutorial_run.epochs[-1].eval_objective
   rows = [('steady training images/s', lambda r: f'{r.steady_images_per_second():.0f}'),
           ('training images per CPU-second', lambda r: f'{r.steady_images_per_cpu_second():.0f}'),
           ('wall time per epoch (s)', lambda r: f'{r.steady_seconds_per_epoch():.1f}'),
           ('epochs', lambda r: f'{len(r.epochs)}'),
           ('total training time (s)', lambda r: f'{sum(e.seconds for e in r.epochs):.0f}'),
-          ('final held-out ELBO', lambda r: f'{r.epochs[-1].eval_elbo:.2f}'),
+          ('final held-out ELBO', lambda r: f'{r.epochs[-1].eval_objective:.2f}'),
           (f'time to held-out ELBO {target:.2f} (s)',
            lambda r: _seconds_or_never(r.seconds_to_reach(target)))]
   print(f'\n| | {trainer_run.name} | {tutorial_run.name} |\n|---|---|---|')
@@ -202,7 +202,7 @@ def print_summary(trainer_run: Run, tutorial_run: Run):
   print('| epoch | ' + ' | '.join(run.name for run in (trainer_run, tutorial_run)) + ' |\n|---|---|---|')
   for epoch, (ours, theirs) in enumerate(itertools.zip_longest(trainer_run.epochs,
                                                                tutorial_run.epochs), 1):
-    cells = [f'{e.eval_elbo:.2f} ({e.seconds:.1f} s)' if e else '' for e in (ours, theirs)]
+    cells = [f'{e.eval_objective:.2f} ({e.seconds:.1f} s)' if e else '' for e in (ours, theirs)]
     print(f'| {epoch} | {cells[0]} | {cells[1]} |')
   ratio = trainer_run.steady_images_per_second() / tutorial_run.steady_images_per_second()
   cpu_ratio = (trainer_run.steady_images_per_cpu_second()

@@ -16,6 +16,14 @@ Besides the signatures, the SavedModel holds `decode_logits` (latent [N, L] ->
 Bernoulli logits [N, 784]), a function for evaluation in Python, not a
 signature: the held-out log-likelihood (models/iwae.py) needs log p(x|z), which
 probabilities rounded to 1.0 in float32 cannot give.
+
+The plain autoencoder (models/autoencoder.py) exports the signatures that make
+sense for it, with the same inputs; its code has no prior, so it has no `sample`:
+  serving_default  images -> reconstruction [N, 28, 28], latent [N, L] (the code),
+                   reconstruction_log_likelihood [N] (nats per image)
+  encode           images -> latent [N, L]
+  decode           latent [N, L] -> images [N, 28, 28] (probabilities)
+  from_examples    examples -> the outputs of serving_default
 """
 from typing import Dict
 
@@ -23,39 +31,40 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from vaetfx.models import autoencoder as autoencoder_lib
 from vaetfx.models import features
 from vaetfx.models import vae as vae_lib
 from vaetfx.models.hparams import TrainingHparams
 
 SIGNATURE_NAMES = ('serving_default', 'encode', 'decode', 'sample', 'from_examples')
+AUTOENCODER_SIGNATURE_NAMES = ('serving_default', 'encode', 'decode', 'from_examples')
+# The per-image score each kind of model outputs: the gate's metric averages it.
+SCORE_KEYS = ('elbo', autoencoder_lib.RECONSTRUCTION_LOG_LIKELIHOOD)
 IMAGES_SPEC = tf.TensorSpec([None, features.IMAGE_SIZE, features.IMAGE_SIZE], tf.uint8,
                             name='images')
 
 
-class VaeServingModule(tf.Module):
-  """What the SavedModel holds: the VAE, the tracked Transform layer and the signature functions."""
+class _TransformingModule(tf.Module):
+  """The Transform layer, tracked, and the signatures every model has: serving_default on images
+  and from_examples on tf.Examples, both returning `_outputs` of Transform's pixels, and decode."""
 
-  def __init__(self, vae: vae_lib.VAE, tf_transform_output: tft.TFTransformOutput,
-               eval_samples: int):
+  def __init__(self, tf_transform_output: tft.TFTransformOutput, latent_dim: int):
     super().__init__()
-    self.vae = vae  # Not trackable: the SavedModel keeps its variables, below.
-    self.vae_variables = vae.variables
     self.transform_layer = tf_transform_output.transform_features_layer()
-    self.eval_noise = tf.constant(vae_lib.eval_noise(eval_samples, vae.latent_dim))
     example_spec = {name: spec for name, spec in tf_transform_output.raw_feature_spec().items()
                     if name != features.LABEL_KEY}
     self.serving_default = _signature(
         lambda images: self._outputs(self._pixels_from_images(images)), IMAGES_SPEC)
-    self.encode = _signature(self._encode, IMAGES_SPEC)
-    self.decode = _signature(
-        self._decode, tf.TensorSpec([None, vae.latent_dim], tf.float32, name='latent'))
-    self.decode_logits = _signature(
-        self.vae.decode, tf.TensorSpec([None, vae.latent_dim], tf.float32, name='latent'))
-    self.sample = _signature(self._sample, tf.TensorSpec([], tf.int32, name='count'),
-                             tf.TensorSpec([], tf.int64, name='seed'))
+    self.decode = _signature(self._decode, _latent_spec(latent_dim))
     self.from_examples = _signature(
         lambda examples: self._outputs(self._transform(tf.io.parse_example(examples, example_spec))),
         tf.TensorSpec([None], tf.string, name='examples'))
+
+  def _outputs(self, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
+    raise NotImplementedError
+
+  def _decode(self, latent: tf.Tensor) -> Dict[str, tf.Tensor]:
+    raise NotImplementedError
 
   def _transform(self, raw_features: Dict[str, tf.Tensor]) -> tf.Tensor:
     """Transform's `pixels`, float32 [N, 784].
@@ -71,6 +80,21 @@ class VaeServingModule(tf.Module):
     """The raw `image` feature, int64 [N, 784], fed through Transform."""
     rows = _as_rows(images, features.NUM_PIXELS, 'images: expected uint8 [N, 28, 28]')
     return self._transform({features.IMAGE_KEY: tf.cast(rows, tf.int64)})
+
+
+class VaeServingModule(_TransformingModule):
+  """What the VAE's SavedModel holds: the VAE's variables, the Transform layer and the signatures."""
+
+  def __init__(self, vae: vae_lib.VAE, tf_transform_output: tft.TFTransformOutput,
+               eval_samples: int):
+    super().__init__(tf_transform_output, vae.latent_dim)
+    self.vae = vae  # Not trackable: the SavedModel keeps its variables, below.
+    self.vae_variables = vae.variables
+    self.eval_noise = tf.constant(vae_lib.eval_noise(eval_samples, vae.latent_dim))
+    self.encode = _signature(self._encode, IMAGES_SPEC)
+    self.decode_logits = _signature(self.vae.decode, _latent_spec(vae.latent_dim))
+    self.sample = _signature(self._sample, tf.TensorSpec([], tf.int32, name='count'),
+                             tf.TensorSpec([], tf.int64, name='seed'))
 
   def _outputs(self, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
     mean, logvar = self.vae.encode(pixels)
@@ -104,6 +128,37 @@ class VaeServingModule(tf.Module):
     return self._decode(latent)
 
 
+class AutoencoderServingModule(_TransformingModule):
+  """What the autoencoder's SavedModel holds: its variables, the Transform layer and the
+  signatures that make sense for it (no `sample`: its code space has no prior)."""
+
+  def __init__(self, autoencoder: autoencoder_lib.Autoencoder,
+               tf_transform_output: tft.TFTransformOutput):
+    super().__init__(tf_transform_output, autoencoder.latent_dim)
+    self.autoencoder = autoencoder  # Not trackable: the SavedModel keeps its variables, below.
+    self.autoencoder_variables = autoencoder.variables
+    self.encode = _signature(
+        lambda images: {'latent': self.autoencoder.encode(self._pixels_from_images(images))},
+        IMAGES_SPEC)
+
+  def _outputs(self, pixels: tf.Tensor) -> Dict[str, tf.Tensor]:
+    code = self.autoencoder.encode(pixels)
+    logits = self.autoencoder.decode(code)
+    return {
+        'reconstruction': _as_images(tf.sigmoid(logits)),
+        'latent': code,
+        autoencoder_lib.RECONSTRUCTION_LOG_LIKELIHOOD:
+            vae_lib.bernoulli_log_likelihood(pixels, logits),
+    }
+
+  def _decode(self, latent: tf.Tensor) -> Dict[str, tf.Tensor]:
+    return {'images': _as_images(tf.sigmoid(self.autoencoder.decode(latent)))}
+
+
+def _latent_spec(latent_dim: int) -> tf.TensorSpec:
+  return tf.TensorSpec([None, latent_dim], tf.float32, name='latent')
+
+
 def _signature(function, *input_signature: tf.TensorSpec):
   """A tf.function without autograph: these have no Python control flow, and converting them
   would transpile all of tf_keras they call, which makes export take minutes."""
@@ -133,14 +188,36 @@ def export_serving_model(vae: vae_lib.VAE, hparams: TrainingHparams,
   """Saves a float32 copy of `vae` (whatever precision and strategy trained it) with all signatures."""
   module = VaeServingModule(vae_lib.float32_copy(vae, hparams), tf_transform_output,
                             hparams.eval_samples)
-  signatures = {name: getattr(module, name) for name in SIGNATURE_NAMES}
-  tf.saved_model.save(module, export_dir, signatures=signatures)
+  return _save(module, SIGNATURE_NAMES, export_dir)
+
+
+def export_autoencoder(autoencoder: autoencoder_lib.Autoencoder, hparams: TrainingHparams,
+                       tf_transform_output: tft.TFTransformOutput, export_dir: str) -> str:
+  """Saves a float32 copy of the trained autoencoder with its signatures."""
+  copy = vae_lib.float32_copy(autoencoder, hparams, autoencoder_lib.build_autoencoder)
+  return _save(AutoencoderServingModule(copy, tf_transform_output), AUTOENCODER_SIGNATURE_NAMES,
+               export_dir)
+
+
+def _save(module: _TransformingModule, signature_names, export_dir: str) -> str:
+  tf.saved_model.save(module, export_dir,
+                      signatures={name: getattr(module, name) for name in signature_names})
   return export_dir
+
+
+class NoSuchSignature(KeyError):
+  """The model lacks a signature (an autoencoder's `sample`); the message says which and why."""
+
+  def __str__(self):
+    return self.args[0]
 
 
 class ExportedVae:
   """The exported model from Python: each method calls its signature and returns numpy arrays.
 
+  A VAE or, with is_autoencoder, the plain autoencoder: its outputs carry `latent`
+  and score_key `reconstruction_log_likelihood` where a VAE's carry
+  `latent_mean`, `latent_logvar` and `elbo`, and it has no `sample`.
   Images go in as given, never cast, so wrong dtypes fail as they would in TF
   Serving; latents and counts are converted, as a client would.
   """
@@ -150,12 +227,19 @@ class ExportedVae:
     self.signatures = self.saved_model.signatures
     decode_inputs = self.signatures['decode'].structured_input_signature[1]
     self.latent_dim = int(decode_inputs['latent'].shape[1])
+    outputs = self.signatures['serving_default'].structured_outputs
+    self.score_key = next(key for key in SCORE_KEYS if key in outputs)
+    self.is_autoencoder = self.score_key == autoencoder_lib.RECONSTRUCTION_LOG_LIKELIHOOD
 
   def _call(self, name: str, **inputs) -> Dict[str, np.ndarray]:
+    if name not in self.signatures:
+      raise NoSuchSignature(f'the model has no {name!r} signature (it has '
+                            f'{", ".join(sorted(self.signatures))})')
     return {key: value.numpy() for key, value in self.signatures[name](**inputs).items()}
 
   def reconstruct(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-    """serving_default: reconstruction, latent_mean, latent_logvar and elbo of uint8 images."""
+    """serving_default of uint8 images: reconstruction, latent_mean, latent_logvar and elbo
+    (an autoencoder's: reconstruction, latent and reconstruction_log_likelihood)."""
     return self._call('serving_default', images=tf.convert_to_tensor(images))
 
   def encode(self, images: np.ndarray) -> Dict[str, np.ndarray]:

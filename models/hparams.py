@@ -22,11 +22,23 @@ epochs, about 10 s each on an idle 2-core machine. XLA and mixed precision are o
 paired on this CPU, the train step ran 3.3x slower per CPU-second under XLA and
 190x slower in float16 (default 1,056, XLA 321, float16 6 images per
 CPU-second); both are for GPUs.
+
+The plain autoencoder (`ae`, seed 003) trains with its seed's settings: Adam at
+a constant 1e-3, batch 50, 10 epochs. These four fields therefore default to
+None, "the model's default", which __post_init__ replaces by the VAEs' or the
+autoencoder's value; a value given explicitly is kept for either model.
 """
 import dataclasses
-from typing import Any, Dict
+import typing
+from typing import Any, Dict, Optional
 
-MODELS = ('conv', 'mlp')
+AUTOENCODER = 'ae'
+MODELS = ('conv', 'mlp', AUTOENCODER)
+# The defaults of the fields whose default depends on the model.
+VAE_DEFAULTS = {'epochs': 22, 'batch_size': 128, 'learning_rate': 4e-3,
+                'learning_rate_schedule': 'cosine'}
+AUTOENCODER_DEFAULTS = {'epochs': 10, 'batch_size': 50, 'learning_rate': 1e-3,
+                        'learning_rate_schedule': 'constant'}
 ESTIMATORS = ('monte_carlo', 'analytic')
 LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
 # The pipeline adds this key to the Trainer's custom_config so that a code change
@@ -34,24 +46,32 @@ LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
 CODE_FINGERPRINT_KEY = 'code_fingerprint'
 
 
+def _default_help(name: str) -> str:
+  return (f'Default: {VAE_DEFAULTS[name]} for the VAEs, {AUTOENCODER_DEFAULTS[name]} '
+          f'for {AUTOENCODER} (seed 003).')
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingHparams:
   """Everything a user tunes about training; all values are JSON-safe scalars."""
   model: str = dataclasses.field(default='conv', metadata={
-      'help': 'VAE architecture: the seeds\' convolutional VAE (conv) or the Keras MLP VAE '
-              'of seed 002 (mlp).',
+      'help': 'What to train: the seeds\' convolutional VAE (conv), the Keras MLP VAE of seed '
+              '002 (mlp), or the plain MLP autoencoder of seed 003 (ae: 784-500-300-L-300-500-784, '
+              'gated on its held-out reconstruction log-likelihood, no `sample` signature).',
       'choices': MODELS})
   latent_dim: int = dataclasses.field(default=32, metadata={
       'help': 'Size of the latent space (2 lets the report draw the latent manifold).'})
-  epochs: int = dataclasses.field(default=22, metadata={
-      'help': 'Passes over the whole train split.'})
-  batch_size: int = dataclasses.field(default=128, metadata={
-      'help': 'Global batch size (split across GPUs when there are several).'})
-  learning_rate: float = dataclasses.field(default=4e-3, metadata={
-      'help': 'Adam learning rate (the peak one under the cosine schedule).'})
-  learning_rate_schedule: str = dataclasses.field(default='cosine', metadata={
+  epochs: Optional[int] = dataclasses.field(default=None, metadata={
+      'help': 'Passes over the whole train split. ' + _default_help('epochs')})
+  batch_size: Optional[int] = dataclasses.field(default=None, metadata={
+      'help': 'Global batch size (split across GPUs when there are several). '
+              + _default_help('batch_size')})
+  learning_rate: Optional[float] = dataclasses.field(default=None, metadata={
+      'help': 'Adam learning rate (the peak one under the cosine schedule). '
+              + _default_help('learning_rate')})
+  learning_rate_schedule: Optional[str] = dataclasses.field(default=None, metadata={
       'help': 'cosine: decay the learning rate to 0 along a half cosine over all training '
-              'steps; constant: keep it.',
+              'steps; constant: keep it. ' + _default_help('learning_rate_schedule'),
       'choices': LEARNING_RATE_SCHEDULES})
   estimator: str = dataclasses.field(default='analytic', metadata={
       'help': 'ELBO estimator for training: closed-form KL (analytic, seed 002) or the '
@@ -75,6 +95,9 @@ class TrainingHparams:
               'after every epoch.'})
 
   def __post_init__(self):
+    for name, default in self.model_defaults().items():
+      if getattr(self, name) is None:
+        object.__setattr__(self, name, default)
     for field in dataclasses.fields(self):
       choices = field.metadata.get('choices')
       if choices and getattr(self, field.name) not in choices:
@@ -87,6 +110,14 @@ class TrainingHparams:
     if self.learning_rate <= 0 or self.beta < 0:
       raise ValueError(f'learning_rate={self.learning_rate}, beta={self.beta}: '
                        'expected learning_rate > 0 and beta >= 0')
+
+  @property
+  def is_autoencoder(self) -> bool:
+    return self.model == AUTOENCODER
+
+  def model_defaults(self) -> Dict[str, Any]:
+    """The defaults of the fields left None: seed 003's for the autoencoder, the VAEs' otherwise."""
+    return AUTOENCODER_DEFAULTS if self.is_autoencoder else VAE_DEFAULTS
 
   def to_custom_config(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -103,10 +134,16 @@ class TrainingHparams:
                   for name, value in custom_config.items()})
 
 
+def value_type(field: dataclasses.Field) -> type:
+  """The type of a field's values: X for Optional[X], whose None only means "the model's default"."""
+  return next((t for t in typing.get_args(field.type) if t is not type(None)), field.type)
+
+
 def _checked_value(field: dataclasses.Field, value: Any) -> Any:
   """JSON writes 1.0 as 1, so an int is a valid float; any other type mismatch is an error."""
-  if field.type is float and isinstance(value, int) and not isinstance(value, bool):
+  expected = value_type(field)
+  if expected is float and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
-  if type(value) is not field.type:  # pylint: disable=unidiomatic-typecheck
-    raise TypeError(f'{field.name}={value!r}: expected {field.type.__name__}')
+  if type(value) is not expected:  # pylint: disable=unidiomatic-typecheck
+    raise TypeError(f'{field.name}={value!r}: expected {expected.__name__}')
   return value

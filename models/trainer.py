@@ -1,4 +1,5 @@
-"""The TFX Trainer module: run_fn trains the VAE on Transform's `pixels` and exports it.
+"""The TFX Trainer module: run_fn trains the VAE (or the autoencoder) on Transform's `pixels`
+and exports it.
 
 Training runs whole epochs inside one tf.function: the loop over batches is a
 graph while-loop over a (distributed) dataset iterator, so no Python runs per
@@ -19,6 +20,9 @@ eval_elbo is vae.fixed_noise_elbo after the epoch on `monitor_examples` held-out
 images spread evenly through the split (the whole split when 0), and
 final_eval_elbo the same over the whole split once training ends: the whole
 10,000-image split after every epoch cost a quarter of the Trainer's time.
+The autoencoder (--model ae, AutoencoderLoop) writes the same with its
+reconstruction log-likelihood in place of the ELBO: train_/eval_/final_eval_
+reconstruction_log_likelihood.
 """
 import dataclasses
 import functools
@@ -32,6 +36,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tfx_bsl.public import tfxio
 
+from vaetfx.models import autoencoder
 from vaetfx.models import export
 from vaetfx.models import features
 from vaetfx.models import vae as vae_lib
@@ -46,12 +51,14 @@ RECONSTRUCTION_IMAGES = 8
 class EpochStats:
   """One epoch; `seconds` is training wall time only, evaluation is `eval_seconds`.
 
+  The objective is the model's metric in nats per image: the ELBO for a VAE,
+  the reconstruction log-likelihood for the autoencoder (TrainingLoop.METRIC).
   `cpu_seconds` is the process's CPU time while training: on a shared machine
   images per CPU-second still compare when wall times do not.
   """
   epoch: int
-  train_elbo: float
-  eval_elbo: float
+  train_objective: float
+  eval_objective: float
   images_per_second: float
   seconds: float
   eval_seconds: float
@@ -127,8 +134,18 @@ def make_optimizer(hparams: TrainingHparams, total_steps: int) -> tf.keras.optim
   return optimizer
 
 
+@dataclasses.dataclass(frozen=True)
+class Metric:
+  """What a loop's objective is called: `key` in history.json and TensorBoard, `label` in words."""
+  key: str
+  label: str
+
+
 class TrainingLoop:
   """A VAE, its optimizer and data, and the compiled epoch functions, under one strategy.
+
+  Subclasses train another model on the same loop (AutoencoderLoop) by
+  overriding the model, its per-example objective and loss, and its export.
 
   The train split is cached in memory once, then reshuffled (seeded) each epoch,
   batched and prefetched; the eval split is cached and batched in file order,
@@ -137,6 +154,8 @@ class TrainingLoop:
   Python's, NumPy's and TensorFlow's with hparams.seed. `step_counts` are the
   batches of each epoch (epoch_step_counts with `train_steps`).
   """
+
+  METRIC = Metric('elbo', 'ELBO')
 
   def __init__(self, hparams: TrainingHparams, train_pixels: tf.data.Dataset,
                eval_pixels: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy] = None,
@@ -160,12 +179,10 @@ class TrainingLoop:
                                     or self.num_eval_examples)
     self.reconstruction_inputs = next(iter(eval_pixels.batch(RECONSTRUCTION_IMAGES)))
     with self.strategy.scope():
-      self.vae = vae_lib.build_vae(hparams)
+      self.model = self._build_model()
       self.optimizer = make_optimizer(hparams, sum(self.step_counts))
       # Slots made now, not in the first traced call, which would then be traced twice.
-      self.optimizer.build(self.vae.trainable_variables)
-      self.noise = tf.random.Generator.from_seed(hparams.seed)
-    self.eval_noise = tf.constant(vae_lib.eval_noise(hparams.eval_samples, hparams.latent_dim))
+      self.optimizer.build(self.model.trainable_variables)
     self.epochs_done = 0
     # Autograph is for the loop over batches only: converting the steps would also
     # transpile all of tf_keras they call, a minute of tracing for nothing. (The
@@ -181,25 +198,46 @@ class TrainingLoop:
     return self.strategy.experimental_distribute_dataset(
         pixels.batch(EVAL_BATCH_SIZE).prefetch(tf.data.AUTOTUNE))
 
-  def _train_step(self, pixels: tf.Tensor) -> tf.Tensor:
-    """One replica's update; returns [sum of ELBO estimates, number of images]."""
+  def _build_model(self) -> vae_lib.VAE:
+    """The VAE, with the noise of its training steps and of its deterministic held-out ELBO."""
+    self.noise = tf.random.Generator.from_seed(self.hparams.seed)
+    self.eval_noise = tf.constant(
+        vae_lib.eval_noise(self.hparams.eval_samples, self.hparams.latent_dim))
+    return vae_lib.build_vae(self.hparams)
+
+  def _objective_and_loss(self, pixels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Per image: a single-sample ELBO estimate, and the (beta-weighted) loss."""
     noise = self.noise.normal([tf.shape(pixels)[0], self.hparams.latent_dim])
+    log_likelihood, kl = vae_lib.elbo_terms(self.model, pixels, noise, self.hparams.estimator)
+    return log_likelihood - kl, self.hparams.beta * kl - log_likelihood
+
+  def _heldout_objective(self, pixels: tf.Tensor) -> tf.Tensor:
+    mean, logvar = self.model.encode(pixels)
+    return vae_lib.fixed_noise_elbo(self.model.decode, pixels, mean, logvar, self.eval_noise)
+
+  def _reconstruction_logits(self, pixels: tf.Tensor) -> tf.Tensor:
+    mean, _ = self.model.encode(pixels)
+    return self.model.decode(mean)
+
+  def export(self, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> str:
+    return export.export_serving_model(self.model, self.hparams, tf_transform_output, export_dir)
+
+  def _train_step(self, pixels: tf.Tensor) -> tf.Tensor:
+    """One replica's update; returns [sum of the objective, number of images]."""
     with tf.GradientTape() as tape:
-      log_likelihood, kl = vae_lib.elbo_terms(self.vae, pixels, noise, self.hparams.estimator)
-      loss = tf.nn.compute_average_loss(self.hparams.beta * kl - log_likelihood)
+      objective, loss = self._objective_and_loss(pixels)
+      loss = tf.nn.compute_average_loss(loss)
       if self.hparams.mixed_precision:
         loss = self.optimizer.get_scaled_loss(loss)
-    variables = self.vae.trainable_variables
+    variables = self.model.trainable_variables
     gradients = tape.gradient(loss, variables)
     if self.hparams.mixed_precision:
       gradients = self.optimizer.get_unscaled_gradients(gradients)
     self.optimizer.apply_gradients(zip(gradients, variables))
-    return _sum_and_count(log_likelihood - kl)
+    return _sum_and_count(objective)
 
   def _eval_step(self, pixels: tf.Tensor) -> tf.Tensor:
-    mean, logvar = self.vae.encode(pixels)
-    return _sum_and_count(
-        vae_lib.fixed_noise_elbo(self.vae.decode, pixels, mean, logvar, self.eval_noise))
+    return _sum_and_count(self._heldout_objective(pixels))
 
   def _sum_over(self, step, batches) -> tf.Tensor:
     """Runs `step` on every batch in a graph loop and adds up its [sum, count] across replicas."""
@@ -212,35 +250,65 @@ class TrainingLoop:
     return totals
 
   def train_epoch(self, steps: int) -> Tuple[float, int]:
-    """Trains on the next `steps` batches; returns (mean train ELBO, images seen)."""
+    """Trains on the next `steps` batches; returns (mean train objective, images seen)."""
     batches = self.strategy.experimental_distribute_dataset(self.train_batches.take(steps))
-    elbo_sum, images = self._train_epoch(batches).numpy()
-    return float(elbo_sum / images), int(images)
+    total, images = self._train_epoch(batches).numpy()
+    return float(total / images), int(images)
 
   def evaluate(self, whole_split: bool = True) -> float:
-    """Mean fixed-noise ELBO over the whole eval split, or over the per-epoch monitor subset."""
+    """Mean held-out objective (the VAE's fixed-noise ELBO) over the whole eval split, or over
+    the per-epoch monitor subset."""
     batches = self.eval_batches if whole_split else self.monitor_batches
-    elbo_sum, images = self._evaluate(batches).numpy()
-    return float(elbo_sum / images)
+    total, images = self._evaluate(batches).numpy()
+    return float(total / images)
 
   def run_epoch(self, steps: int) -> EpochStats:
     """Trains one epoch of `steps` batches, then scores the monitor subset."""
     start, cpu_start = time.perf_counter(), time.process_time()
-    train_elbo, images = self.train_epoch(steps)
+    train_objective, images = self.train_epoch(steps)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    eval_elbo = self.evaluate(whole_split=False)
+    eval_objective = self.evaluate(whole_split=False)
     self.epochs_done += 1
-    return EpochStats(epoch=self.epochs_done, train_elbo=train_elbo, eval_elbo=eval_elbo,
+    return EpochStats(epoch=self.epochs_done, train_objective=train_objective,
+                      eval_objective=eval_objective,
                       images_per_second=images / seconds, seconds=seconds,
                       eval_seconds=time.perf_counter() - start - seconds, cpu_seconds=cpu_seconds)
 
   def reconstruction_pairs(self) -> tf.Tensor:
-    """[8, 28, 56, 1]: eval images beside their reconstructions from the latent mean."""
-    mean, _ = self.vae.encode(self.reconstruction_inputs)
-    pairs = tf.stack([self.reconstruction_inputs, tf.sigmoid(self.vae.decode(mean))], axis=1)
+    """[8, 28, 56, 1]: eval images beside their reconstructions (a VAE's from the latent mean)."""
+    reconstructions = tf.sigmoid(self._reconstruction_logits(self.reconstruction_inputs))
+    pairs = tf.stack([self.reconstruction_inputs, reconstructions], axis=1)
     size = features.IMAGE_SIZE
     rows_side_by_side = tf.transpose(tf.reshape(pairs, [-1, 2, size, size]), [0, 2, 1, 3])
     return tf.reshape(rows_side_by_side, [-1, size, 2 * size, 1])
+
+
+class AutoencoderLoop(TrainingLoop):
+  """Seed 003's autoencoder on the same loop: its objective, loss and held-out metric are the
+  reconstruction log-likelihood (models/autoencoder.py); nothing is random but the shuffling."""
+
+  METRIC = Metric(autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD, 'reconstruction log-likelihood')
+
+  def _build_model(self) -> autoencoder.Autoencoder:
+    return autoencoder.build_autoencoder(self.hparams)
+
+  def _objective_and_loss(self, pixels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+    log_likelihood = self._heldout_objective(pixels)
+    return log_likelihood, -log_likelihood
+
+  def _heldout_objective(self, pixels: tf.Tensor) -> tf.Tensor:
+    return autoencoder.reconstruction_log_likelihood(self.model, pixels)
+
+  def _reconstruction_logits(self, pixels: tf.Tensor) -> tf.Tensor:
+    return self.model.decode(self.model.encode(pixels))
+
+  def export(self, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> str:
+    return export.export_autoencoder(self.model, self.hparams, tf_transform_output, export_dir)
+
+
+def training_loop_class(hparams: TrainingHparams):
+  """The loop that trains the model `hparams` names."""
+  return AutoencoderLoop if hparams.is_autoencoder else TrainingLoop
 
 
 def _sum_and_count(values: tf.Tensor) -> tf.Tensor:
@@ -257,6 +325,7 @@ class TrainingLog:
   def __init__(self, model_run_dir: str, loop: TrainingLoop, total_epochs: int):
     self.history_path = os.path.join(model_run_dir, 'history.json')
     self.total_epochs = total_epochs
+    self.metric = loop.METRIC
     self.train_writer = tf.summary.create_file_writer(os.path.join(model_run_dir, 'train'))
     self.eval_writer = tf.summary.create_file_writer(os.path.join(model_run_dir, 'eval'))
     self.history = {
@@ -271,25 +340,31 @@ class TrainingLog:
           f'{loop.num_eval_examples} eval images', flush=True)
 
   def record(self, stats: EpochStats, reconstruction_pairs: tf.Tensor):
-    print(f'[trainer] epoch {stats.epoch}/{self.total_epochs}  train ELBO {stats.train_elbo:.2f}  '
-          f'eval ELBO {stats.eval_elbo:.2f}  {stats.images_per_second:.0f} images/s  '
+    key, label = self.metric.key, self.metric.label
+    print(f'[trainer] epoch {stats.epoch}/{self.total_epochs}  train {label} '
+          f'{stats.train_objective:.2f}  eval {label} {stats.eval_objective:.2f}  '
+          f'{stats.images_per_second:.0f} images/s  '
           f'{stats.seconds:.1f} s (+{stats.eval_seconds:.1f} s eval)', flush=True)
     with self.train_writer.as_default(step=stats.epoch):
-      tf.summary.scalar('elbo', stats.train_elbo)
+      tf.summary.scalar(key, stats.train_objective)
       tf.summary.scalar('images_per_second', stats.images_per_second)
     with self.eval_writer.as_default(step=stats.epoch):
-      tf.summary.scalar('elbo', stats.eval_elbo)
+      tf.summary.scalar(key, stats.eval_objective)
       tf.summary.image('reconstructions', reconstruction_pairs, max_outputs=RECONSTRUCTION_IMAGES)
-    self.history['epochs'].append(dataclasses.asdict(stats))
+    record = dataclasses.asdict(stats)
+    record[f'train_{key}'] = record.pop('train_objective')
+    record[f'eval_{key}'] = record.pop('eval_objective')
+    self.history['epochs'].append(record)
     self._write()
 
-  def record_final(self, eval_elbo: float, seconds: float):
-    """The whole eval split's ELBO after the last epoch."""
-    print(f'[trainer] held-out ELBO on all {self.history["num_eval_examples"]} eval images: '
-          f'{eval_elbo:.2f}  ({seconds:.1f} s)', flush=True)
+  def record_final(self, eval_objective: float, seconds: float):
+    """The whole eval split's objective after the last epoch."""
+    key, label = self.metric.key, self.metric.label
+    print(f'[trainer] held-out {label} on all {self.history["num_eval_examples"]} eval images: '
+          f'{eval_objective:.2f}  ({seconds:.1f} s)', flush=True)
     with self.eval_writer.as_default(step=len(self.history['epochs'])):
-      tf.summary.scalar('final_elbo', eval_elbo)
-    self.history.update(final_eval_elbo=eval_elbo, final_eval_seconds=seconds)
+      tf.summary.scalar(f'final_{key}', eval_objective)
+    self.history.update({f'final_eval_{key}': eval_objective, 'final_eval_seconds': seconds})
     self._write()
 
   def _write(self):
@@ -298,7 +373,7 @@ class TrainingLog:
 
 
 def run_fn(fn_args):
-  """TFX Trainer entry point: trains the VAE fn_args.custom_config describes, then exports it.
+  """TFX Trainer entry point: trains the model fn_args.custom_config describes, then exports it.
 
   Hyperparameters: TrainingHparams.from_custom_config(fn_args.custom_config).
   Epochs are passes over the whole train split unless TrainArgs.num_steps is
@@ -309,14 +384,14 @@ def run_fn(fn_args):
   tf_transform_output = tft.TFTransformOutput(
       fn_args.transform_graph_path or fn_args.transform_output)
   schema = tf_transform_output.transformed_metadata.schema
-  loop = TrainingLoop(hparams,
-                      read_pixels(fn_args.data_accessor, fn_args.train_files, schema),
-                      read_pixels(fn_args.data_accessor, fn_args.eval_files, schema),
-                      train_steps=fn_args.train_steps)
+  loop = training_loop_class(hparams)(
+      hparams, read_pixels(fn_args.data_accessor, fn_args.train_files, schema),
+      read_pixels(fn_args.data_accessor, fn_args.eval_files, schema),
+      train_steps=fn_args.train_steps)
   log = TrainingLog(fn_args.model_run_dir, loop, len(loop.step_counts))
   for steps in loop.step_counts:
     log.record(loop.run_epoch(steps), loop.reconstruction_pairs())
   start = time.perf_counter()
   log.record_final(loop.evaluate(), time.perf_counter() - start)
-  export.export_serving_model(loop.vae, hparams, tf_transform_output, fn_args.serving_model_dir)
+  loop.export(tf_transform_output, fn_args.serving_model_dir)
   print(f'[trainer] exported the serving model to {fn_args.serving_model_dir}', flush=True)

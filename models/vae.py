@@ -8,6 +8,7 @@ The likelihood is Bernoulli on logits, log p(x|z) = -sum(sigmoid_cross_entropy),
 which stays finite on all-zero and all-one images where log(sigmoid(.)) would not.
 """
 import dataclasses
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -25,8 +26,8 @@ PIXEL_HASH_WEIGHTS = np.random.default_rng([EVAL_NOISE_SEED, 1]).integers(
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
-class VAE:
-  """An encoder (pixels -> mean, log-variance) and a decoder (latent -> pixel logits).
+class EncoderDecoder:
+  """An encoder network and a decoder (latent -> pixel logits), the VAE's and the autoencoder's.
 
   A plain object rather than a tf.Module: the SavedModel tracks its variables
   only, because tracking the Keras models makes tf_keras serialize them too,
@@ -46,12 +47,16 @@ class VAE:
   def variables(self):
     return self.encoder.variables + self.decoder.variables
 
+  def decode(self, latent: tf.Tensor) -> tf.Tensor:
+    return tf.cast(self.decoder(latent), tf.float32)
+
+
+class VAE(EncoderDecoder):
+  """The encoder maps pixels to a Gaussian's mean and log-variance."""
+
   def encode(self, pixels: tf.Tensor):
     mean, logvar = tf.split(tf.cast(self.encoder(pixels), tf.float32), 2, axis=-1)
     return mean, logvar
-
-  def decode(self, latent: tf.Tensor) -> tf.Tensor:
-    return tf.cast(self.decoder(latent), tf.float32)
 
 
 def conv_networks(latent_dim: int, dtype):
@@ -93,17 +98,23 @@ def mlp_networks(latent_dim: int, dtype):
   return encoder, decoder
 
 
+def layer_dtype(hparams: TrainingHparams) -> tf.keras.mixed_precision.Policy:
+  """Each layer's policy: mixed precision is set per layer, never globally."""
+  return tf.keras.mixed_precision.Policy('mixed_float16' if hparams.mixed_precision else 'float32')
+
+
 def build_vae(hparams: TrainingHparams) -> VAE:
-  """The model `hparams` names; mixed precision sets each layer's policy, never the global one."""
-  dtype = tf.keras.mixed_precision.Policy('mixed_float16' if hparams.mixed_precision else 'float32')
+  """The VAE `hparams` names."""
   networks = conv_networks if hparams.model == 'conv' else mlp_networks
-  return VAE(*networks(hparams.latent_dim, dtype), hparams.latent_dim)
+  return VAE(*networks(hparams.latent_dim, layer_dtype(hparams)), hparams.latent_dim)
 
 
-def float32_copy(vae: VAE, hparams: TrainingHparams) -> VAE:
-  """The same weights in a float32 model outside any distribution strategy, for export."""
-  copy = build_vae(dataclasses.replace(hparams, mixed_precision=False))
-  for target, source in zip(copy.variables, vae.variables):
+def float32_copy(model: EncoderDecoder, hparams: TrainingHparams,
+                 build: Callable[[TrainingHparams], EncoderDecoder] = build_vae) -> EncoderDecoder:
+  """The same weights in a float32 model (`build` makes it) outside any distribution strategy,
+  for export."""
+  copy = build(dataclasses.replace(hparams, mixed_precision=False))
+  for target, source in zip(copy.variables, model.variables):
     target.assign(source)
   return copy
 

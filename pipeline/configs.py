@@ -13,9 +13,19 @@ from vaetfx.pipeline import code_fingerprint
 
 PIPELINE_NAME = 'vae-mnist'
 MODEL_NAME = 'vae'
+AUTOENCODER_PIPELINE_NAME = 'ae-mnist'
+AUTOENCODER_MODEL_NAME = 'ae'
 # apache_beam.options.pipeline_options.DirectOptions' defaults.
 BEAM_DEFAULT_RUNNING_MODE = 'in_memory'
 BEAM_DEFAULT_NUM_WORKERS = 1
+
+
+def default_names(hparams: TrainingHparams) -> Tuple[str, str]:
+  """(pipeline name, serving model name) when the user names neither: one pair per kind of
+  model, so that runs compare and serve autoencoders and VAEs apart by default."""
+  if hparams.is_autoencoder:
+    return AUTOENCODER_PIPELINE_NAME, AUTOENCODER_MODEL_NAME
+  return PIPELINE_NAME, MODEL_NAME
 
 
 @dataclasses.dataclass(frozen=True)

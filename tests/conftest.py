@@ -51,6 +51,15 @@ def exported_model_dir(trained_model):
 
 
 @pytest.fixture(scope='session')
+def trained_autoencoder(tmp_path_factory, transformed_mnist):
+  """run_fn's outputs for a tiny plain autoencoder (model_fixtures.TINY_AUTOENCODER_HPARAMS)."""
+  from tests import model_fixtures  # pylint: disable=g-import-not-at-top
+  return model_fixtures.train_tiny_model(
+      transformed_mnist, str(tmp_path_factory.mktemp('trained_autoencoder')),
+      model_fixtures.TINY_AUTOENCODER_HPARAMS)
+
+
+@pytest.fixture(scope='session')
 def ram_fileio_root():
   """A fresh ram:// folder that TFX's fileio reaches through TensorFlow's in-memory filesystem.
 

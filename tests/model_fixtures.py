@@ -33,6 +33,8 @@ RAW_FEATURE_SPEC = {
 SPLITS = (features.TRAIN_SPLIT, features.EVAL_SPLIT)
 # Two epochs of 7 batches on 200 images: seconds, not minutes, yet a real export.
 TINY_HPARAMS = TrainingHparams(latent_dim=2, epochs=2, batch_size=32, eval_samples=2)
+# Seed 003's configuration but for the epochs: the autoencoder's batch 50, Adam 1e-3.
+TINY_AUTOENCODER_HPARAMS = TrainingHparams(model='ae', latent_dim=2, epochs=2)
 
 
 @dataclasses.dataclass(frozen=True)

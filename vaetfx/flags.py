@@ -180,11 +180,17 @@ HPARAM_TYPES = {
     'monitor_examples': non_negative_int,
     'likelihood_examples': non_negative_int,
     'likelihood_samples': power_of_ten,
+    'learning_rate_schedule': str,
 }
 
 
 def _add_dataclass_flags(parser, dataclass_type, title: str):
-  """One flag per field, named after it, typed by its default, explained by its metadata."""
+  """One flag per field, named after it, typed by its default, explained by its metadata.
+
+  A field whose default is None (its default depends on another field, as the
+  training defaults on --model) is left out of the parsed flags unless given, so
+  the dataclass decides, and --help shows the defaults its help text names.
+  """
   group = parser.add_argument_group(title)
   for field in dataclasses.fields(dataclass_type):
     flag = '--' + field.name.replace('_', '-')
@@ -194,12 +200,14 @@ def _add_dataclass_flags(parser, dataclass_type, title: str):
       group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
                          default=field.default, help=help_text)
     else:
-      group.add_argument(flag, dest=field.name, default=field.default, choices=choices,
-                         type=HPARAM_TYPES.get(field.name, type(field.default)), help=help_text)
+      group.add_argument(flag, dest=field.name, choices=choices, help=help_text,
+                         default=argparse.SUPPRESS if field.default is None else field.default,
+                         type=HPARAM_TYPES.get(field.name, type(field.default)))
 
 
 def _from_flags(dataclass_type, args):
-  return dataclass_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(dataclass_type)})
+  return dataclass_type(**{f.name: getattr(args, f.name, None)
+                           for f in dataclasses.fields(dataclass_type)})
 
 
 def add_beam_flags(parser: argparse.ArgumentParser):
@@ -227,8 +235,11 @@ def add_settings_flags(parser: argparse.ArgumentParser):
   Locations (data, pipeline root, serving directory) are the command's own
   flags, since they are folders for `run` and URIs for `compile-kubeflow`.
   """
-  parser.add_argument('--pipeline-name', type=non_empty, default=configs.PIPELINE_NAME,
-                      help='Pipeline name in ML Metadata (runs of one name share a cache).')
+  parser.add_argument('--pipeline-name', type=non_empty, default=argparse.SUPPRESS,
+                      help='Pipeline name in ML Metadata (runs of one name share a cache and '
+                           'are gated against its last blessed model). Default: '
+                           f'{configs.PIPELINE_NAME}, or {configs.AUTOENCODER_PIPELINE_NAME} '
+                           'for --model ae.')
   parser.add_argument('--digits', type=_digits, default=(),
                       help='Keep only these digits in both splits, e.g. 1,5,6. Default: all.')
   add_beam_flags(parser)
@@ -247,8 +258,10 @@ def add_settings_flags(parser: argparse.ArgumentParser):
   _add_dataclass_flags(parser, configs.ReportConfig,
                        'report: held-out log-likelihood (IWAE bound)')
   push = parser.add_argument_group('pusher')
-  push.add_argument('--model-name', type=model_name, default=configs.MODEL_NAME,
-                    help='TF Serving model name: one folder name of letters, digits, ., _, -.')
+  push.add_argument('--model-name', type=model_name, default=argparse.SUPPRESS,
+                    help='TF Serving model name: one folder name of letters, digits, ., _, -. '
+                         f'Default: {configs.MODEL_NAME}, or {configs.AUTOENCODER_MODEL_NAME} '
+                         'for --model ae.')
   push.add_argument('--keep-versions', type=positive_int,
                     default=configs.PushConfig.keep_versions,
                     help='Versions kept in the serving directory, the new one included.')
@@ -258,16 +271,23 @@ def add_settings_flags(parser: argparse.ArgumentParser):
 def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: str = '',
                     pipeline_root_uri: str = '',
                     compare_with_baseline: bool = True) -> configs.PipelineConfig:
-  """The PipelineConfig of `add_settings_flags`' flags, at the locations the command resolved."""
+  """The PipelineConfig of `add_settings_flags`' flags, at the locations the command resolved.
+
+  An autoencoder and a VAE get different pipeline and serving model names unless
+  told otherwise: neither is gated against nor served in place of the other.
+  """
+  hparams = _from_flags(configs.TrainingHparams, args)
+  default_pipeline_name, default_model_name = configs.default_names(hparams)
   return configs.PipelineConfig(
       data_dir=data_dir,
       output_dir=output_dir,
-      pipeline_name=args.pipeline_name,
+      pipeline_name=getattr(args, 'pipeline_name', default_pipeline_name),
       digits=args.digits,
-      hparams=_from_flags(configs.TrainingHparams, args),
+      hparams=hparams,
       gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance, compare_with_baseline,
                               digit_tolerance=args.digit_tolerance),
-      push=configs.PushConfig(serving_dir, args.model_name, args.keep_versions),
+      push=configs.PushConfig(serving_dir, getattr(args, 'model_name', default_model_name),
+                              args.keep_versions),
       beam=beam_config(args),
       report=_from_flags(configs.ReportConfig, args),
       enable_cache=not args.no_cache,

@@ -40,9 +40,9 @@ def test_a_few_epochs_raise_the_held_out_elbo(mnist_splits, hparams):
   before = loop.evaluate()
   epochs = _train(loop)
   assert [e.epoch for e in epochs] == [1, 2, 3]
-  assert all(np.isfinite([e.train_elbo, e.eval_elbo]).all() for e in epochs)
-  assert epochs[-1].eval_elbo > before + 50, (before, epochs)
-  assert epochs[-1].train_elbo > epochs[0].train_elbo
+  assert all(np.isfinite([e.train_objective, e.eval_objective]).all() for e in epochs)
+  assert epochs[-1].eval_objective > before + 50, (before, epochs)
+  assert epochs[-1].train_objective > epochs[0].train_objective
   assert sum(1 for _ in loop.train_batches) == 7  # 200 images, batches of 32
 
 
@@ -55,7 +55,7 @@ def test_mixed_precision_trains_on_cpu(mnist_splits):
   assert isinstance(loop.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
   before = loop.evaluate()
   stats = _train(loop)[-1]
-  assert np.isfinite(stats.train_elbo) and stats.eval_elbo > before + 1, (before, stats)
+  assert np.isfinite(stats.train_objective) and stats.eval_objective > before + 1, (before, stats)
   assert loop.optimizer.loss_scale.numpy() >= 1
 
 
@@ -79,8 +79,8 @@ images, _ = synthetic_mnist.draw_digits(200)
 loop = trainer.TrainingLoop(TINY, _pixels(images), _pixels(images[:100]),
                             tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1']))
 before = loop.evaluate()
-after = _train(loop)[-1].eval_elbo
-exported = vae.float32_copy(loop.vae, TINY).variables[0]
+after = _train(loop)[-1].eval_objective
+exported = vae.float32_copy(loop.model, TINY).variables[0]
 print(json.dumps([trainer.describe_strategy(loop.strategy), before, after,
                   type(exported).__name__]))
 """
@@ -103,7 +103,7 @@ def test_mirrored_strategy_trains_across_two_replicas():
 def test_training_is_reproducible_from_the_seed(mnist_splits):
   hparams = TrainingHparams(latent_dim=2, batch_size=32, epochs=1, eval_samples=2)
   first, second = (_train(_loop(mnist_splits, hparams))[0] for _ in range(2))
-  assert first.eval_elbo == pytest.approx(second.eval_elbo, abs=1e-3)
+  assert first.eval_objective == pytest.approx(second.eval_objective, abs=1e-3)
 
 
 def test_each_epoch_scores_an_evenly_spaced_subset_and_zero_means_the_whole_split(mnist_splits):

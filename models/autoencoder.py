@@ -1,0 +1,47 @@
+"""Seed 003's plain autoencoder: a deterministic MLP 784-500-300-L-300-500-784 with ReLUs.
+
+The seed trains it on pixel intensities with squared error; here it trains on
+Transform's binarized pixels, as the VAEs do, with the Bernoulli likelihood of
+models/vae.py: the decoder's 784 outputs are logits, and an image's
+reconstruction log-likelihood is log p(x | decode(encode(x))) =
+-sum(sigmoid_cross_entropy), in nats per image (higher is better). Training
+maximizes it; the Evaluator gates on its held-out mean. It is not an ELBO and
+bounds no likelihood of the data: the code has no prior, so nothing is sampled.
+"""
+import tensorflow as tf
+
+from vaetfx.models import features
+from vaetfx.models import vae as vae_lib
+from vaetfx.models.hparams import TrainingHparams
+
+HIDDEN_UNITS = (500, 300)  # The encoder's; the decoder mirrors them.
+# The exported per-image output, the anomaly score and the Trainer's history key.
+RECONSTRUCTION_LOG_LIKELIHOOD = 'reconstruction_log_likelihood'
+
+
+class Autoencoder(vae_lib.EncoderDecoder):
+  """The encoder maps pixels to one point of the code space, float32 [N, L]."""
+
+  def encode(self, pixels: tf.Tensor) -> tf.Tensor:
+    return tf.cast(self.encoder(pixels), tf.float32)
+
+
+def _mlp(name: str, input_size: int, hidden_units, output_size: int, dtype) -> tf.keras.Model:
+  layers = tf.keras.layers
+  return tf.keras.Sequential(
+      [layers.InputLayer(input_shape=(input_size,))]
+      + [layers.Dense(units, activation='relu', dtype=dtype) for units in hidden_units]
+      + [layers.Dense(output_size, dtype=dtype)], name=name)
+
+
+def build_autoencoder(hparams: TrainingHparams) -> Autoencoder:
+  dtype = vae_lib.layer_dtype(hparams)
+  return Autoencoder(
+      _mlp('encoder', features.NUM_PIXELS, HIDDEN_UNITS, hparams.latent_dim, dtype),
+      _mlp('decoder', hparams.latent_dim, HIDDEN_UNITS[::-1], features.NUM_PIXELS, dtype),
+      hparams.latent_dim)
+
+
+def reconstruction_log_likelihood(autoencoder: Autoencoder, pixels: tf.Tensor) -> tf.Tensor:
+  """log p(x | decode(encode(x))) per image [N], Bernoulli on the decoder's logits."""
+  return vae_lib.bernoulli_log_likelihood(pixels, autoencoder.decode(autoencoder.encode(pixels)))

@@ -1,4 +1,6 @@
-"""TFMA metric `mean_elbo`: the mean per-example ELBO the model itself predicts.
+"""TFMA metrics `mean_elbo` and `mean_reconstruction_log_likelihood`: the mean per-example
+score the model itself predicts (a VAE's ELBO, the plain autoencoder's reconstruction
+log-likelihood), each under its own name.
 
 TFMA's built-in metrics need a label (Keras wrappers) or return 0 without one
 (MeanPrediction), and `tfma.metrics.Mean` has no model name in its key, so a
@@ -14,6 +16,7 @@ import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
 MEAN_ELBO = 'mean_elbo'
+MEAN_RECONSTRUCTION_LOG_LIKELIHOOD = 'mean_reconstruction_log_likelihood'
 
 
 class MeanElbo(tfma.metrics.Metric):
@@ -26,11 +29,19 @@ class MeanElbo(tfma.metrics.Metric):
   """
 
   def __init__(self, name: str = MEAN_ELBO, code_fingerprint: str = ''):
-    super().__init__(metric_util.merge_per_key_computations(_mean_elbo), name=name,
+    super().__init__(metric_util.merge_per_key_computations(_mean_prediction), name=name,
                      code_fingerprint=code_fingerprint)
 
 
-def _mean_elbo(name: str = MEAN_ELBO,
+class MeanReconstructionLogLikelihood(MeanElbo):
+  """Mean of the autoencoder's per-example reconstruction log-likelihood prediction, in nats
+  (higher is better): the same computation as MeanElbo under the autoencoder's metric name."""
+
+  def __init__(self, name: str = MEAN_RECONSTRUCTION_LOG_LIKELIHOOD, code_fingerprint: str = ''):
+    super().__init__(name=name, code_fingerprint=code_fingerprint)
+
+
+def _mean_prediction(name: str,
                eval_config: Optional[tfma.EvalConfig] = None,
                model_name: str = '',
                output_name: str = '',
@@ -40,11 +51,11 @@ def _mean_elbo(name: str = MEAN_ELBO,
   key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
                                sub_key=sub_key, example_weighted=example_weighted)
   return [metric_types.MetricComputation(
-      keys=[key], preprocessors=None, combiner=_MeanElboCombiner(key, eval_config))]
+      keys=[key], preprocessors=None, combiner=_MeanPredictionCombiner(key, eval_config))]
 
 
-class _MeanElboCombiner(beam.CombineFn):
-  """Accumulates [sum of weighted ELBO, sum of weights]."""
+class _MeanPredictionCombiner(beam.CombineFn):
+  """Accumulates [sum of weighted predictions, sum of weights]."""
 
   def __init__(self, key: metric_types.MetricKey, eval_config: Optional[tfma.EvalConfig]):
     self._key = key
@@ -55,24 +66,25 @@ class _MeanElboCombiner(beam.CombineFn):
 
   def add_input(self, accumulator: List[float],
                 element: metric_types.StandardMetricInputs) -> List[float]:
-    for _, elbo, weight in metric_util.to_label_prediction_example_weight(
+    for _, prediction, weight in metric_util.to_label_prediction_example_weight(
         element, eval_config=self._eval_config, model_name=self._key.model_name,
         output_name=self._key.output_name, example_weighted=self._key.example_weighted,
         allow_none=True):
-      accumulator[0] += float(elbo) * float(weight)
+      accumulator[0] += float(prediction) * float(weight)
       accumulator[1] += float(weight)
     return accumulator
 
   def merge_accumulators(self, accumulators: Iterable[List[float]]) -> List[float]:
     total = [0.0, 0.0]
-    for elbo_sum, weight_sum in accumulators:
-      total[0] += elbo_sum
+    for prediction_sum, weight_sum in accumulators:
+      total[0] += prediction_sum
       total[1] += weight_sum
     return total
 
   def extract_output(self, accumulator: List[float]) -> Dict[metric_types.MetricKey, Any]:
-    elbo_sum, weight_sum = accumulator
-    return {self._key: elbo_sum / weight_sum if weight_sum else float(np.nan)}
+    prediction_sum, weight_sum = accumulator
+    return {self._key: prediction_sum / weight_sum if weight_sum else float(np.nan)}
 
 
 metric_types.register_metric(MeanElbo)
+metric_types.register_metric(MeanReconstructionLogLikelihood)

@@ -15,7 +15,7 @@ from vaetfx.components.atomic_pusher.component import AtomicPusher
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.components.vae_report.component import VaeReport
-from vaetfx.models import elbo_metric, features, hparams
+from vaetfx.models import autoencoder, elbo_metric, features, hparams
 
 PREPROCESSING_FN = 'vaetfx.models.preprocessing.preprocessing_fn'
 RUN_FN = 'vaetfx.models.trainer.run_fn'
@@ -28,6 +28,21 @@ DIGIT_SLICES = tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
 OPTIONAL_COMPONENTS = ('BulkInferrer', 'VaeReport')
 # The exported model's per-image ELBO, the anomaly score, as BulkInferrer's output column.
 ANOMALY_SCORE_KEY = 'elbo'
+# The plain autoencoder's: its reconstruction log-likelihood, gated and scored alike.
+AUTOENCODER_SCORE_KEY = autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD
+
+
+def gated_score(is_autoencoder: bool):
+  """(the exported per-image score, the TFMA metric averaging it) of a kind of model.
+
+  A VAE is gated on its ELBO, the autoencoder on its reconstruction
+  log-likelihood, each under its own metric name: a baseline of the other kind
+  has no such output, so the two are never compared (pipeline names keep them
+  apart, local_runner.check_baseline_kind refuses a mixed pipeline).
+  """
+  if is_autoencoder:
+    return AUTOENCODER_SCORE_KEY, elbo_metric.MeanReconstructionLogLikelihood
+  return ANOMALY_SCORE_KEY, elbo_metric.MeanElbo
 
 
 def _at_most_below_baseline(tolerance: float) -> tfma.GenericChangeThreshold:
@@ -37,7 +52,7 @@ def _at_most_below_baseline(tolerance: float) -> tfma.GenericChangeThreshold:
 
 def elbo_eval_config(elbo_floor: float, elbo_tolerance: float,
                      digit_tolerance: Optional[float] = None,
-                     code_fingerprint: str = '') -> tfma.EvalConfig:
+                     code_fingerprint: str = '', is_autoencoder: bool = False) -> tfma.EvalConfig:
   """Bless when the held-out mean ELBO is >= elbo_floor and at most elbo_tolerance
   nats below the last blessed model's (TFX drops the change threshold on a first run);
   with digit_tolerance, also when no digit's mean ELBO is more than that below the
@@ -48,7 +63,10 @@ def elbo_eval_config(elbo_floor: float, elbo_tolerance: float,
   digit. A threshold on MetricConfig.threshold would apply to every slice (the
   per-digit ones too), so each is tied to its slices with per_slice_thresholds.
   code_fingerprint rides in the metric's config (see elbo_metric.MeanElbo).
+  For the autoencoder, the same rule holds for its mean reconstruction
+  log-likelihood (gated_score), in nats per image too.
   """
+  score_key, metric = gated_score(is_autoencoder)
   thresholds = [tfma.PerSliceMetricThreshold(
       slicing_specs=[OVERALL_SLICE],
       threshold=tfma.MetricThreshold(
@@ -60,21 +78,22 @@ def elbo_eval_config(elbo_floor: float, elbo_tolerance: float,
         threshold=tfma.MetricThreshold(change_threshold=_at_most_below_baseline(digit_tolerance))))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(signature_name=EXAMPLES_SIGNATURE, model_type='tf_generic',
-                                  prediction_key='elbo')],
+                                  prediction_key=score_key)],
       slicing_specs=[OVERALL_SLICE, DIGIT_SLICES],
       metrics_specs=[tfma.MetricsSpec(metrics=[
-          tfma.MetricConfig(class_name=elbo_metric.MeanElbo.__name__,
+          tfma.MetricConfig(class_name=metric.__name__,
                             module=elbo_metric.__name__,
                             config=json.dumps({'code_fingerprint': code_fingerprint}),
                             per_slice_thresholds=thresholds)])])
 
 
-def anomaly_scorer(examples: tfx.dsl.Channel,
-                   model: tfx.dsl.Channel) -> tfx.components.BulkInferrer:
+def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel,
+                   score_key: str = ANOMALY_SCORE_KEY) -> tfx.components.BulkInferrer:
   """TFX's BulkInferrer scoring the held-out split with the trained model on Beam.
 
   Each output example is a held-out one (image, label) with its ELBO under the
-  model added as the `elbo` feature: low means unlike the training data. It goes
+  model added as the `elbo` feature (`score_key`: the autoencoder's
+  reconstruction log-likelihood): low means unlike the training data. It goes
   through the from_examples signature, as the Evaluator scores it.
 
   Every candidate is scored, blessed or not, as the report draws every
@@ -88,8 +107,8 @@ def anomaly_scorer(examples: tfx.dsl.Channel,
       model_spec=tfx.proto.ModelSpec(model_signature_name=[EXAMPLES_SIGNATURE]),
       output_example_spec=tfx.proto.OutputExampleSpec(output_columns_spec=[
           tfx.proto.OutputColumnsSpec(predict_output=tfx.proto.PredictOutput(output_columns=[
-              tfx.proto.PredictOutputCol(output_key=ANOMALY_SCORE_KEY,
-                                         output_column=ANOMALY_SCORE_KEY)]))]))
+              tfx.proto.PredictOutputCol(output_key=score_key,
+                                         output_column=score_key)]))]))
 
 
 def create_pipeline(
@@ -136,6 +155,7 @@ def create_pipeline(
   (Kubeflow V2: a PipelineContainerSpec.ResourceSpec asking for GPUs).
   """
   fingerprints = dict(code_fingerprints or {})
+  is_autoencoder = hparams.TrainingHparams.from_custom_config(trainer_custom_config).is_autoencoder
   example_gen = MnistExampleGen(input_base=data_root, digits=digits,
                                 code_fingerprint=fingerprints.get('MnistExampleGen', ''))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
@@ -170,7 +190,7 @@ def create_pipeline(
       baseline_model=baseline_components[0].outputs['model'] if baseline_components else None,
       schema=schema_gen.outputs['schema'],
       eval_config=elbo_eval_config(elbo_floor, elbo_tolerance, digit_tolerance,
-                                   fingerprints.get('Evaluator', '')),
+                                   fingerprints.get('Evaluator', ''), is_autoencoder),
       example_splits=[features.EVAL_SPLIT])
   infra_validator = ServingInfraValidator(
       model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
@@ -183,7 +203,8 @@ def create_pipeline(
                         serving_dir=serving_dir, model_name=model_name,
                         keep_versions=keep_versions,
                         code_fingerprint=fingerprints.get('AtomicPusher', ''))
-  bulk_inferrer = anomaly_scorer(example_gen.outputs['examples'], trainer.outputs['model'])
+  bulk_inferrer = anomaly_scorer(example_gen.outputs['examples'], trainer.outputs['model'],
+                                 gated_score(is_autoencoder)[0])
   bulk_inferrer.add_upstream_node(pusher)
   report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
                      examples=example_gen.outputs['examples'],

@@ -1,4 +1,5 @@
-"""What a run ended with, read back from ML Metadata: ELBOs, the gate's verdict, the push, the report.
+"""What a run ended with, read back from ML Metadata: the gated metric (a VAE's ELBO, the
+autoencoder's reconstruction log-likelihood), the gate's verdict, the push, the report.
 
 Read from the executions this run registered (cached ones included), so a
 re-run that recomputed nothing still reports the model it reused.
@@ -28,11 +29,20 @@ class ComponentRun:
   error: str = ''
 
 
+# The gated metrics in words, by TFMA metric name.
+GATED_METRICS = {
+    elbo_metric.MEAN_ELBO: 'ELBO',
+    elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD: 'reconstruction log-likelihood',
+}
+
+
 @dataclasses.dataclass
 class RunSummary:
+  """candidate_elbo and baseline_elbo hold the gated metric, gate_metric, whatever it is."""
   runs: List[ComponentRun]
   candidate_elbo: Optional[float] = None
   baseline_elbo: Optional[float] = None
+  gate_metric: str = elbo_metric.MEAN_ELBO
   blessed: Optional[bool] = None
   gate_failures: List[str] = dataclasses.field(default_factory=list)
   pushed_path: str = ''
@@ -55,16 +65,24 @@ def output_artifacts(store: metadata_store.MetadataStore,
   return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events}
 
 
-def overall_mean_elbo(evaluation_uri: str) -> Dict[str, float]:
-  """The unsliced mean ELBO per model name ('candidate', 'baseline', or '' without a baseline)."""
+def overall_mean_elbo(evaluation_uri: str,
+                      metric: str = elbo_metric.MEAN_ELBO) -> Dict[str, float]:
+  """The unsliced mean ELBO (or another `metric`) per model name ('candidate', 'baseline', or ''
+  without a baseline)."""
   elbos = {}
   for metrics_for_slice in tfma.load_metrics(evaluation_uri):
     if metrics_for_slice.slice_key.single_slice_keys:
       continue
     for entry in metrics_for_slice.metric_keys_and_values:
-      if entry.key.name == elbo_metric.MEAN_ELBO and not entry.key.is_diff:
+      if entry.key.name == metric and not entry.key.is_diff:
         elbos[entry.key.model_name] = entry.value.double_value.value
   return elbos
+
+
+def gated_metric(evaluation_uri: str) -> str:
+  """The GATED_METRICS name the evaluation computed: the model's kind decided it."""
+  return next((name for name in GATED_METRICS if overall_mean_elbo(evaluation_uri, name)),
+              elbo_metric.MEAN_ELBO)
 
 
 def slice_name(slice_key: metrics_for_slice_pb2.SliceKey) -> str:
@@ -113,7 +131,8 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
              for run in runs if run.execution_id is not None}
   evaluation = outputs.get('Evaluator', {}).get('evaluation')
   if evaluation is not None:
-    elbos = overall_mean_elbo(evaluation.uri)
+    summary.gate_metric = gated_metric(evaluation.uri)
+    elbos = overall_mean_elbo(evaluation.uri, summary.gate_metric)
     summary.candidate_elbo = elbos.get('candidate', elbos.get(''))
     summary.baseline_elbo = elbos.get('baseline')
     summary.gate_failures = gate_failures(evaluation.uri)
@@ -165,7 +184,8 @@ def format_summary(summary: RunSummary) -> str:
   if summary.candidate_elbo is not None:
     baseline = ('none (first blessed model)' if summary.baseline_elbo is None
                 else f'{summary.baseline_elbo:.2f} nats')
-    lines += [f'Held-out ELBO: candidate {summary.candidate_elbo:.2f} nats, baseline {baseline}']
+    lines += [f'Held-out {GATED_METRICS[summary.gate_metric]}: candidate '
+              f'{summary.candidate_elbo:.2f} nats, baseline {baseline}']
   if summary.blessed is not None:
     verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
     reasons = '; '.join(summary.gate_failures) or 'every threshold passed'

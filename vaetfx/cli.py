@@ -104,6 +104,9 @@ def _run(args) -> int:
   except mnist_files.MnistFormatError as e:
     print(f'vaetfx run: error: ExampleGen rejected the input: {e}', file=sys.stderr)
     return flags.EXIT_BAD_INPUT
+  except local_runner.MixedModelKinds as e:
+    print(f'vaetfx run: error: {e}', file=sys.stderr)
+    return flags.EXIT_BAD_INPUT
   except local_runner.Interrupted as e:
     print(f'\nvaetfx run: interrupted {e.during} ({len(e.finished)} components finished); '
           f'a re-run resumes from the cache.', file=sys.stderr)

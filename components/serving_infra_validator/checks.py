@@ -1,7 +1,8 @@
 """The requests the validator sends, and what every answer must be.
 
-One Predict request per signature of models/export.py, with real held-out
-digits where the signature takes images or tf.Examples. The expected answer is
+One Predict request per signature of models/export.py (the autoencoder has no
+`sample`), with real held-out digits where the signature takes images or
+tf.Examples. The expected answer is
 the same request run in this process on the SavedModel the Trainer exported
 (its `elbo` is the Trainer's computation, models/vae.fixed_noise_elbo), so a
 served answer must have the same outputs, shapes and dtypes, finite values, and
@@ -9,7 +10,7 @@ the same numbers up to float rounding: a server that loads another version,
 drops the Transform graph, mangles tensors or batches wrongly fails here.
 """
 import dataclasses
-from typing import Dict, List, Mapping
+from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -38,10 +39,14 @@ class SignatureRequest:
     return request
 
 
-def build_requests(images: np.ndarray, serialized_examples: List[bytes],
-                   latent_dim: int) -> List[SignatureRequest]:
+def build_requests(images: np.ndarray, serialized_examples: List[bytes], latent_dim: int,
+                   signature_names: Optional[Sequence[str]] = None) -> List[SignatureRequest]:
   """A request per signature: held-out uint8 digits [N, 28, 28], their tf.Examples as ExampleGen
-  wrote them, N seeded prior draws for `decode`, and N seeded samples."""
+  wrote them, N seeded prior draws for `decode`, and N seeded samples.
+
+  signature_names: the model's signatures, when it lacks some of the VAE's (the
+  plain autoencoder has no `sample`); only those get a request.
+  """
   count = len(images)
   latent = np.random.default_rng(SAMPLE_SEED).standard_normal((count, latent_dim), np.float32)
   requests = [
@@ -52,7 +57,9 @@ def build_requests(images: np.ndarray, serialized_examples: List[bytes],
                                   'seed': np.array(SAMPLE_SEED, np.int64)}),
       SignatureRequest('from_examples', {'examples': np.array(serialized_examples, dtype=object)}),
   ]
-  return requests
+  if signature_names is None:
+    return requests
+  return [request for request in requests if request.signature_name in signature_names]
 
 
 def warmup_records(requests: List[SignatureRequest],

@@ -151,7 +151,8 @@ class Executor(base_executor.BaseExecutor):
     except (KeyError, ValueError, OSError, tf.errors.OpError) as e:
       mark_not_blessed(blessing, [f'the model does not load with a decode signature: {e}'])
       return
-    requests = checks.build_requests(images, read_heldout_records(split_uri, count), latent_dim)
+    requests = checks.build_requests(images, read_heldout_records(split_uri, count), latent_dim,
+                                     list(saved_model.signatures))
     stamped_path = path_utils.stamped_model_path(blessing.uri)
     write_warmup_model(model_path, stamped_path, requests, model_name)
     failures = serve_and_check(stamped_path, model_name, saved_model, requests,

@@ -5,6 +5,11 @@ decode, sample; models/export.py), the same ones TF Serving exposes, so the repo
 model as it will be served, Transform layer included, and not a Python object
 that may differ from it. The anomaly pictures come from BulkInferrer's scores of
 the whole held-out split, made through the same model's from_examples signature.
+
+For the plain autoencoder (--model ae) the report draws its code space and a
+grid decoded over it, and names its metric, the reconstruction log-likelihood;
+prior samples and the IWAE bound need a prior and an encoder's variance, which
+it has not, so the page says they are left out.
 """
 import dataclasses
 import html
@@ -23,6 +28,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from vaetfx.components.vae_report import plots
+from vaetfx.models import autoencoder
 from vaetfx.models import export
 from vaetfx.models import features
 from vaetfx.models import iwae
@@ -32,6 +38,9 @@ MODEL_RUN_KEY = 'model_run'
 EXAMPLES_KEY = 'examples'
 SCORED_EXAMPLES_KEY = 'scored_examples'
 SCORE_FEATURE = 'elbo'  # pipeline.ANOMALY_SCORE_KEY: BulkInferrer's output column.
+# The score in words, by the exported model's score key (export.SCORE_KEYS).
+SCORE_LABELS = {'elbo': 'ELBO', autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD:
+                'reconstruction log-likelihood'}
 REPORT_KEY = 'report'
 NUM_EXAMPLES_KEY = 'num_examples'
 SEED_KEY = 'seed'
@@ -39,18 +48,22 @@ LIKELIHOOD_EXAMPLES_KEY = 'likelihood_examples'
 LIKELIHOOD_SAMPLES_KEY = 'likelihood_samples'
 
 HISTORY_FILE = 'history.json'
-HISTORY_SERIES = {'train_elbo': 'training', 'eval_elbo': 'held-out'}
+HISTORY_SERIES = {'train_{}': 'training', 'eval_{}': 'held-out'}  # Keys by score key.
 INDEX_FILE = 'index.html'
 RECONSTRUCTIONS_FILE = 'reconstructions.png'
 PRIOR_SAMPLES_FILE = 'prior_samples.png'
 LATENT_SPACE_FILE = 'latent_space.png'
 MANIFOLD_FILE = 'manifold.png'
+CODE_SPACE_FILE = 'code_space.png'
+CODE_GRID_FILE = 'code_grid.png'
 ELBO_CURVES_FILE = 'elbo_curves.png'
 LIKELIHOOD_FILE = iwae.RESULTS_FILE
 LIKELIHOOD_PLOT_FILE = 'log_likelihood.png'
 LOWEST_SCORING_FILE = 'lowest_scoring.png'
 SCORES_BY_DIGIT_FILE = 'scores_by_digit.png'
 
+AUTOENCODER_OMISSIONS = ('prior samples and the IWAE log-likelihood bound: a plain autoencoder '
+                         'has no prior over its codes and no posterior variance')
 RECONSTRUCTED_COUNT = 30
 PRIOR_SAMPLE_COLUMNS = 10
 PRIOR_SAMPLE_COUNT = 100
@@ -93,19 +106,22 @@ class ScoredDigits:
   scores: np.ndarray  # float32 [N]
 
 
-def read_scored_digits(split_uri: str) -> ScoredDigits:
-  """Every example BulkInferrer wrote for a split: ExampleGen's features plus `elbo`."""
+def read_scored_digits(split_uri: str, score_feature: str = SCORE_FEATURE) -> ScoredDigits:
+  """Every example BulkInferrer wrote for a split: ExampleGen's features plus the score
+  (`elbo`, or the autoencoder's `reconstruction_log_likelihood`)."""
   parsed = _read_split(split_uri, {**DIGIT_SPEC,
-                                   SCORE_FEATURE: tf.io.FixedLenFeature([], tf.float32)})
+                                   score_feature: tf.io.FixedLenFeature([], tf.float32)})
   return ScoredDigits(_as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY],
-                      parsed[SCORE_FEATURE])
+                      parsed[score_feature])
 
 
-def scored_eval_split(scored_examples: List[types.Artifact]) -> Optional[ScoredDigits]:
+def scored_eval_split(scored_examples: List[types.Artifact],
+                      score_feature: str = SCORE_FEATURE) -> Optional[ScoredDigits]:
   """BulkInferrer's held-out scores; None without that input."""
   if not scored_examples:
     return None
-  return read_scored_digits(artifact_utils.get_split_uri(scored_examples, features.EVAL_SPLIT))
+  return read_scored_digits(artifact_utils.get_split_uri(scored_examples, features.EVAL_SPLIT),
+                            score_feature)
 
 
 def reconstruct_in_batches(vae: export.ExportedVae, images: np.ndarray) -> Dict[str, np.ndarray]:
@@ -115,9 +131,10 @@ def reconstruct_in_batches(vae: export.ExportedVae, images: np.ndarray) -> Dict[
   return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
 
 
-def read_elbo_history(path: str) -> Dict[str, List[float]]:
+def read_elbo_history(path: str, score_key: str = SCORE_FEATURE) -> Dict[str, List[float]]:
   """Per-epoch ELBO series by label ('training', 'held-out') from the Trainer's history.json:
-  {"epochs": [{"epoch": 1, "train_elbo": ..., "eval_elbo": ...}, ...], ...} (models/trainer.py).
+  {"epochs": [{"epoch": 1, "train_elbo": ..., "eval_elbo": ...}, ...], ...} (models/trainer.py);
+  the autoencoder's train_ and eval_reconstruction_log_likelihood with its `score_key`.
 
   Empty without the file or epochs, so the report still shows its other pictures.
   """
@@ -127,20 +144,40 @@ def read_elbo_history(path: str) -> Dict[str, List[float]]:
     epochs = json.load(f).get('epochs', [])
   if not epochs:
     return {}
-  return {label: [float(record[key]) for record in epochs] for key, label in HISTORY_SERIES.items()}
+  return {label: [float(record[key.format(score_key)]) for record in epochs]
+          for key, label in HISTORY_SERIES.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plane:
+  """A plane of the latent space to draw points in: origin + (x, y) @ basis."""
+  origin: np.ndarray  # [L]
+  basis: np.ndarray  # [2, L], orthonormal rows
+  axis_labels: Tuple[str, str]
+
+  def project(self, latents: np.ndarray) -> np.ndarray:
+    return (latents - self.origin) @ self.basis.T
+
+  def latents(self, points: np.ndarray) -> np.ndarray:
+    return (self.origin + points @ self.basis).astype(np.float32)
+
+
+def latent_plane(latents: np.ndarray, name: str = 'latent mean') -> Plane:
+  """The latent space itself in two dimensions; otherwise the plane of the first two principal
+  components through the points' mean (numpy SVD), labelled with the variance each explains."""
+  if latents.shape[1] == 2:
+    return Plane(np.zeros(2), np.eye(2), (f'z1 ({name})', f'z2 ({name})'))
+  origin = latents.mean(axis=0)
+  _, singular_values, directions = np.linalg.svd(latents - origin, full_matrices=False)
+  explained = singular_values**2 / np.sum(singular_values**2)
+  return Plane(origin, directions[:2], (f'PC1 ({explained[0]:.0%} of variance)',
+                                        f'PC2 ({explained[1]:.0%} of variance)'))
 
 
 def project_to_2d(latent_means: np.ndarray) -> Tuple[np.ndarray, Tuple[str, str]]:
-  """The means themselves in two dimensions; otherwise their first two principal
-  components (numpy SVD of the centred means), labelled with the variance each explains.
-  """
-  if latent_means.shape[1] == 2:
-    return latent_means, ('z1 (latent mean)', 'z2 (latent mean)')
-  centred = latent_means - latent_means.mean(axis=0)
-  _, singular_values, directions = np.linalg.svd(centred, full_matrices=False)
-  explained = singular_values**2 / np.sum(singular_values**2)
-  return centred @ directions[:2].T, (f'PC1 ({explained[0]:.0%} of variance)',
-                                      f'PC2 ({explained[1]:.0%} of variance)')
+  """The means in latent_plane's two dimensions, and the axes' labels."""
+  plane = latent_plane(latent_means)
+  return plane.project(latent_means), plane.axis_labels
 
 
 def manifold_grid(size: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -171,11 +208,11 @@ def write_index_html(report_dir: str, figures: Sequence[Tuple[str, str]],
     f.write(page)
 
 
-def _key_numbers(latent_dim: int, elbo: np.ndarray, history: Dict[str, List[float]],
-                 model_path: str) -> List[Tuple[str, str]]:
+def _key_numbers(latent_dim: int, scores: np.ndarray, history: Dict[str, List[float]],
+                 model_path: str, metric: str = 'ELBO') -> List[Tuple[str, str]]:
   numbers = [('model', model_path), ('latent dimensions', str(latent_dim)),
-             (f'mean ELBO of {len(elbo)} held-out digits', f'{float(np.mean(elbo)):.2f}')]
-  numbers += [(f'{label} ELBO after epoch {len(values)}', f'{values[-1]:.2f}')
+             (f'mean {metric} of {len(scores)} held-out digits', f'{float(np.mean(scores)):.2f}')]
+  numbers += [(f'{label} {metric} after epoch {len(values)}', f'{values[-1]:.2f}')
               for label, values in history.items()]
   return numbers
 
@@ -213,10 +250,40 @@ def _manifold(vae: export.ExportedVae, report_dir: str) -> Tuple[str, str]:
                          "values at the prior's 5%..95% quantiles.")
 
 
-def _elbo_curves(history: Dict[str, List[float]], report_dir: str) -> Tuple[str, str]:
-  plots.plot_elbo_curves(history, os.path.join(report_dir, ELBO_CURVES_FILE))
-  return ELBO_CURVES_FILE, ('Training ELBO (mean over the epoch\'s batches) and held-out ELBO '
-                            f'(after the epoch) per epoch, from the Trainer\'s {HISTORY_FILE}.')
+def _code_space(codes: np.ndarray, labels: np.ndarray, report_dir: str) -> Tuple[str, str]:
+  plane = latent_plane(codes, 'code')
+  latent_dim = codes.shape[1]
+  projection = 'codes' if latent_dim == 2 else f'PCA of the {latent_dim}-D codes'
+  plots.plot_latent_space(plane.project(codes), labels, plane.axis_labels,
+                          f'Code space: {len(labels)} held-out digits ({projection})',
+                          os.path.join(report_dir, CODE_SPACE_FILE))
+  return CODE_SPACE_FILE, (f'Code space of the autoencoder: {len(labels)} held-out digits '
+                           f'({projection}), coloured by label.')
+
+
+def _code_grid(model: export.ExportedVae, codes: np.ndarray, report_dir: str) -> Tuple[str, str]:
+  """Digits decoded over a grid spanning the held-out codes' 5%..95% quantiles on each axis of
+  latent_plane: the code space has no prior whose quantiles a VAE's manifold uses."""
+  plane = latent_plane(codes, 'code')
+  points = plane.project(codes)
+  quantiles = np.linspace(0.05, 0.95, MANIFOLD_SIZE)
+  x_values, y_values = (np.quantile(points[:, axis], quantiles) for axis in (0, 1))
+  x, y = np.meshgrid(x_values, y_values[::-1])
+  decoded = model.decode(plane.latents(np.stack([x.ravel(), y.ravel()], axis=1)))
+  where = 'the code space' if codes.shape[1] == 2 else 'the plane of the codes\' first two PCs'
+  plots.plot_manifold(decoded, x_values, os.path.join(report_dir, CODE_GRID_FILE), y_values,
+                      plane.axis_labels, f'Decoded over {where} (held-out codes\' 5%..95%)')
+  return CODE_GRID_FILE, (
+      f'Digits decoded over a {MANIFOLD_SIZE}x{MANIFOLD_SIZE} grid of {where}, spanning the '
+      f'5%..95% quantiles of the {len(codes)} held-out codes on each axis.')
+
+
+def _elbo_curves(history: Dict[str, List[float]], report_dir: str,
+                 metric: str = 'ELBO') -> Tuple[str, str]:
+  plots.plot_elbo_curves(history, os.path.join(report_dir, ELBO_CURVES_FILE), metric)
+  return ELBO_CURVES_FILE, (f'Training {metric} (mean over the epoch\'s batches) and held-out '
+                            f'{metric} (after the epoch) per epoch, from the Trainer\'s '
+                            f'{HISTORY_FILE}.')
 
 
 def heldout_likelihood(vae: export.ExportedVae, images: np.ndarray, labels: np.ndarray,
@@ -246,31 +313,33 @@ def _likelihood(result: iwae.HeldoutLikelihood, report_dir: str) -> Tuple[str, s
       f'L_K rises towards log p(x) with K. Numbers in {LIKELIHOOD_FILE}.')
 
 
-def _lowest_scoring(scored: ScoredDigits, report_dir: str) -> Tuple[str, str]:
+def _lowest_scoring(scored: ScoredDigits, report_dir: str,
+                    metric: str = 'ELBO') -> Tuple[str, str]:
   shown = np.argsort(scored.scores, kind='stable')[:LOWEST_SCORING_COUNT]
   plots.plot_scored_digits(scored.images[shown] / 255.0, scored.labels[shown],
                            scored.scores[shown], LOWEST_SCORING_COLUMNS,
-                           os.path.join(report_dir, LOWEST_SCORING_FILE))
+                           os.path.join(report_dir, LOWEST_SCORING_FILE), metric)
   return LOWEST_SCORING_FILE, (
       f'The {len(shown)} lowest-scoring of {len(scored.scores)} held-out digits, lowest first, '
-      'each with its label and anomaly score (ELBO, nats): the digits least like the training '
-      'data.')
+      f'each with its label and anomaly score ({metric}, nats): the digits least like the '
+      'training data.')
 
 
-def _scores_by_digit(scored: ScoredDigits, report_dir: str) -> Tuple[str, str]:
+def _scores_by_digit(scored: ScoredDigits, report_dir: str,
+                     metric: str = 'ELBO') -> Tuple[str, str]:
   shown = min(LOWEST_SCORING_COUNT, len(scored.scores))
   cutoff = float(np.sort(scored.scores)[shown - 1])
   plots.plot_scores_by_digit(scored.scores, scored.labels, cutoff,
-                             os.path.join(report_dir, SCORES_BY_DIGIT_FILE))
+                             os.path.join(report_dir, SCORES_BY_DIGIT_FILE), metric)
   return SCORES_BY_DIGIT_FILE, (
       f'Anomaly scores of the {len(scored.scores)} held-out digits per label (BulkInferrer); '
       f'at and below the dashed line: the {shown} lowest-scoring digits drawn above.')
 
 
-def _anomaly_numbers(scored: ScoredDigits) -> List[Tuple[str, str]]:
+def _anomaly_numbers(scored: ScoredDigits, metric: str = 'ELBO') -> List[Tuple[str, str]]:
   return [('held-out digits scored by BulkInferrer', str(len(scored.scores))),
-          ('lowest anomaly score (ELBO)', f'{float(np.min(scored.scores)):.2f}'),
-          ('median anomaly score (ELBO)', f'{float(np.median(scored.scores)):.2f}')]
+          (f'lowest anomaly score ({metric})', f'{float(np.min(scored.scores)):.2f}'),
+          (f'median anomaly score ({metric})', f'{float(np.median(scored.scores)):.2f}')]
 
 
 def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, labels: np.ndarray,
@@ -279,30 +348,38 @@ def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, l
                  scored: Optional[ScoredDigits] = None) -> List[str]:
   """Writes every PNG and index.html into `report_dir`; returns the PNG file names.
 
-  The manifold needs a 2-D latent space, the curves need history.json, the
-  log-likelihood plot needs `likelihood` and the anomaly pictures BulkInferrer's
-  scores, so each appears only when it can be drawn.
+  An autoencoder gets its code space and a grid decoded over it instead of the
+  prior samples, latent space and manifold. The manifold needs a 2-D latent
+  space, the curves need history.json, the log-likelihood plot needs
+  `likelihood` and the anomaly pictures BulkInferrer's scores, so each appears
+  only when it can be drawn.
   """
   fileio.makedirs(report_dir)
   encoded = reconstruct_in_batches(vae, images)
   latent_dim = vae.latent_dim
-  figures = [
-      _reconstructions(images, labels, encoded['reconstruction'], report_dir),
-      _prior_samples(vae, seed, report_dir),
-      _latent_space(encoded['latent_mean'], labels, report_dir),
-  ]
-  if latent_dim == 2:
-    figures.append(_manifold(vae, report_dir))
+  metric = SCORE_LABELS[vae.score_key]
+  figures = [_reconstructions(images, labels, encoded['reconstruction'], report_dir)]
+  if vae.is_autoencoder:
+    figures += [_code_space(encoded['latent'], labels, report_dir),
+                _code_grid(vae, encoded['latent'], report_dir)]
+  else:
+    figures += [_prior_samples(vae, seed, report_dir),
+                _latent_space(encoded['latent_mean'], labels, report_dir)]
+    if latent_dim == 2:
+      figures.append(_manifold(vae, report_dir))
   if history:
-    figures.append(_elbo_curves(history, report_dir))
-  numbers = _key_numbers(latent_dim, encoded['elbo'], history, model_path)
+    figures.append(_elbo_curves(history, report_dir, metric))
+  numbers = _key_numbers(latent_dim, encoded[vae.score_key], history, model_path, metric)
+  if vae.is_autoencoder:
+    numbers.append(('not drawn', AUTOENCODER_OMISSIONS))
   if likelihood is not None:
     figures.append(_likelihood(likelihood, report_dir))
     numbers += [(f'held-out log-likelihood, IWAE bound K={count} ({len(likelihood.labels)} digits)',
                  f'{value:.2f}') for count, value in likelihood.overall.items()]
   if scored is not None:
-    figures += [_lowest_scoring(scored, report_dir), _scores_by_digit(scored, report_dir)]
-    numbers += _anomaly_numbers(scored)
+    figures += [_lowest_scoring(scored, report_dir, metric),
+                _scores_by_digit(scored, report_dir, metric)]
+    numbers += _anomaly_numbers(scored, metric)
   write_index_html(report_dir, figures, numbers)
   return [name for name, _ in figures]
 
@@ -323,11 +400,14 @@ class Executor(base_executor.BaseExecutor):
     likelihood_examples = exec_properties[LIKELIHOOD_EXAMPLES_KEY]
     images, labels = read_heldout_digits(split_uri, max(num_examples, likelihood_examples))
     vae = export.load_exported_vae(model_path)
+    # None for an autoencoder: it has no decode_logits, since its code space has no prior.
     likelihood = heldout_likelihood(vae, images[:likelihood_examples], labels[:likelihood_examples],
                                     exec_properties[LIKELIHOOD_SAMPLES_KEY],
                                     exec_properties[SEED_KEY])
     written = write_report(vae, model_path, images[:num_examples], labels[:num_examples],
-                           read_elbo_history(os.path.join(model_run.uri, HISTORY_FILE)),
+                           read_elbo_history(os.path.join(model_run.uri, HISTORY_FILE),
+                                             vae.score_key),
                            report.uri, exec_properties[SEED_KEY], likelihood,
-                           scored_eval_split(input_dict.get(SCORED_EXAMPLES_KEY, [])))
+                           scored_eval_split(input_dict.get(SCORED_EXAMPLES_KEY, []),
+                                             vae.score_key))
     logging.info('Report written to %s: %s', os.path.join(report.uri, INDEX_FILE), written)

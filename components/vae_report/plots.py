@@ -8,7 +8,7 @@ and much faster than a subplot per digit. Pixel values are in [0, 1], ink white
 on black as in MNIST.
 """
 import io
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import matplotlib
 import numpy as np
@@ -94,34 +94,41 @@ def plot_latent_space(points: np.ndarray, labels: np.ndarray, axis_labels: Seque
   return _save(figure, path)
 
 
-def plot_manifold(images: np.ndarray, grid_values: np.ndarray, path: str) -> str:
-  """Decoded digits over a square grid of (z1, z2); images are row-major with z2 decreasing."""
+def _tick_labels(values: np.ndarray) -> List[str]:
+  return [f'{round(float(value), 1) + 0.0:.1f}' for value in values]  # No '-0.0'.
+
+
+def plot_manifold(images: np.ndarray, grid_values: np.ndarray, path: str,
+                  y_values: Optional[np.ndarray] = None, axis_labels: Sequence[str] = ('z1', 'z2'),
+                  title: str = 'Decoded latent manifold (grid at prior quantiles)') -> str:
+  """Decoded digits over a square grid of (z1, z2) at `grid_values` (z2 at `y_values` when
+  given); images are row-major with z2 decreasing."""
   size = len(grid_values)
+  y_values = grid_values if y_values is None else y_values
   figure, axes = plt.subplots(figsize=(8, 8))
   _show_digits(axes, tile(images, size))
   step = images.shape[1] + 1
   centres = [(index + 0.5) * step for index in range(size)]
-  tick_labels = [f'{round(float(value), 1) + 0.0:.1f}' for value in grid_values]  # No '-0.0'.
   axes.set_xticks(centres)
-  axes.set_xticklabels(tick_labels, fontsize=7)
+  axes.set_xticklabels(_tick_labels(grid_values), fontsize=7)
   axes.set_yticks(centres)
-  axes.set_yticklabels(tick_labels[::-1], fontsize=7)
-  axes.set_xlabel('z1')
-  axes.set_ylabel('z2')
-  axes.set_title('Decoded latent manifold (grid at prior quantiles)', fontsize=10)
+  axes.set_yticklabels(_tick_labels(y_values)[::-1], fontsize=7)
+  axes.set_xlabel(axis_labels[0])
+  axes.set_ylabel(axis_labels[1])
+  axes.set_title(title, fontsize=10)
   return _save(figure, path)
 
 
-def plot_elbo_curves(series: Dict[str, List[float]], path: str) -> str:
-  """One line per ELBO series, in the given order, against the epoch (1-based)."""
+def plot_elbo_curves(series: Dict[str, List[float]], path: str, metric: str = 'ELBO') -> str:
+  """One line per series of `metric`, in the given order, against the epoch (1-based)."""
   figure, axes = plt.subplots(figsize=(7, 4.5))
   for name, values in series.items():
     epochs = np.arange(1, len(values) + 1)
     axes.plot(epochs, values, marker='o', markersize=3, label=name)
   axes.set_xlabel('epoch')
   axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-  axes.set_ylabel('ELBO (nats per image, higher is better)')
-  axes.set_title('ELBO per epoch', fontsize=10)
+  axes.set_ylabel(f'{metric} (nats per image, higher is better)')
+  axes.set_title(f'{metric} per epoch', fontsize=10)
   axes.grid(alpha=0.3)
   axes.legend(fontsize=8)
   return _save(figure, path)
@@ -149,7 +156,7 @@ def plot_bound_vs_samples(overall: Dict[int, float], by_digit: Dict[int, Dict[in
 
 
 def plot_scored_digits(images: np.ndarray, labels: np.ndarray, scores: np.ndarray, columns: int,
-                       path: str) -> str:
+                       path: str, metric: str = 'ELBO') -> str:
   """A digit grid, row-major, each tile captioned with its label and score in its bottom-left
   corner (on a dark box, so it reads over ink and background alike)."""
   rows = -(-len(images) // columns)
@@ -161,11 +168,12 @@ def plot_scored_digits(images: np.ndarray, labels: np.ndarray, scores: np.ndarra
     axes.text(left + 0.5, top + images.shape[1] - 0.5, f'{int(label)}: {score:.0f}',
               color='yellow', fontsize=6, ha='left', va='bottom',
               bbox={'facecolor': 'black', 'alpha': 0.6, 'pad': 0.5, 'linewidth': 0})
-  axes.set_title('Lowest-scoring held-out digits (label: ELBO in nats)', fontsize=10)
+  axes.set_title(f'Lowest-scoring held-out digits (label: {metric} in nats)', fontsize=10)
   return _save(figure, path)
 
 
-def plot_scores_by_digit(scores: np.ndarray, labels: np.ndarray, cutoff: float, path: str) -> str:
+def plot_scores_by_digit(scores: np.ndarray, labels: np.ndarray, cutoff: float, path: str,
+                         metric: str = 'ELBO') -> str:
   """One box per digit label (whiskers at the 1st and 99th percentiles, the rest as dots),
   with a dashed line at `cutoff`."""
   digits = np.unique(labels)
@@ -176,7 +184,7 @@ def plot_scores_by_digit(scores: np.ndarray, labels: np.ndarray, cutoff: float, 
   axes.set_xticklabels([f'{int(d)}\n({int(np.sum(labels == d))})' for d in digits], fontsize=8)
   axes.axhline(cutoff, color='tab:red', linestyle='--', linewidth=1)
   axes.set_xlabel('digit (held-out images)')
-  axes.set_ylabel('anomaly score: ELBO (nats per image, low = unusual)')
+  axes.set_ylabel(f'anomaly score: {metric} (nats per image, low = unusual)')
   axes.set_title('Anomaly scores per digit', fontsize=10)
   axes.grid(axis='y', alpha=0.3)
   return _save(figure, path)

@@ -15,9 +15,9 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import json_utils, path_utils, proto_utils
 
 from tests import artifacts, model_fixtures
-from vaetfx.models import elbo_metric
+from vaetfx.models import autoencoder, elbo_metric
 from vaetfx.pipeline import pipeline
-from vaetfx.pipeline.run_summary import gate_failures, overall_mean_elbo
+from vaetfx.pipeline.run_summary import gate_failures, gated_metric, overall_mean_elbo
 
 WORSE_DIGIT = 3
 
@@ -195,3 +195,24 @@ def test_a_floor_failure_names_the_slice_and_the_floor(tmp_path, transformed_mni
 def transformed_mnist_labels(transformed_mnist):
   examples = artifacts.read_examples(transformed_mnist.raw_examples_dir, 'eval')
   return [e.features.feature['label'].int64_list.value[0] for e in examples]
+
+
+def test_autoencoder_is_gated_on_its_mean_reconstruction_log_likelihood(
+    tmp_path, transformed_mnist, trained_autoencoder):
+  model_uri = os.path.dirname(trained_autoencoder.serving_model_dir)
+  examples = artifacts.read_examples(transformed_mnist.raw_examples_dir, 'eval')
+  from_examples = tf.saved_model.load(trained_autoencoder.serving_model_dir).signatures[
+      'from_examples']
+  scores = from_examples(examples=tf.constant([e.SerializeToString() for e in examples]))[
+      autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD].numpy()
+  eval_config = pipeline.elbo_eval_config(float(scores.mean()) - 1.0, 2.0, is_autoencoder=True)
+  evaluation_uri, blessing = _run_evaluator(tmp_path, transformed_mnist.raw_examples_dir,
+                                            model_uri, eval_config, baseline=model_uri)
+  metric = elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD
+  assert gated_metric(evaluation_uri) == metric
+  assert overall_mean_elbo(evaluation_uri, metric) == {
+      'candidate': pytest.approx(scores.mean(), rel=1e-5),
+      'baseline': pytest.approx(scores.mean(), rel=1e-5)}
+  assert overall_mean_elbo(evaluation_uri) == {}  # No ELBO anywhere.
+  assert blessing.get_int_custom_property('blessed') == 1
+

@@ -218,6 +218,9 @@ def _image_inputs(parser: argparse.ArgumentParser):
                       help='Use the first N images of the inputs together (0: all).')
 
 
+SCORE_NAMES = {'elbo': 'ELBO', 'reconstruction_log_likelihood': 'reconstruction log-likelihood'}
+
+
 def _add_query_parser(subparsers):
   query = subparsers.add_parser(
       'query', help='Query the served VAE over gRPC (TF Serving or `vaetfx serve`).',
@@ -263,7 +266,8 @@ def _add_query_parser(subparsers):
   sample = commands.add_parser(
       'sample', parents=[connection], formatter_class=formatter,
       help='Draw digits from the prior.',
-      description='Runs the sample signature: latents from N(0, I), decoded.')
+      description='Runs the sample signature: latents from N(0, I), decoded. A plain '
+                  'autoencoder (vaetfx run --model ae) has none: decode chosen codes instead.')
   sample.add_argument('--count', type=flags.integer(1, MAX_SAMPLES), default=16,
                       help='How many digits.')
   sample.add_argument('--seed', type=flags.integer(0, flags.INT64_MAX), default=None,
@@ -274,12 +278,13 @@ def _add_query_parser(subparsers):
 
   score = commands.add_parser(
       'score', parents=[connection], formatter_class=formatter,
-      help='Print each image\'s ELBO; low values are anomalies.',
+      help='Print each image\'s ELBO (an autoencoder\'s reconstruction log-likelihood); low '
+           'values are anomalies.',
       description='Runs serving_default and prints the evidence lower bound per image, in '
                   'nats: the lower, the less the model expects the image.')
   _image_inputs(score)
   score.add_argument('--threshold', type=flags.finite_float, default=None,
-                     help='Mark images whose ELBO is below this as anomalous.')
+                     help='Mark images whose score is below this as anomalous.')
   score.set_defaults(handler=_with_client(_score))
 
 
@@ -335,18 +340,25 @@ def _reconstruct(serving, args):
   pairs = images.side_by_side(originals, outputs['reconstruction'])
   columns = 2 * int(np.ceil(np.sqrt(len(originals))))
   images.write_png(args.output, images.grid(pairs, columns))
+  score = 'elbo' if 'elbo' in outputs else 'reconstruction_log_likelihood'
   print(f'Wrote {len(originals)} originals and reconstructions to {args.output} '
-        f'(mean ELBO {outputs["elbo"].mean():.2f}).')
+        f'(mean {SCORE_NAMES[score]} {outputs[score].mean():.2f}).')
 
 
 def _encode(serving, args):
   from vaetfx.serving import images  # pylint: disable=g-import-not-at-top
   mean, logvar = serving.encode(images.read_images(args.inputs, args.limit))
   suffix = os.path.splitext(args.output)[1].lower()
-  if not args.output:
+  if not args.output and logvar is None:
+    print(f'# image, latent[{mean.shape[1]}] (an autoencoder\'s code)')
+    for i, m in enumerate(mean):
+      print(i, ' '.join(f'{x:.5f}' for x in m))
+  elif not args.output:
     print(f'# image, latent_mean[{mean.shape[1]}], latent_logvar[{logvar.shape[1]}]')
     for i, (m, v) in enumerate(zip(mean, logvar)):
       print(i, ' '.join(f'{x:.5f}' for x in m), ' ', ' '.join(f'{x:.5f}' for x in v))
+  elif suffix == '.npz' and logvar is None:
+    np.savez(args.output, latent=mean)
   elif suffix == '.npz':
     np.savez(args.output, latent_mean=mean, latent_logvar=logvar)
   elif suffix == '.npy':
@@ -385,7 +397,7 @@ def _sample(serving, args):
 def _score(serving, args):
   from vaetfx.serving import images  # pylint: disable=g-import-not-at-top
   elbo = serving.score(images.read_images(args.inputs, args.limit))
-  print('image\telbo')
+  print(f'image\t{serving.score_key()}')
   for i, value in enumerate(elbo):
     flag = '\tanomalous' if args.threshold is not None and value < args.threshold else ''
     print(f'{i}\t{value:.3f}{flag}')

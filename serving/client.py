@@ -1,4 +1,5 @@
-"""A client for the VAE behind TF Serving's gRPC API: real TF Serving or `vaetfx serve` alike.
+"""A client for the VAE (or the plain autoencoder) behind TF Serving's gRPC API: real TF Serving
+or `vaetfx serve` alike.
 
 It uses only tensorflow-serving-api's generated stubs (PredictionService,
 ModelService), so nothing here depends on which server answers. Every call has
@@ -20,6 +21,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from vaetfx.serving import defaults, status, tensors
 
 RANDOM_SEED = -1  # The `sample` signature draws a fresh seed for negative values.
+# serving_default's per-image score: a VAE's ELBO, or the autoencoder's (models/export.py).
+SCORE_KEYS = ('elbo', 'reconstruction_log_likelihood')
 State = get_model_status_pb2.ModelVersionStatus.State
 AVAILABLE = State.AVAILABLE
 
@@ -63,6 +66,7 @@ class ServingClient:
       self._channel = grpc.insecure_channel(address, options=options)
     self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+    self._score_key = ''
 
   def close(self):
     self._channel.close()
@@ -134,12 +138,16 @@ class ServingClient:
                       response.model_spec.version.value, response.model_spec.signature_name)
 
   def reconstruct(self, images: np.ndarray) -> Dict[str, np.ndarray]:
-    """uint8 [N, 28, 28] -> reconstruction, latent_mean, latent_logvar and elbo."""
+    """uint8 [N, 28, 28] -> reconstruction, latent_mean, latent_logvar and elbo (an
+    autoencoder's: reconstruction, latent and reconstruction_log_likelihood)."""
     return self.predict('serving_default', {'images': _images(images)}).outputs
 
-  def encode(self, images: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """uint8 [N, 28, 28] -> (latent_mean, latent_logvar), each float32 [N, L]."""
+  def encode(self, images: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """uint8 [N, 28, 28] -> (latent_mean, latent_logvar), each float32 [N, L]; an autoencoder's
+    (latent, None): its code is a point, with no variance."""
     outputs = self.predict('encode', {'images': _images(images)}).outputs
+    if 'latent' in outputs:
+      return outputs['latent'], None
     return outputs['latent_mean'], outputs['latent_logvar']
 
   def decode(self, latent: np.ndarray) -> np.ndarray:
@@ -150,12 +158,31 @@ class ServingClient:
   def sample(self, count: int, seed: int = RANDOM_SEED) -> np.ndarray:
     """`count` digits from the prior, float32 [count, 28, 28]; a seed >= 0 makes them repeatable."""
     inputs = {'count': np.array(count, np.int32), 'seed': np.array(seed, np.int64)}
-    return self.predict('sample', inputs).outputs['images']
+    try:
+      return self.predict('sample', inputs).outputs['images']
+    except status.ServingError as e:
+      if e.code != grpc.StatusCode.FAILED_PRECONDITION:
+        raise
+      raise status.ServingError(
+          e.code, f'model {self.target} has no `sample` signature: a plain autoencoder '
+                  f'(vaetfx run --model ae) has no prior over its codes to sample from; decode '
+                  f'chosen codes instead (vaetfx query decode --latent ...) ({e})') from None
+
+  def score_key(self) -> str:
+    """The name of serving_default's per-image score, `elbo` or `reconstruction_log_likelihood`,
+    from GetModelMetadata on first use."""
+    if not self._score_key:
+      _, signature_defs = self.signature_defs()
+      outputs = signature_defs['serving_default'].outputs if 'serving_default' in signature_defs else {}
+      self._score_key = next((key for key in SCORE_KEYS if key in outputs), SCORE_KEYS[0])
+    return self._score_key
 
   def score(self, images: np.ndarray) -> np.ndarray:
-    """Per-image ELBO, float32 [N]: low values are images the model finds unlikely."""
+    """Per-image score, float32 [N]: the ELBO (the autoencoder's reconstruction
+    log-likelihood); low values are images the model finds unlikely."""
+    key = self.score_key()
     return self.predict('serving_default', {'images': _images(images)},
-                        output_filter=['elbo']).outputs['elbo']
+                        output_filter=[key]).outputs[key]
 
   def signature_defs(self) -> Tuple[int, Dict[str, meta_graph_pb2.SignatureDef]]:
     """(version, SignatureDefs by name) from GetModelMetadata."""

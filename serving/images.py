@@ -98,12 +98,13 @@ def read_images(paths: Sequence[str], limit: int = 0) -> np.ndarray:
 
 
 def read_latents(path: str) -> np.ndarray:
-  """float32 [N, L] from .npy ([L] or [N, L]), .npz (latent_mean, as `encode` writes) or text."""
+  """float32 [N, L] from .npy ([L] or [N, L]), .npz (latent_mean, or an autoencoder's latent, as
+  `encode` writes them) or text."""
   suffix = os.path.splitext(path)[1].lower()
   try:
     if suffix == '.npz':
       with np.load(path, allow_pickle=False) as archive:
-        array = archive['latent_mean']
+        array = archive['latent' if 'latent' in archive.files else 'latent_mean']
     elif suffix == '.npy':
       array = np.load(path, allow_pickle=False)
     else:

@@ -192,6 +192,9 @@ def format_summary(summary: RunSummary) -> str:
     lines.append(f'Evaluator: {verdict} ({reasons})')
   if summary.log_likelihood:
     lines += _log_likelihood_lines(summary.log_likelihood)
+  if summary.gate_metric == elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD:
+    lines.append('Held-out log-likelihood bound and prior samples: none; a plain autoencoder '
+                 'has no prior over its codes (the report draws its code space instead)')
   if summary.infra_blessed is not None:
     lines.append('Infra validation: ' + (
         'BLESSED (served by `vaetfx serve`, every signature answered as in process)'

@@ -701,6 +701,26 @@ def test_compile_kubeflow_puts_runs_settings_into_the_spec(tmp_path):
   assert not any(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
 
 
+def test_compile_kubeflow_puts_the_autoencoder_into_the_spec(tmp_path):
+  """Seed 003's flags reach the Trainer, the gate's metric, the scorer and the serving name."""
+  assert cli.main(_compile_args(tmp_path, '--model', 'ae', '--digits', '1,5,6',
+                                '--latent-dim', '2')) == 0
+  spec = _parse_spec(kubeflow_runner.load_spec(str(tmp_path / 'vae.yaml')))
+  assert spec.pipeline_info.name == 'ae-mnist'
+  hparams = json.loads(_task_parameters(spec, 'Trainer')['custom_config'])
+  assert {key: hparams[key] for key in ('model', 'latent_dim', 'epochs', 'batch_size',
+                                        'learning_rate', 'learning_rate_schedule')} == {
+      'model': 'ae', 'latent_dim': 2, 'epochs': 10, 'batch_size': 50, 'learning_rate': 1e-3,
+      'learning_rate_schedule': 'constant'}
+  eval_config = json.loads(_task_parameters(spec, 'Evaluator')['eval_config'])
+  assert eval_config['model_specs'][0]['prediction_key'] == 'reconstruction_log_likelihood'
+  [metric] = eval_config['metrics_specs'][0]['metrics']
+  assert metric['class_name'] == 'MeanReconstructionLogLikelihood'
+  assert 'reconstruction_log_likelihood' in _task_parameters(spec, 'BulkInferrer')[
+      'output_example_spec']
+  assert _task_parameters(spec, 'AtomicPusher')['model_name'] == 'ae'
+
+
 def _options(parser) -> set:
   return {option for action in parser._actions for option in action.option_strings}  # pylint: disable=protected-access
 

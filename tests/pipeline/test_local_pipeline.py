@@ -10,6 +10,7 @@ import os
 from unittest import mock
 
 import numpy as np
+import portpicker
 import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
@@ -21,10 +22,10 @@ from tests import artifacts, synthetic_mnist
 from tests.pipeline import test_code_fingerprint
 from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.components.vae_report import executor as vae_report_executor
-from vaetfx.models import export
+from vaetfx.models import elbo_metric, export
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner, run_summary
-from vaetfx.serving import warmup
+from vaetfx.serving import client, server, warmup
 
 Execution = metadata_store_pb2.Execution
 SIGNATURES = {'serving_default', 'encode', 'decode', 'sample', 'from_examples'}
@@ -237,3 +238,84 @@ def test_bad_input_fails_at_example_gen_with_nothing_published(tmp_path, mnist_s
   [execution] = store.get_executions()
   assert execution.last_known_state == Execution.FAILED
   assert not [a for a in store.get_artifacts() if a.state == metadata_store_pb2.Artifact.LIVE]
+
+
+AUTOENCODER_SIGNATURES = {'serving_default', 'encode', 'decode', 'from_examples'}
+SEED_DIGITS = (1, 5, 6)
+
+
+@pytest.fixture(scope='module')
+def autoencoder_config(base_config):
+  """Seed 003's run, `--model ae --digits 1,5,6 --latent-dim 2`, for one epoch, in the VAE
+  runs' folder under its own pipeline and model names (configs.default_names)."""
+  hparams = TrainingHparams(model='ae', latent_dim=2, epochs=1)
+  pipeline_name, model_name = configs.default_names(hparams)
+  return dataclasses.replace(base_config, pipeline_name=pipeline_name, digits=SEED_DIGITS,
+                             hparams=hparams,
+                             push=dataclasses.replace(base_config.push, model_name=model_name))
+
+
+@pytest.fixture(scope='module')
+def autoencoder_run(autoencoder_config):
+  return _run(autoencoder_config)
+
+
+def test_the_seeds_autoencoder_is_gated_on_its_reconstruction_log_likelihood_and_pushed(
+    autoencoder_config, autoencoder_run):
+  summary, _ = autoencoder_run
+  assert summary.blessed and summary.infra_blessed and summary.baseline_elbo is None
+  assert summary.gate_metric == elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD
+  assert -1000.0 < summary.candidate_elbo < 0
+  text = run_summary.format_summary(summary)
+  assert 'Held-out reconstruction log-likelihood: candidate' in text and 'ELBO' not in text
+  assert 'a plain autoencoder has no prior over its codes' in text
+  [version] = _versions(autoencoder_config)
+  assert summary.pushed_path.rstrip('/').endswith(f'ae/{version}')
+  assert set(tf.saved_model.load(summary.pushed_path).signatures) == AUTOENCODER_SIGNATURES
+
+
+def test_the_pushed_autoencoder_is_served(autoencoder_config, autoencoder_run, mnist_splits):
+  summary, _ = autoencoder_run
+  images, labels = mnist_splits['eval']
+  digits = images[np.isin(labels, SEED_DIGITS)][:4]
+  in_process = export.load_exported_vae(summary.pushed_path)
+  model_server = server.ModelServer(server.ServerConfig(
+      model_dir=os.path.join(autoencoder_config.serving_dir, 'ae'),
+      port=portpicker.pick_unused_port()))
+  model_server.start()
+  try:
+    with client.ServingClient(model_server.address, 'ae') as serving:
+      code, _ = serving.encode(digits)
+      np.testing.assert_allclose(code, in_process.encode(digits)['latent'], atol=1e-4)
+      np.testing.assert_allclose(serving.decode(code), in_process.decode(code), atol=1e-4)
+      outputs = serving.reconstruct(digits)
+      np.testing.assert_allclose(outputs['reconstruction_log_likelihood'],
+                                 in_process.reconstruct(digits)['reconstruction_log_likelihood'],
+                                 rtol=1e-4, atol=1e-2)
+  finally:
+    model_server.stop(grace=1)
+
+
+def test_the_autoencoders_report_draws_its_code_space_and_scores(autoencoder_config,
+                                                                  autoencoder_run):
+  summary, _ = autoencoder_run
+  report_dir = os.path.dirname(summary.report_path)
+  pngs = {name for name in os.listdir(report_dir) if name.endswith('.png')}
+  assert pngs == {'reconstructions.png', 'code_space.png', 'code_grid.png', 'elbo_curves.png',
+                  'lowest_scoring.png', 'scores_by_digit.png'}
+  page = open(summary.report_path).read()
+  assert 'reconstruction log-likelihood' in page and 'ELBO' not in page
+  scored = vae_report_executor.read_scored_digits(
+      os.path.join(_output_uri(_store(autoencoder_config), 'BulkInferrer', 'Examples'),
+                   'Split-eval'), 'reconstruction_log_likelihood')
+  assert set(np.unique(scored.labels)) == set(SEED_DIGITS)
+
+
+def test_a_vae_run_gated_against_the_autoencoder_is_refused(autoencoder_config, autoencoder_run):
+  config = dataclasses.replace(autoencoder_config, hparams=TINY_TRAINING)
+  executions = len(_store(config).get_executions())
+  with pytest.raises(local_runner.MixedModelKinds,
+                     match="pipeline 'ae-mnist' last blessed an autoencoder .* own --pipeline-name "
+                           r'\(default for --model conv: vae-mnist\)'):
+    local_runner.run(config, out=io.StringIO())
+  assert len(_store(config).get_executions()) == executions

@@ -5,7 +5,8 @@ trained on. This scores whole data sets offline, as the pipeline's BulkInferrer
 scores the held-out split: the images become the tf.Examples ExampleGen writes
 and go through tfx-bsl's RunInference with the model's `from_examples`
 signature, so the scores are those the Evaluator gated on. The result is a CSV
-of one row per image, worst first.
+of one row per image, worst first. A plain autoencoder (--model ae) is scored
+the same way by its reconstruction log-likelihood, the column's name then.
 
 Beam workers read the data folder themselves (a chunk of images each), so any
 runner works (`--beam-arg=--runner=...`) when the folder, the model and the
@@ -32,10 +33,13 @@ from vaetfx.models import features
 
 SIGNATURE = 'from_examples'
 SCORE_OUTPUT = 'elbo'
+# Each kind of model's per-image score in from_examples (models/export.py), in words.
+SCORE_NAMES = {SCORE_OUTPUT: 'ELBO',
+               'reconstruction_log_likelihood': 'reconstruction log-likelihood'}
 SAVED_MODEL_FILE = 'saved_model.pb'
 SPLITS = {'eval': (features.EVAL_SPLIT,), 'train': (features.TRAIN_SPLIT,),
           'both': (features.TRAIN_SPLIT, features.EVAL_SPLIT)}
-CSV_COLUMNS = ('rank', 'split', 'index', 'label', 'elbo')
+CSV_COLUMNS = ('rank', 'split', 'index', 'label')  # Then the score, named by its output.
 CHUNK_SIZE = 2000
 WORST_SHOWN = 5
 
@@ -85,17 +89,26 @@ def resolve_model_dir(model_dir: str) -> str:
   return os.path.join(model_dir, max(versions, key=int))
 
 
-def check_signature(model_path: str):
-  """The model must have the from_examples signature every exported VAE has (models/export.py)."""
+def check_signature(model_path: str) -> str:
+  """The name of the score the model's from_examples signature outputs (SCORE_NAMES); every
+  exported VAE and autoencoder has one (models/export.py)."""
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   saved_model = saved_model_pb2.SavedModel()
   with _fileio().open(os.path.join(model_path, SAVED_MODEL_FILE), 'rb') as f:
     saved_model.ParseFromString(f.read())
-  signatures = {name for graph in saved_model.meta_graphs for name in graph.signature_def
-                if not name.startswith('__')}  # TensorFlow's own, e.g. __saved_model_init_op
-  if SIGNATURE not in signatures:
+  signature_defs = {name: signature for graph in saved_model.meta_graphs
+                    for name, signature in graph.signature_def.items()
+                    if not name.startswith('__')}  # TensorFlow's own, e.g. __saved_model_init_op
+  if SIGNATURE not in signature_defs:
     raise BadInput(f'--model-dir {model_path}: the model has no {SIGNATURE!r} signature '
-                   f'(it has {sorted(signatures)}); export it with vaetfx\'s Trainer')
+                   f'(it has {sorted(signature_defs)}); export it with vaetfx\'s Trainer')
+  outputs = signature_defs[SIGNATURE].outputs
+  score = next((name for name in SCORE_NAMES if name in outputs), None)
+  if score is None:
+    raise BadInput(f'--model-dir {model_path}: its {SIGNATURE!r} signature outputs none of '
+                   f'{sorted(SCORE_NAMES)} (it has {sorted(outputs)}); export it with vaetfx\'s '
+                   'Trainer')
+  return score
 
 
 def check_output(path: str) -> str:
@@ -130,19 +143,20 @@ def chunk_to_keyed_examples(bounds: Tuple[str, int, int],
     yield (split, index, int(labels[index])), executor.to_example(images[index], labels[index])
 
 
-def score_of(prediction_log) -> float:
-  """The ELBO RunInference returned for one example (a size-1 tensor)."""
+def score_of(prediction_log, score: str = SCORE_OUTPUT) -> float:
+  """The ELBO (or another `score`) RunInference returned for one example (a size-1 tensor)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return float(tf.make_ndarray(prediction_log.predict_log.response.outputs[SCORE_OUTPUT])
+  return float(tf.make_ndarray(prediction_log.predict_log.response.outputs[score])
                .reshape(-1)[0])
 
 
-def format_csv(scores: Sequence[Tuple[ImageKey, float]]) -> str:
-  """One row per image, lowest ELBO first (rank 1); ties keep split and index order."""
+def format_csv(scores: Sequence[Tuple[ImageKey, float]], score: str = SCORE_OUTPUT) -> str:
+  """One row per image, lowest ELBO (or `score`) first (rank 1); ties keep split and index
+  order."""
   ordered = sorted(scores, key=lambda item: (item[1], item[0]))
   text = io.StringIO()
   writer = csv.writer(text, lineterminator='\n')
-  writer.writerow(CSV_COLUMNS)
+  writer.writerow([*CSV_COLUMNS, score])
   for rank, ((split, index, label), elbo) in enumerate(ordered, start=1):
     writer.writerow([rank, split, index, label, f'{elbo:.4f}'])
   return text.getvalue()
@@ -164,7 +178,7 @@ def _chunks(counts: Dict[str, int]) -> List[Tuple[str, int, int]]:
 
 
 def run_scoring(data_dir: str, counts: Dict[str, int], model_path: str, output: str,
-                beam_args: Sequence[str]):
+                beam_args: Sequence[str], score: str = SCORE_OUTPUT):
   """The Beam pipeline: chunks of images -> tf.Examples -> RunInference -> one sorted CSV."""
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from tfx_bsl.public.beam import run_inference  # pylint: disable=g-import-not-at-top
@@ -177,27 +191,28 @@ def run_scoring(data_dir: str, counts: Dict[str, int], model_path: str, output: 
          | 'ToExamples' >> beam.FlatMap(chunk_to_keyed_examples, data_dir).with_output_types(
              beam.typehints.Tuple[beam.typehints.Tuple[str, int, int], bytes])
          | 'RunInference' >> run_inference.RunInference(spec)
-         | 'Scores' >> beam.MapTuple(lambda key, log: (key, score_of(log)))
+         | 'Scores' >> beam.MapTuple(lambda key, log: (key, score_of(log, score)))
          | 'All' >> beam.combiners.ToList()
-         | 'WriteSortedCsv' >> beam.Map(lambda scores: write_atomically(output,
-                                                                        format_csv(scores))))
+         | 'WriteSortedCsv' >> beam.Map(lambda scores: write_atomically(
+             output, format_csv(scores, score))))
 
 
 @dataclasses.dataclass(frozen=True)
 class ScoreSummary:
   count: int
   rows: List[Dict[str, str]]  # the CSV's rows, worst first
+  score: str = SCORE_OUTPUT  # the CSV's score column
 
   def lines(self) -> List[str]:
     """The summary in words: the spread, the worst images and the median per digit."""
-    elbo = np.array([float(row['elbo']) for row in self.rows])
+    elbo = np.array([float(row[self.score]) for row in self.rows])
     labels = np.array([int(row['label']) for row in self.rows])
-    return [f'ELBO (nats per image, low = unusual): median {np.median(elbo):.2f}, '
-             f'1st percentile {np.percentile(elbo, 1):.2f}, lowest {elbo[0]:.2f}, '
-             f'highest {elbo[-1]:.2f}.',
+    return [f'{SCORE_NAMES[self.score]} (nats per image, low = unusual): median '
+            f'{np.median(elbo):.2f}, 1st percentile {np.percentile(elbo, 1):.2f}, lowest '
+            f'{elbo[0]:.2f}, highest {elbo[-1]:.2f}.',
              f'Lowest {min(WORST_SHOWN, self.count)}: ' + ', '.join(
-                 f'{row["split"]} #{row["index"]} (label {row["label"]}) {float(row["elbo"]):.1f}'
-                 for row in self.rows[:WORST_SHOWN]) + '.',
+                 f'{row["split"]} #{row["index"]} (label {row["label"]}) '
+                 f'{float(row[self.score]):.1f}' for row in self.rows[:WORST_SHOWN]) + '.',
              'Median per digit: ' + ', '.join(
                  f'{digit}: {np.median(elbo[labels == digit]):.1f}'
                  for digit in np.unique(labels)) + '.']
@@ -205,8 +220,9 @@ class ScoreSummary:
 
 def read_scores(output: str) -> ScoreSummary:
   with _fileio().open(output, 'r') as f:
-    rows = list(csv.DictReader(f))
-  return ScoreSummary(len(rows), rows)
+    reader = csv.DictReader(f)
+    rows = list(reader)
+  return ScoreSummary(len(rows), rows, reader.fieldnames[-1])
 
 
 def _load_counts(data_dir: str, splits: Sequence[str]) -> Dict[str, int]:
@@ -224,7 +240,7 @@ def _score(args) -> int:
     output = check_output(args.output)
     counts = _load_counts(data_dir, SPLITS[args.split])
     model_path = resolve_model_dir(args.model_dir)
-    check_signature(model_path)
+    score = check_signature(model_path)
   except (BadInput, mnist_files.MnistFormatError) as e:
     print(f'vaetfx score: error: {e}', file=sys.stderr)
     return flags.EXIT_BAD_INPUT
@@ -234,7 +250,7 @@ def _score(args) -> int:
   print(f'vaetfx score: scoring {total:,} images ({per_split}) from {data_dir} with {model_path} '
         f'on Beam ({" ".join(beam.pipeline_args()) or "DirectRunner, in_memory"}) ...', flush=True)
   start = time.perf_counter()
-  run_scoring(data_dir, counts, model_path, output, beam.pipeline_args())
+  run_scoring(data_dir, counts, model_path, output, beam.pipeline_args(), score)
   seconds = time.perf_counter() - start
   summary = read_scores(output)
   print(f'Scored {summary.count:,} images in {seconds:.1f} s ({summary.count / seconds:,.0f} '
@@ -250,7 +266,9 @@ def add_subcommands(subparsers) -> None:
       description='Computes each image\'s ELBO under the model (its anomaly score: low means '
                   'unlike the training data) with tfx-bsl\'s RunInference on Beam, through the '
                   f'model\'s {SIGNATURE!r} signature, as the pipeline\'s BulkInferrer does, and '
-                  'writes a CSV of rank, split, index, label and elbo, lowest ELBO first.',
+                  'writes a CSV of rank, split, index, label and elbo, lowest ELBO first. A '
+                  'plain autoencoder (run --model ae) is scored by its '
+                  'reconstruction_log_likelihood instead, the last column\'s name then.',
       epilog=flags.EXIT_CODES_HELP,
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   score.add_argument('--data-dir', required=True,

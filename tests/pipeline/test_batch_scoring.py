@@ -121,3 +121,22 @@ def test_csv_ties_keep_split_and_index_order():
                                    (('train', 0, 3), -9.0)])
   assert text.splitlines() == ['rank,split,index,label,elbo', '1,train,0,3,-9.0000',
                                '2,eval,1,7,-5.0000', '3,eval,2,1,-5.0000']
+
+
+def test_an_autoencoder_is_scored_by_its_reconstruction_log_likelihood(
+    tmp_path, mixed_data_dir, trained_autoencoder, capsys):
+  data_dir, images = mixed_data_dir
+  output = str(tmp_path / 'scores.csv')
+  assert cli.main(['score', '--data-dir', data_dir, '--model-dir',
+                   trained_autoencoder.serving_model_dir, '--output', output]) == flags.EXIT_OK
+  with open(output, newline='') as f:
+    reader = csv.DictReader(f)
+    rows = sorted(reader, key=lambda row: int(row['index']))
+  assert reader.fieldnames == ['rank', 'split', 'index', 'label', 'reconstruction_log_likelihood']
+  scores = np.array([float(row['reconstruction_log_likelihood']) for row in rows])
+  direct = export.load_exported_vae(trained_autoencoder.serving_model_dir).reconstruct(images)
+  np.testing.assert_allclose(scores, direct['reconstruction_log_likelihood'], rtol=1e-4, atol=1e-2)
+  assert scores[REAL:].max() < scores[:REAL].min(), (scores[:REAL].min(), scores[REAL:].max())
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[2].startswith('reconstruction log-likelihood (nats per image, low = unusual): ')
+  assert 'ELBO' not in '\n'.join(printed)

@@ -74,11 +74,12 @@ class TrainingHparams:
               'steps; constant: keep it. ' + _default_help('learning_rate_schedule'),
       'choices': LEARNING_RATE_SCHEDULES})
   estimator: str = dataclasses.field(default='analytic', metadata={
-      'help': 'ELBO estimator for training: closed-form KL (analytic, seed 002) or the '
+      'help': 'VAEs only. ELBO estimator for training: closed-form KL (analytic, seed 002) or the '
               'single-sample log p(x|z) + log p(z) - log q(z|x) (monte_carlo, seed 000).',
       'choices': ESTIMATORS})
   beta: float = dataclasses.field(default=1.0, metadata={
-      'help': 'Weight of the KL term in the training loss (beta-VAE); 1 is the ELBO.'})
+      'help': 'VAEs only. Weight of the KL term in the training loss (beta-VAE); 1 is the '
+              'ELBO.'})
   seed: int = dataclasses.field(default=0, metadata={
       'help': 'Seed of weight initialization, shuffling and training noise.'})
   mixed_precision: bool = dataclasses.field(default=False, metadata={
@@ -87,7 +88,7 @@ class TrainingHparams:
   xla: bool = dataclasses.field(default=False, metadata={
       'help': 'Compile the train step with XLA (jit_compile).'})
   eval_samples: int = dataclasses.field(default=2, metadata={
-      'help': 'Noise draws K per image in the deterministic held-out ELBO (the per-epoch '
+      'help': 'VAEs only. Noise draws K per image in the deterministic held-out ELBO (the per-epoch '
               'evaluation and the exported `elbo`); each image gets its own fixed draws.'})
   monitor_examples: int = dataclasses.field(default=1000, metadata={
       'help': 'Held-out images scored after each epoch (evenly spaced through the split); '

@@ -245,7 +245,8 @@ def add_settings_flags(parser: argparse.ArgumentParser):
   add_beam_flags(parser)
   parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
   _add_dataclass_flags(parser, configs.TrainingHparams, 'training (the Trainer\'s custom_config)')
-  gate = parser.add_argument_group('evaluator gate (held-out mean ELBO, nats per image)')
+  gate = parser.add_argument_group('evaluator gate (held-out mean ELBO, nats per image; for '
+                                   '--model ae its mean reconstruction log-likelihood)')
   gate.add_argument('--elbo-floor', type=finite_float, default=configs.GateConfig.elbo_floor,
                     help='Bless only a model whose held-out mean ELBO is at least this.')
   gate.add_argument('--elbo-tolerance', type=non_negative_float,

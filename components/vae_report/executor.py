@@ -191,7 +191,7 @@ def manifold_grid(size: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def write_index_html(report_dir: str, figures: Sequence[Tuple[str, str]],
-                     numbers: Sequence[Tuple[str, str]]):
+                     numbers: Sequence[Tuple[str, str]], title: str = 'VAE report'):
   """One page: the key numbers, then each PNG with its caption."""
   rows = ''.join(f'<tr><th>{html.escape(name)}</th><td>{html.escape(value)}</td></tr>\n'
                  for name, value in numbers)
@@ -199,10 +199,12 @@ def write_index_html(report_dir: str, figures: Sequence[Tuple[str, str]],
       f'<figure><img src="{html.escape(name)}" alt="{html.escape(caption)}">'
       f'<figcaption>{html.escape(caption)}</figcaption></figure>\n' for name, caption in figures)
   page = (
-      '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>VAE report</title>\n'
+      '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+      f'<title>{html.escape(title)}</title>\n'
       '<style>body{font-family:sans-serif;max-width:60em;margin:auto}'
       'th{text-align:left;padding-right:1em}img{max-width:100%}'
-      'figure{margin:2em 0}</style></head>\n<body><h1>VAE report</h1>\n'
+      'figure{margin:2em 0}</style></head>\n'
+      f'<body><h1>{html.escape(title)}</h1>\n'
       f'<table>\n{rows}</table>\n{images}</body></html>\n')
   with fileio.open(os.path.join(report_dir, INDEX_FILE), 'w') as f:
     f.write(page)
@@ -217,12 +219,13 @@ def _key_numbers(latent_dim: int, scores: np.ndarray, history: Dict[str, List[fl
   return numbers
 
 
-def _reconstructions(images, labels, reconstructions, report_dir: str) -> Tuple[str, str]:
+def _reconstructions(images, labels, reconstructions, report_dir: str,
+                     decoded_from: str = 'the latent mean') -> Tuple[str, str]:
   shown = np.argsort(labels[:RECONSTRUCTED_COUNT], kind='stable')
   plots.plot_reconstructions(images[shown] / 255.0, reconstructions[shown],
                              os.path.join(report_dir, RECONSTRUCTIONS_FILE))
   return RECONSTRUCTIONS_FILE, ('Held-out digits, each above its reconstruction: pixel '
-                                'probabilities decoded from the latent mean.')
+                                f'probabilities decoded from {decoded_from}.')
 
 
 def _prior_samples(vae: export.ExportedVae, seed: int, report_dir: str) -> Tuple[str, str]:
@@ -358,7 +361,8 @@ def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, l
   encoded = reconstruct_in_batches(vae, images)
   latent_dim = vae.latent_dim
   metric = SCORE_LABELS[vae.score_key]
-  figures = [_reconstructions(images, labels, encoded['reconstruction'], report_dir)]
+  figures = [_reconstructions(images, labels, encoded['reconstruction'], report_dir,
+                              'its code' if vae.is_autoencoder else 'the latent mean')]
   if vae.is_autoencoder:
     figures += [_code_space(encoded['latent'], labels, report_dir),
                 _code_grid(vae, encoded['latent'], report_dir)]
@@ -380,7 +384,8 @@ def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, l
     figures += [_lowest_scoring(scored, report_dir, metric),
                 _scores_by_digit(scored, report_dir, metric)]
     numbers += _anomaly_numbers(scored, metric)
-  write_index_html(report_dir, figures, numbers)
+  write_index_html(report_dir, figures, numbers,
+                   'Autoencoder report' if vae.is_autoencoder else 'VAE report')
   return [name for name, _ in figures]
 
 

@@ -60,8 +60,9 @@ def _run(tmp_path, trained: model_fixtures.TrainedModel, transformed: model_fixt
   return report.uri
 
 
-def _write_scored_examples(directory, mnist_splits, scores):
-  """BulkInferrer's output_examples for the eval split: each digit's features plus `elbo`."""
+def _write_scored_examples(directory, mnist_splits, scores, feature='elbo'):
+  """BulkInferrer's output_examples for the eval split: each digit's features plus `elbo` (or
+  `feature`)."""
   images, labels = mnist_splits['eval']
   split_dir = os.path.join(directory, 'Split-eval')
   os.makedirs(split_dir)
@@ -69,7 +70,7 @@ def _write_scored_examples(directory, mnist_splits, scores):
                             options='GZIP') as writer:
     for image, label, score in zip(images, labels, scores):
       example = tf.train.Example.FromString(to_example(image, label))
-      example.features.feature['elbo'].float_list.value.append(score)
+      example.features.feature[feature].float_list.value.append(score)
       writer.write(example.SerializeToString())
   return directory
 
@@ -154,6 +155,60 @@ def test_higher_latent_dim_is_projected_and_has_no_manifold(tmp_path, trained_mo
   assert 'PCA of the 5-D latent means' in _index(report_dir)
 
 
+@pytest.fixture(scope='module')
+def trained_autoencoder_5d(tmp_path_factory, transformed_mnist):
+  """The tiny autoencoder of conftest's trained_autoencoder, with a 5-D code."""
+  return model_fixtures.train_tiny_model(
+      transformed_mnist, str(tmp_path_factory.mktemp('trained_autoencoder_5d')),
+      dataclasses.replace(model_fixtures.TINY_AUTOENCODER_HPARAMS, latent_dim=5, epochs=1))
+
+
+AUTOENCODER_PNGS = (executor.RECONSTRUCTIONS_FILE, executor.CODE_SPACE_FILE,
+                    executor.CODE_GRID_FILE, executor.ELBO_CURVES_FILE)
+
+
+def test_autoencoder_report_draws_its_code_space_and_names_its_metric(
+    tmp_path, trained_autoencoder, transformed_mnist, mnist_splits):
+  labels = mnist_splits['eval'][1]
+  scores = -100.0 - np.arange(len(labels), dtype=np.float32)
+  scored_dir = _write_scored_examples(str(tmp_path / 'scored'), mnist_splits, scores,
+                                      'reconstruction_log_likelihood')
+  report_dir = _run(tmp_path, trained_autoencoder, transformed_mnist,
+                    scored_examples_dir=scored_dir)
+  assert _pngs(report_dir) == sorted(AUTOENCODER_PNGS + (executor.LOWEST_SCORING_FILE,
+                                                         executor.SCORES_BY_DIGIT_FILE))
+  for name in _pngs(report_dir):
+    _assert_valid_png(os.path.join(report_dir, name))
+  assert not os.path.exists(os.path.join(report_dir, executor.LIKELIHOOD_FILE))
+  page = _index(report_dir)
+  assert '<h1>Autoencoder report</h1>' in page and 'ELBO' not in page
+  assert 'mean reconstruction log-likelihood of 80 held-out digits' in page
+  assert 'held-out reconstruction log-likelihood after epoch 2</th>' in page
+  assert '<th>not drawn</th><td>prior samples and the IWAE log-likelihood bound' in page
+  assert f'<th>lowest anomaly score (reconstruction log-likelihood)</th><td>{scores.min():.2f}' in page
+  assert 'grid of the code space, spanning the 5%..95% quantiles of the 80 held-out codes' in page
+
+
+def test_autoencoder_with_a_higher_dimensional_code_is_drawn_on_its_principal_plane(
+    tmp_path, trained_autoencoder_5d, transformed_mnist):
+  report_dir = _run(tmp_path, trained_autoencoder_5d, transformed_mnist)
+  assert _pngs(report_dir) == sorted(AUTOENCODER_PNGS)
+  page = _index(report_dir)
+  assert 'Code space of the autoencoder: 80 held-out digits (PCA of the 5-D codes)' in page
+  assert 'grid of the plane of the codes&#x27; first two PCs' in page
+
+
+def test_latent_plane_maps_its_points_back_to_latents():
+  latents = np.random.default_rng(1).normal(size=(100, 5)) * np.array([3.0, 0.1, 1.0, 0.2, 2.0])
+  plane = executor.latent_plane(latents, 'code')
+  points = plane.project(latents)
+  np.testing.assert_allclose(plane.project(plane.latents(points)), points, atol=1e-4)
+  assert plane.axis_labels[0].startswith('PC1 (')
+  two_d = executor.latent_plane(latents[:, :2], 'code')
+  assert two_d.axis_labels == ('z1 (code)', 'z2 (code)')
+  np.testing.assert_array_equal(two_d.project(latents[:, :2]), latents[:, :2])
+
+
 def test_missing_history_leaves_out_only_the_curves(tmp_path, trained_model, transformed_mnist):
   os.makedirs(tmp_path / 'empty_model_run')
   report_dir = _run(tmp_path, trained_model, transformed_mnist, str(tmp_path / 'empty_model_run'))
@@ -194,7 +249,7 @@ def test_elbo_history_reads_the_trainers_epochs(tmp_path):
 def test_projection_keeps_2d_means_and_orders_components_by_variance():
   rng = np.random.default_rng(0)
   means_2d = rng.normal(size=(50, 2))
-  assert executor.project_to_2d(means_2d)[0] is means_2d
+  np.testing.assert_array_equal(executor.project_to_2d(means_2d)[0], means_2d)
   stretched = rng.normal(size=(200, 4)) * np.array([0.1, 5.0, 0.2, 1.0])
   points, axis_labels = executor.project_to_2d(stretched)
   assert points.shape == (200, 2)

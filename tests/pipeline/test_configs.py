@@ -5,7 +5,7 @@ import os
 import pytest
 from apache_beam.options import pipeline_options
 
-from vaetfx import cli
+from vaetfx import cli, flags
 from vaetfx.pipeline import configs
 
 BAD_MODEL_NAMES = ('', '.', '..', 'a/b', '../serving', 'with space')
@@ -64,3 +64,38 @@ def test_other_beam_settings_are_passed():
   beam = configs.BeamConfig('multi_processing', 2, ('--runner=FlinkRunner',))
   assert beam.pipeline_args() == ['--direct_running_mode=multi_processing',
                                   '--direct_num_workers=2', '--runner=FlinkRunner']
+
+
+def _run_config(*argv):
+  args = cli.build_parser().parse_args(['run', *argv])
+  return flags.pipeline_config(args, data_dir='data', output_dir='out')
+
+
+def test_model_ae_takes_seed_003s_training_defaults_and_its_own_names():
+  config = _run_config('--model', 'ae', '--digits', '1,5,6', '--latent-dim', '2')
+  assert config.hparams.is_autoencoder and config.digits == (1, 5, 6)
+  assert (config.hparams.epochs, config.hparams.batch_size, config.hparams.learning_rate,
+          config.hparams.learning_rate_schedule) == (10, 50, 1e-3, 'constant')
+  assert (config.pipeline_name, config.push.model_name) == ('ae-mnist', 'ae')
+  vae = _run_config()
+  assert (vae.hparams.epochs, vae.hparams.batch_size, vae.hparams.learning_rate,
+          vae.hparams.learning_rate_schedule) == (22, 128, 4e-3, 'cosine')
+  assert (vae.pipeline_name, vae.push.model_name) == ('vae-mnist', 'vae')
+
+
+def test_settings_given_explicitly_are_kept_for_the_autoencoder():
+  config = _run_config('--model', 'ae', '--epochs', '3', '--learning-rate-schedule', 'cosine',
+                       '--pipeline-name', 'mine', '--model-name', 'seed3')
+  assert (config.hparams.epochs, config.hparams.batch_size) == (3, 50)
+  assert config.hparams.learning_rate_schedule == 'cosine'
+  assert (config.pipeline_name, config.push.model_name) == ('mine', 'seed3')
+
+
+def test_help_names_each_models_defaults():
+  commands = next(action for action in cli.build_parser()._actions  # pylint: disable=protected-access
+                  if action.dest == 'command').choices
+  help_text = ' '.join(commands['run'].format_help().split())
+  assert 'Default: 22 for the VAEs, 10 for ae (seed 003).' in help_text
+  assert 'Default: vae-mnist, or ae-mnist for --model ae.' in help_text
+  training = help_text.split("training (the Trainer's custom_config):")[1].split('evaluator gate')[0]
+  assert '(default: None)' not in training

@@ -128,13 +128,14 @@ def check_baseline_kind(store: metadata_store.MetadataStore, config: configs.Pip
     return
   baseline_hparams = hparams_lib.TrainingHparams(model=baseline)
   if baseline_hparams.is_autoencoder != config.hparams.is_autoencoder:
-    kinds = {True: 'an autoencoder', False: 'a VAE'}
-    other_name, _ = configs.default_names(config.hparams)
+    baseline_kind = 'an autoencoder' if baseline_hparams.is_autoencoder else 'a VAE'
+    this_kind = 'autoencoder' if config.hparams.is_autoencoder else 'VAE'
+    own_default, _ = configs.default_names(config.hparams)
     raise MixedModelKinds(
-        f'pipeline {config.pipeline_name!r} last blessed {kinds[baseline_hparams.is_autoencoder]} '
-        f'(--model {baseline}), and its gate would compare that with this '
-        f'{kinds[config.hparams.is_autoencoder]} (--model {config.hparams.model}): give this run '
-        f'its own --pipeline-name (default for --model {config.hparams.model}: {other_name})')
+        f'pipeline {config.pipeline_name!r} last blessed {baseline_kind} (--model {baseline}); '
+        f'its gate would compare that with this run\'s {this_kind} (--model '
+        f'{config.hparams.model}): give this run its own --pipeline-name (default for --model '
+        f'{config.hparams.model}: {own_default})')
 
 
 def _last_execution_id(store: metadata_store.MetadataStore) -> int:

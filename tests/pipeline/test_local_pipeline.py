@@ -20,6 +20,7 @@ from tfx.components.bulk_inferrer import executor as bulk_inferrer_executor
 
 from tests import artifacts, synthetic_mnist
 from tests.pipeline import test_code_fingerprint
+from vaetfx import cli, flags
 from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.components.vae_report import executor as vae_report_executor
 from vaetfx.models import elbo_metric, export
@@ -311,11 +312,15 @@ def test_the_autoencoders_report_draws_its_code_space_and_scores(autoencoder_con
   assert set(np.unique(scored.labels)) == set(SEED_DIGITS)
 
 
-def test_a_vae_run_gated_against_the_autoencoder_is_refused(autoencoder_config, autoencoder_run):
-  config = dataclasses.replace(autoencoder_config, hparams=TINY_TRAINING)
-  executions = len(_store(config).get_executions())
-  with pytest.raises(local_runner.MixedModelKinds,
-                     match="pipeline 'ae-mnist' last blessed an autoencoder .* own --pipeline-name "
-                           r'\(default for --model conv: vae-mnist\)'):
-    local_runner.run(config, out=io.StringIO())
-  assert len(_store(config).get_executions()) == executions
+def test_a_vae_run_gated_against_the_autoencoder_is_refused(autoencoder_config, autoencoder_run,
+                                                          capsys):
+  """`vaetfx run` of a VAE under the autoencoder's pipeline name stops before any component."""
+  executions = len(_store(autoencoder_config).get_executions())
+  status = cli.main(['run', '--data-dir', autoencoder_config.data_dir, '--output-dir',
+                     autoencoder_config.output_dir, '--pipeline-name', 'ae-mnist'])
+  assert status == flags.EXIT_BAD_INPUT
+  assert capsys.readouterr().err == (
+      "vaetfx run: error: pipeline 'ae-mnist' last blessed an autoencoder (--model ae); its gate "
+      "would compare that with this run's VAE (--model conv): give this run its own "
+      '--pipeline-name (default for --model conv: vae-mnist)\n')
+  assert len(_store(autoencoder_config).get_executions()) == executions

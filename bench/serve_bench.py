@@ -25,8 +25,8 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import portpicker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from vaetfx import storage  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vaetfx.serving import client  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vaetfx.serving import versions  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCHING_FILE = os.path.join(os.path.dirname(client.__file__), 'deploy', 'batching_parameters.txt')
 CLIENTS = 16
@@ -178,12 +178,12 @@ def main(argv=None) -> int:
   parser.add_argument('--repeats', type=int, default=500, help='Calls per batch-1 percentile.')
   parser.add_argument('--seconds', type=float, default=5.0, help='Duration of each throughput run.')
   args = parser.parse_args(argv)
-  if not os.path.isdir(args.model_dir) or not versions.versions_on_disk(args.model_dir):
+  if not os.path.isdir(args.model_dir) or not storage.version_dirs(args.model_dir):
     print(f'error: no pushed model under {args.model_dir}: run the pipeline (make run), or '
           f'point --model-dir (make: SERVE_MODEL_DIR=) at <serving_dir>/<model_name>',
           file=sys.stderr)
     return 2
-  newest = versions.versions_on_disk(args.model_dir)
+  newest = storage.version_dirs(args.model_dir)
   model_name = os.path.basename(os.path.normpath(args.model_dir))
   images = (np.random.default_rng(0).random((64, 28, 28)) * 255).astype(np.uint8)
   print(f'Model {model_name} version {max(newest)}; {os.cpu_count()} CPUs; '

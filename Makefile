@@ -25,8 +25,10 @@ $(BIN)/vaetfx: setup.py constraints.txt
 run: setup
 	$(BIN)/vaetfx run --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
 
+# One worker per CPU; each test file stays on one worker, so its module fixtures (a whole
+# pipeline run, the Kubeflow tasks on the emulated bucket) are built once.
 test: setup
-	$(BIN)/python -m pytest tests --durations=15
+	$(BIN)/python -m pytest tests -n auto --dist loadfile --durations=15
 
 clean:
 	rm -rf $(OUTPUT_DIR) .pytest_cache

@@ -44,6 +44,6 @@ setuptools.setup(
         'matplotlib',
     ],
     # cryptography: the self-signed certificate of the tests' GCS emulator (tests/gcs_emulator.py).
-    extras_require={'test': ['pytest', 'cryptography']},
+    extras_require={'test': ['pytest', 'pytest-xdist', 'cryptography']},
     entry_points={'console_scripts': ['vaetfx = vaetfx.cli:main']},
 )

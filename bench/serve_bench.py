@@ -4,9 +4,10 @@ Measures serving_default at batch 1 and 64 (latency p50/p99) and requests per
 second with 16 concurrent clients (batch 1), for the model called in-process
 (the floor), for `vaetfx serve` in its own process, and for the same server with
 batching (serving/deploy/batching_parameters.txt); in the same run, a gRPC round
-trip without model work (GetModelStatus), and the server's peak resident memory
-while answering batches of 1, 64 and 10,000 rows, with its memory before and after.
-Prints two tables.
+trip without model work (GetModelStatus), the in-process call made that round
+trip after the previous one (the idle gap a server's model calls have), and the
+server's peak resident memory while answering batches of 1, 64 and 10,000 rows,
+with its memory before and after. Prints two tables.
 
   python bench/serve_bench.py --model-dir outputs/serving/vae      (make bench-serve)
 """
@@ -24,20 +25,22 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import portpicker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from vaetfx import storage  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vaetfx.serving import client  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vaetfx.serving import versions  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCHING_FILE = os.path.join(os.path.dirname(client.__file__), 'deploy', 'batching_parameters.txt')
 CLIENTS = 16
 MEMORY_BATCHES = {1: 100, 64: 20, 10_000: 1}  # Rows per request: requests sent.
 
 
-def percentiles_ms(call, repeats: int):
-  """(p50, p99) in milliseconds of `call()`, after a warm-up."""
+def percentiles_ms(call, repeats: int, pause_seconds: float = 0.0):
+  """(p50, p99) in milliseconds of `call()`, after a warm-up; each call `pause_seconds` after
+  the last one ended."""
   for _ in range(max(10, repeats // 10)):
     call()
   seconds = []
   for _ in range(repeats):
+    time.sleep(pause_seconds)
     start = time.perf_counter()
     call()
     seconds.append(time.perf_counter() - start)
@@ -71,6 +74,13 @@ def measure(make_call, images, args):
   return (*percentiles_ms(lambda: call(one), args.repeats),
           *percentiles_ms(lambda: call(many), max(20, args.repeats // 5)),
           requests_per_second(make_call, one, args.seconds))
+
+
+def paused_in_process_ms(make_call, images, round_trip_ms: float, repeats: int) -> float:
+  """p50 at batch 1 of the in-process call made a round trip after the previous one ended, as
+  a server's model calls are: TensorFlow's idle threads must wake up first (README)."""
+  call = make_call()
+  return percentiles_ms(lambda: call(images[:1]), repeats, round_trip_ms / 1e3)[0]
 
 
 def in_process_calls(version_dir: str):
@@ -142,7 +152,7 @@ def print_memory(rows):
     print(f'{size:<20,}{before >> 20:>10}{peak >> 20:>10}{after >> 20:>12}')
 
 
-def print_table(rows, round_trip_ms: float):
+def print_table(rows, round_trip_ms: float, paused_ms: float):
   header = (f'{"":<28}{"batch 1 p50":>12}{"p99":>8}{"batch 64 p50":>14}{"p99":>8}'
             f'{f"{CLIENTS} clients":>13}')
   print(f'\n{header}\n{"":<28}{"ms":>12}{"ms":>8}{"ms":>14}{"ms":>8}{"req/s":>13}')
@@ -154,7 +164,10 @@ def print_table(rows, round_trip_ms: float):
         f'(goal: under 1 ms); at batch 64: {served[2] - floor[2]:+.2f} ms.\n'
         f'gRPC round trip without model work (GetModelStatus), p50: {round_trip_ms:.2f} ms; '
         f'over the in-process call and that round trip, the server adds '
-        f'{served[0] - floor[0] - round_trip_ms:+.2f} ms at batch 1.')
+        f'{served[0] - floor[0] - round_trip_ms:+.2f} ms at batch 1.\n'
+        f'In-process calls {round_trip_ms:.2f} ms apart (the gap a server sees between '
+        f'requests), p50: {paused_ms:.2f} ms; over those and the round trip the server adds '
+        f'{served[0] - paused_ms - round_trip_ms:+.2f} ms.')
 
 
 def main(argv=None) -> int:
@@ -165,24 +178,26 @@ def main(argv=None) -> int:
   parser.add_argument('--repeats', type=int, default=500, help='Calls per batch-1 percentile.')
   parser.add_argument('--seconds', type=float, default=5.0, help='Duration of each throughput run.')
   args = parser.parse_args(argv)
-  if not os.path.isdir(args.model_dir) or not versions.versions_on_disk(args.model_dir):
+  if not os.path.isdir(args.model_dir) or not storage.version_dirs(args.model_dir):
     print(f'error: no pushed model under {args.model_dir}: run the pipeline (make run), or '
           f'point --model-dir (make: SERVE_MODEL_DIR=) at <serving_dir>/<model_name>',
           file=sys.stderr)
     return 2
-  newest = versions.versions_on_disk(args.model_dir)
+  newest = storage.version_dirs(args.model_dir)
   model_name = os.path.basename(os.path.normpath(args.model_dir))
   images = (np.random.default_rng(0).random((64, 28, 28)) * 255).astype(np.uint8)
   print(f'Model {model_name} version {max(newest)}; {os.cpu_count()} CPUs; '
         f'load average {os.getloadavg()[0]:.1f} (other processes skew the numbers)')
-  rows = [('in-process (floor)', measure(in_process_calls(newest[max(newest)]), images, args))]
+  in_process = in_process_calls(newest[max(newest)])
+  rows = [('in-process (floor)', measure(in_process, images, args))]
   with LocalServer(args.model_dir) as server:
     rows.append(('vaetfx serve', measure(server.calls(model_name), images, args)))
     round_trip_ms = server.round_trip_ms(model_name, args.repeats)
     memory = server.memory_rows(model_name, images)
+  paused_ms = paused_in_process_ms(in_process, images, round_trip_ms, args.repeats)
   with LocalServer(args.model_dir, ['--batching-parameters-file', BATCHING_FILE]) as server:
     rows.append(('vaetfx serve, batching', measure(server.calls(model_name), images, args)))
-  print_table(rows, round_trip_ms)
+  print_table(rows, round_trip_ms, paused_ms)
   print_memory(memory)
   return 0
 

@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from vaetfx import flags
+from vaetfx import flags, storage
 from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.models import features
 
@@ -51,42 +51,20 @@ class BadInput(ValueError):
   """A folder, file or model given on the command line cannot be used; the message names it."""
 
 
-def _is_uri(path: str) -> bool:
-  return '://' in path
-
-
-def _fileio():
-  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-  return fileio
-
-
-def _isdir(path: str) -> bool:
-  return _fileio().isdir(path) if _is_uri(path) else os.path.isdir(path)
-
-
-def _exists(path: str) -> bool:
-  return _fileio().exists(path) if _is_uri(path) else os.path.exists(path)
-
-
-def _listdir(path: str) -> List[str]:
-  return [name.rstrip('/') for name in (_fileio().listdir(path) if _is_uri(path)
-                                        else os.listdir(path))]
-
-
 def resolve_model_dir(model_dir: str) -> str:
   """The SavedModel to score with: `model_dir` itself when it holds saved_model.pb, else its
   newest integer-named version (TF Serving's layout, what the Pusher writes)."""
-  if not _isdir(model_dir):
-    problem = 'is a file, expected a folder' if _exists(model_dir) else 'no such folder'
+  if not storage.isdir(model_dir):
+    problem = 'is a file, expected a folder' if storage.exists(model_dir) else 'no such folder'
     raise BadInput(f'--model-dir {model_dir}: {problem}')
-  if _exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
+  if storage.exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
     return model_dir
-  versions = [name for name in _listdir(model_dir)
-              if name.isdigit() and _exists(os.path.join(model_dir, name, SAVED_MODEL_FILE))]
+  versions = [path for _, path in sorted(storage.version_dirs(model_dir).items())
+              if storage.exists(os.path.join(path, SAVED_MODEL_FILE))]
   if not versions:
     raise BadInput(f'--model-dir {model_dir}: holds neither {SAVED_MODEL_FILE} nor a version '
                    'folder (an integer name) with one')
-  return os.path.join(model_dir, max(versions, key=int))
+  return versions[-1]
 
 
 def check_signature(model_path: str) -> str:
@@ -94,7 +72,7 @@ def check_signature(model_path: str) -> str:
   exported VAE and autoencoder has one (models/export.py)."""
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   saved_model = saved_model_pb2.SavedModel()
-  with _fileio().open(os.path.join(model_path, SAVED_MODEL_FILE), 'rb') as f:
+  with storage.open_file(os.path.join(model_path, SAVED_MODEL_FILE), 'rb') as f:
     saved_model.ParseFromString(f.read())
   signature_defs = {name: signature for graph in saved_model.meta_graphs
                     for name, signature in graph.signature_def.items()
@@ -115,7 +93,7 @@ def check_output(path: str) -> str:
   """`path` as an absolute path (URIs as given) if a CSV can be written there."""
   if not path.endswith('.csv'):
     raise BadInput(f'--output {path}: expected a file name ending in .csv')
-  if _is_uri(path):
+  if storage.is_uri(path):
     return path
   path = os.path.abspath(os.path.expanduser(path))
   if os.path.isdir(path):
@@ -164,12 +142,12 @@ def format_csv(scores: Sequence[Tuple[ImageKey, float]], score: str = SCORE_OUTP
 
 def write_atomically(path: str, text: str):
   """Writes beside `path`, then renames: the file is whole or absent (local and gs:// alike)."""
-  fileio = _fileio()
-  fileio.makedirs(os.path.dirname(path))
+  gfile = storage.gfile()
+  gfile.makedirs(os.path.dirname(path))
   partial = f'{path}.partial-{os.getpid()}'
-  with fileio.open(partial, 'w') as f:
+  with gfile.GFile(partial, 'w') as f:
     f.write(text)
-  fileio.rename(partial, path, overwrite=True)
+  gfile.rename(partial, path, overwrite=True)
 
 
 def _chunks(counts: Dict[str, int]) -> List[Tuple[str, int, int]]:
@@ -219,7 +197,7 @@ class ScoreSummary:
 
 
 def read_scores(output: str) -> ScoreSummary:
-  with _fileio().open(output, 'r') as f:
+  with storage.open_file(output, 'r') as f:
     reader = csv.DictReader(f)
     rows = list(reader)
   return ScoreSummary(len(rows), rows, reader.fieldnames[-1])
@@ -233,8 +211,8 @@ def _load_counts(data_dir: str, splits: Sequence[str]) -> Dict[str, int]:
 def _score(args) -> int:
   """Checks every input (no TensorFlow for local ones), scores on Beam, prints a summary."""
   try:
-    data_dir = args.data_dir if _is_uri(args.data_dir) else os.path.abspath(args.data_dir)
-    if not _is_uri(data_dir) and not os.path.isdir(data_dir):
+    data_dir = args.data_dir if storage.is_uri(args.data_dir) else os.path.abspath(args.data_dir)
+    if not storage.is_uri(data_dir) and not os.path.isdir(data_dir):
       problem = 'is a file, expected a folder' if os.path.exists(data_dir) else 'no such folder'
       raise BadInput(f'--data-dir {args.data_dir}: {problem}')
     output = check_output(args.output)

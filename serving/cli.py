@@ -206,6 +206,11 @@ def _connection_flags() -> argparse.ArgumentParser:
   group.add_argument('--max-message-mb', type=max_message_mb,
                      default=defaults.MAX_MESSAGE_BYTES >> 20,
                      help='Largest request or response accepted, in MiB.')
+  group.add_argument('--rows-per-request', type=flags.positive_int,
+                     default=defaults.ROWS_PER_REQUEST,
+                     help='Images (or latent vectors) per Predict request: more are sent in '
+                          'several requests to the version that answered the first, so '
+                          'neither end holds a whole data set in one message.')
   return parser
 
 
@@ -321,7 +326,8 @@ def _with_client(command):
       with client.ServingClient(
           args.server, args.model_name, version=args.version, version_label=args.version_label,
           timeout=args.timeout, tls=args.tls, tls_ca_file=args.tls_ca,
-          max_message_bytes=args.max_message_mb << 20) as serving:
+          max_message_bytes=args.max_message_mb << 20,
+          rows_per_request=args.rows_per_request) as serving:
         command(serving, args)
     except status.ServingError as e:
       print(f'error: {e}', file=sys.stderr)

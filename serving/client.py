@@ -25,6 +25,8 @@ RANDOM_SEED = -1  # The `sample` signature draws a fresh seed for negative value
 SCORE_KEYS = ('elbo', 'reconstruction_log_likelihood')
 State = get_model_status_pb2.ModelVersionStatus.State
 AVAILABLE = State.AVAILABLE
+# Restarts of a many-request Predict whose version was replaced mid-way, before giving up.
+MAX_VERSION_CHANGES = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,13 +46,18 @@ class ServingClient:
   def __init__(self, address: str = defaults.ADDRESS, model_name: str = defaults.MODEL_NAME, *,
                version: Optional[int] = None, version_label: str = '',
                timeout: float = defaults.TIMEOUT_SECONDS, tls: bool = False,
-               tls_ca_file: str = '', max_message_bytes: int = defaults.MAX_MESSAGE_BYTES):
+               tls_ca_file: str = '', max_message_bytes: int = defaults.MAX_MESSAGE_BYTES,
+               rows_per_request: int = defaults.ROWS_PER_REQUEST):
     """version / version_label: ask for that version (or label) instead of the latest.
 
     tls: connect with TLS, trusting `tls_ca_file` (PEM) or else the system's roots.
+    rows_per_request: images (or latents) sent per Predict; more go in several requests.
     """
     if version is not None and version_label:
       raise ValueError('give a version or a version label, not both')
+    if rows_per_request < 1:
+      raise ValueError(f'rows_per_request must be at least 1, got {rows_per_request}')
+    self.rows_per_request = rows_per_request
     self.address = address
     self.model_name = model_name
     self.version = version
@@ -86,10 +93,10 @@ class ServingClient:
       return f'{self.model_name} version label {self.version_label}'
     return self.model_name
 
-  def _fill_model_spec(self, model_spec, signature_name: str = ''):
+  def _fill_model_spec(self, model_spec, signature_name: str = '', version: Optional[int] = None):
     model_spec.name = self.model_name
-    if self.version is not None:
-      model_spec.version.value = self.version
+    if version is not None or self.version is not None:
+      model_spec.version.value = self.version if version is None else version
     elif self.version_label:
       model_spec.version_label = self.version_label
     if signature_name:
@@ -126,10 +133,11 @@ class ServingClient:
     return status.ServingError(code, f'{summary} ({code.name}: {details})')
 
   def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
-              output_filter: Sequence[str] = ()) -> Prediction:
-    """Runs one signature; arrays go out as they are, so their dtypes must be the signature's."""
+              output_filter: Sequence[str] = (), version: Optional[int] = None) -> Prediction:
+    """Runs one signature in one request; arrays go out as they are, so their dtypes must be
+    the signature's. `version` overrides the client's version for this call."""
     request = predict_pb2.PredictRequest()
-    self._fill_model_spec(request.model_spec, signature_name)
+    self._fill_model_spec(request.model_spec, signature_name, version)
     for alias, array in inputs.items():
       tensors.to_proto(array, request.inputs[alias])
     request.output_filter.extend(output_filter)
@@ -137,15 +145,53 @@ class ServingClient:
     return Prediction({alias: tensors.to_array(proto) for alias, proto in response.outputs.items()},
                       response.model_spec.version.value, response.model_spec.signature_name)
 
+  def predict_rows(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+                   output_filter: Sequence[str] = ()) -> Prediction:
+    """Runs a batched signature `rows_per_request` rows at a time and joins the answers.
+
+    A big input in one message would make the server hold all of it and its answer at
+    once. Every request after the first asks for the version that answered the first, so
+    one answer never mixes two models; if that version is unloaded mid-way (a newer one
+    replaced it), the whole input is sent again, to the new one.
+    """
+    for _ in range(MAX_VERSION_CHANGES + 1):
+      prediction = self._predict_rows_of_one_version(signature_name, inputs, output_filter)
+      if prediction is not None:
+        return prediction
+    raise status.ServingError(
+        grpc.StatusCode.UNAVAILABLE,
+        f'the served version of {self.target} changed {MAX_VERSION_CHANGES + 1} times while '
+        f'Predict {signature_name!r} sent its rows; try again once pushes have settled')
+
+  def _predict_rows_of_one_version(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+                                   output_filter: Sequence[str]) -> Optional[Prediction]:
+    """predict_rows' answer from a single version, or None if that version went away."""
+    rows = len(next(iter(inputs.values())))
+    step = self.rows_per_request
+    parts = [self.predict(signature_name, {a: x[:step] for a, x in inputs.items()}, output_filter)]
+    for start in range(step, rows, step):
+      try:
+        parts.append(self.predict(signature_name,
+                                  {a: x[start:start + step] for a, x in inputs.items()},
+                                  output_filter, version=parts[0].version))
+      except status.ServingError as e:
+        if e.code == grpc.StatusCode.NOT_FOUND and self.version is None:
+          return None
+        raise
+    if len(parts) == 1:
+      return parts[0]
+    return Prediction({alias: np.concatenate([part.outputs[alias] for part in parts])
+                       for alias in parts[0].outputs}, parts[0].version, parts[0].signature_name)
+
   def reconstruct(self, images: np.ndarray) -> Dict[str, np.ndarray]:
     """uint8 [N, 28, 28] -> reconstruction, latent_mean, latent_logvar and elbo (an
     autoencoder's: reconstruction, latent and reconstruction_log_likelihood)."""
-    return self.predict('serving_default', {'images': _images(images)}).outputs
+    return self.predict_rows('serving_default', {'images': _images(images)}).outputs
 
   def encode(self, images: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """uint8 [N, 28, 28] -> (latent_mean, latent_logvar), each float32 [N, L]; an autoencoder's
     (latent, None): its code is a point, with no variance."""
-    outputs = self.predict('encode', {'images': _images(images)}).outputs
+    outputs = self.predict_rows('encode', {'images': _images(images)}).outputs
     if 'latent' in outputs:
       return outputs['latent'], None
     return outputs['latent_mean'], outputs['latent_logvar']
@@ -153,7 +199,7 @@ class ServingClient:
   def decode(self, latent: np.ndarray) -> np.ndarray:
     """float32 [N, L] -> images float32 [N, 28, 28] in [0, 1]."""
     latent = np.asarray(latent, np.float32)
-    return self.predict('decode', {'latent': latent}).outputs['images']
+    return self.predict_rows('decode', {'latent': latent}).outputs['images']
 
   def sample(self, count: int, seed: int = RANDOM_SEED) -> np.ndarray:
     """`count` digits from the prior, float32 [count, 28, 28]; a seed >= 0 makes them repeatable."""
@@ -181,8 +227,8 @@ class ServingClient:
     """Per-image score, float32 [N]: the ELBO (the autoencoder's reconstruction
     log-likelihood); low values are images the model finds unlikely."""
     key = self.score_key()
-    return self.predict('serving_default', {'images': _images(images)},
-                        output_filter=[key]).outputs[key]
+    return self.predict_rows('serving_default', {'images': _images(images)},
+                             output_filter=[key]).outputs[key]
 
   def signature_defs(self) -> Tuple[int, Dict[str, meta_graph_pb2.SignatureDef]]:
     """(version, SignatureDefs by name) from GetModelMetadata."""

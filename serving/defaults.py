@@ -22,5 +22,8 @@ MAX_DECODED_BYTES = 64 << 20
 # `sample` decodes `count` latents in one model call (its seed fixes the whole draw, so it
 # cannot be sliced): 1,000 keep that call's memory near a slice's.
 MAX_SAMPLE_COUNT = 1_000
+# Rows per Predict the client sends: more images go in several requests (a request of 1,000
+# digits is 0.8 MB, its reconstructions 3 MB).
+ROWS_PER_REQUEST = 1_000
 # Rows per model call: bigger requests run in slices, so a request's memory stops growing here.
 SLICE_ROWS = 256

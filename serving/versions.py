@@ -9,7 +9,6 @@ staging directories) are ignored, which makes a rename into place atomic.
 """
 import dataclasses
 import logging
-import re
 import threading
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
@@ -18,6 +17,7 @@ import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
+from vaetfx import storage
 from vaetfx.serving import servable as servable_lib
 from vaetfx.serving import defaults, status, warmup
 
@@ -59,17 +59,6 @@ class VersionPolicy:
     if self.specific:
       return versions & set(self.specific)
     return set(sorted(versions)[-self.latest:])
-
-
-def versions_on_disk(base_path: str) -> Dict[int, str]:
-  """Integer-named subdirectories -> their paths; tf.io.gfile also reads gs:// and s3://."""
-  found = {}
-  for name in tf.io.gfile.listdir(base_path):
-    name = name.rstrip('/')
-    path = tf.io.gfile.join(base_path, name)
-    if re.fullmatch('[0-9]+', name) and tf.io.gfile.isdir(path):
-      found[int(name)] = path
-  return found
 
 
 def requested_version(model_spec: model_pb2.ModelSpec, labels: Mapping[str, int]) -> Optional[int]:
@@ -157,11 +146,10 @@ class ModelManager:
 
   def poll(self):
     """One pass: load new aspired versions (newest first), then unload what is no longer aspired."""
-    try:
-      on_disk = versions_on_disk(self.base_path)
-    except tf.errors.NotFoundError:
+    if not storage.isdir(self.base_path):  # Keeps what is loaded, as TF Serving does.
       log.warning('Could not find base path %s for servable %s', self.base_path, self.name)
       return
+    on_disk = storage.version_dirs(self.base_path)
     aspired = self.policy.aspired(on_disk)
     self._forget_failures(on_disk)
     for version in sorted(aspired - set(self._available), reverse=True):

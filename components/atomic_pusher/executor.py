@@ -53,6 +53,7 @@ from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 
+from vaetfx import storage
 from vaetfx.components.atomic_pusher.model_name import check_model_name
 
 SERVING_DIR_KEY = 'serving_dir'
@@ -73,18 +74,9 @@ MAX_PUBLISH_ATTEMPTS = 20
 _READ_CHUNK = 1 << 20
 
 
-def on_local_disk(path: str) -> bool:
-  """Paths with a scheme (gs://, s3://, hdfs://) are served by fileio plugins without atomic rename."""
-  return '://' not in path
-
-
 def list_versions(model_dir: str) -> List[int]:
   """The version numbers TF Serving would load: integer-named subdirectories."""
-  if not fileio.isdir(model_dir):
-    return []
-  names = (name.rstrip('/') for name in fileio.listdir(model_dir))
-  return sorted(int(name) for name in names
-                if re.fullmatch('[0-9]+', name) and fileio.isdir(os.path.join(model_dir, name)))
+  return sorted(storage.version_dirs(model_dir))
 
 
 def holds_saved_model(directory: str) -> bool:
@@ -168,7 +160,7 @@ def fsync_tree(directory: str):
 @contextlib.contextmanager
 def push_lock(model_dir: str) -> Iterator[None]:
   """An exclusive flock on the model directory's lock file (local disk); none elsewhere."""
-  if not on_local_disk(model_dir):
+  if storage.is_uri(model_dir):
     yield
     return
   with open(os.path.join(model_dir, LOCK_FILE), 'a', encoding='utf-8') as lock:
@@ -246,7 +238,7 @@ def push_in_place(model_path: str, model_dir: str) -> str:
 
 def push_model(model_path: str, model_dir: str) -> str:
   """Pushes the SavedModel at `model_path` as a new version of `model_dir`; returns its directory."""
-  if on_local_disk(model_dir):
+  if not storage.is_uri(model_dir):
     return publish(stage(model_path, model_dir), model_dir)
   return push_in_place(model_path, model_dir)
 
@@ -257,7 +249,7 @@ def remove_version(model_dir: str, version: int):
   only a name the next push cleans up.
   """
   version_dir = os.path.join(model_dir, str(version))
-  if not on_local_disk(model_dir):
+  if storage.is_uri(model_dir):
     fileio.rmtree(version_dir)
     return
   retired_dir = os.path.join(model_dir, f'{RETIRED_PREFIX}{version}-{uuid.uuid4().hex}')
@@ -309,7 +301,7 @@ class Executor(pusher_executor.Executor):
     model_dir = os.path.join(exec_properties[SERVING_DIR_KEY], model_name)
     fileio.makedirs(model_dir)
     with push_lock(model_dir):
-      if on_local_disk(model_dir):
+      if not storage.is_uri(model_dir):
         remove_stale_staging(model_dir)
       served = find_identical_version(model_dir, model_path)
       # As TFX's Pusher does: the artifact keeps its own copy, so it outlives pruning.

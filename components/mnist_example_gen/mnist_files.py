@@ -9,10 +9,11 @@ import os
 import struct
 import zipfile
 import zlib
-from typing import BinaryIO, Tuple
+from typing import Tuple
 
 import numpy as np
 
+from vaetfx import storage
 from vaetfx.models import features
 
 IDX_FILES = {
@@ -29,33 +30,10 @@ class MnistFormatError(ValueError):
   """An MNIST file is missing, corrupt or of the wrong shape; the message names it."""
 
 
-def _is_uri(path: str) -> bool:
-  return '://' in path
-
-
-def _open(path: str) -> BinaryIO:
-  """Local files with Python's open, URIs (gs://...) with TFX's fileio.
-
-  fileio imports TensorFlow (seconds); the CLI's up-front checks and
-  `vaetfx query` read local files and must not pay for it.
-  """
-  if not _is_uri(path):
-    return open(path, 'rb')
-  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-  return fileio.open(path, 'rb')
-
-
-def _exists(path: str) -> bool:
-  if not _is_uri(path):
-    return os.path.exists(path)
-  from tfx.dsl.io import fileio  # pylint: disable=g-import-not-at-top
-  return fileio.exists(path)
-
-
 def read_file_bytes(path: str) -> bytes:
   """The file's content, gunzipped when its name ends in .gz."""
   try:
-    with _open(path) as f:
+    with storage.open_file(path) as f:
       data = f.read()
   except OSError as e:
     raise MnistFormatError(f'{path}: cannot read it ({e.strerror or e})') from e
@@ -101,7 +79,7 @@ def parse_idx(data: bytes, path: str, ndim: int) -> np.ndarray:
 def _find(directory: str, name: str) -> str:
   for candidate in (name, name + '.gz'):
     path = os.path.join(directory, candidate)
-    if _exists(path):
+    if storage.exists(path):
       return path
   return ''
 
@@ -162,7 +140,7 @@ def load_split(directory: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
   if images_path and labels_path:
     return _load_idx_split(images_path, labels_path)
   npz_path = os.path.join(directory, NPZ_FILE)
-  if _exists(npz_path):
+  if storage.exists(npz_path):
     return _load_npz_split(npz_path, split)
   found = images_path or labels_path
   detail = f'only {os.path.basename(found)} is there' if found else 'neither is there'

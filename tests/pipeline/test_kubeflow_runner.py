@@ -423,7 +423,8 @@ def _e2e_config() -> configs.PipelineConfig:
   with a tiny model, one epoch, and a floor any trained model passes."""
   return dataclasses.replace(
       _config(f'{BUCKET}/mnist'), hparams=E2E_HPARAMS,
-      gate=configs.GateConfig(elbo_floor=E2E_ELBO_FLOOR, compare_with_baseline=False))
+      gate=configs.GateConfig(elbo_floor=E2E_ELBO_FLOOR, compare_with_baseline=False),
+      report=configs.ReportConfig(likelihood_examples=20, likelihood_samples=10))
 
 
 @pytest.fixture(scope='module')

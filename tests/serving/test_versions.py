@@ -46,12 +46,6 @@ def test_policy_rejects_unknown_text(text):
     versions.VersionPolicy.parse(text)
 
 
-def test_only_integer_directories_are_versions(tmp_path):
-  _make(tmp_path, 1, 20, '.staging-3-abc', 'tmp', '4.tmp')
-  (tmp_path / '7').write_text('a file, not a version')
-  assert sorted(versions.versions_on_disk(str(tmp_path))) == [1, 20]
-
-
 def test_latest_version_replaces_the_old_one_and_removal_falls_back(tmp_path):
   _make(tmp_path, 1)
   manager = _manager(tmp_path)

@@ -83,7 +83,7 @@ class _TransformingModule(tf.Module):
 
 
 class VaeServingModule(_TransformingModule):
-  """What the VAE's SavedModel holds: the VAE's variables, the Transform layer and the signatures."""
+  """What the VAE's SavedModel holds: its variables, the Transform layer and the signatures."""
 
   def __init__(self, vae: vae_lib.VAE, tf_transform_output: tft.TFTransformOutput,
                eval_samples: int):

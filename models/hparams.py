@@ -88,8 +88,9 @@ class TrainingHparams:
   xla: bool = dataclasses.field(default=False, metadata={
       'help': 'Compile the train step with XLA (jit_compile).'})
   eval_samples: int = dataclasses.field(default=2, metadata={
-      'help': 'VAEs only. Noise draws K per image in the deterministic held-out ELBO (the per-epoch '
-              'evaluation and the exported `elbo`); each image gets its own fixed draws.'})
+      'help': 'VAEs only. Noise draws K per image in the deterministic held-out ELBO (the '
+              'per-epoch evaluation and the exported `elbo`); each image gets its own fixed '
+              'draws.'})
   monitor_examples: int = dataclasses.field(default=1000, metadata={
       'help': 'Held-out images scored after each epoch (evenly spaced through the split); '
               'the whole split is scored once after the last epoch. 0: the whole split '
@@ -136,7 +137,7 @@ class TrainingHparams:
 
 
 def value_type(field: dataclasses.Field) -> type:
-  """The type of a field's values: X for Optional[X], whose None only means "the model's default"."""
+  """The type of a field's values: X for Optional[X], whose None means "the model's default"."""
   return next((t for t in typing.get_args(field.type) if t is not type(None)), field.type)
 
 

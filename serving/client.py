@@ -219,7 +219,8 @@ class ServingClient:
     from GetModelMetadata on first use."""
     if not self._score_key:
       _, signature_defs = self.signature_defs()
-      outputs = signature_defs['serving_default'].outputs if 'serving_default' in signature_defs else {}
+      default = signature_defs.get('serving_default')
+      outputs = default.outputs if default is not None else {}
       self._score_key = next((key for key in SCORE_KEYS if key in outputs), SCORE_KEYS[0])
     return self._score_key
 

@@ -185,7 +185,8 @@ def test_autoencoder_report_draws_its_code_space_and_names_its_metric(
   assert 'mean reconstruction log-likelihood of 80 held-out digits' in page
   assert 'held-out reconstruction log-likelihood after epoch 2</th>' in page
   assert '<th>not drawn</th><td>prior samples and the IWAE log-likelihood bound' in page
-  assert f'<th>lowest anomaly score (reconstruction log-likelihood)</th><td>{scores.min():.2f}' in page
+  assert ('<th>lowest anomaly score (reconstruction log-likelihood)</th>'
+          f'<td>{scores.min():.2f}') in page
   assert 'grid of the code space, spanning the 5%..95% quantiles of the 80 held-out codes' in page
 
 

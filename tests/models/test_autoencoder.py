@@ -28,7 +28,8 @@ def test_the_seed_architecture():
   network = autoencoder.build_autoencoder(TrainingHparams(model='ae', latent_dim=2))
   assert [layer.units for layer in network.encoder.layers] == [500, 300, 2]
   assert [layer.units for layer in network.decoder.layers] == [300, 500, 784]
-  activations = [layer.activation.__name__ for layer in network.encoder.layers + network.decoder.layers]
+  layers = network.encoder.layers + network.decoder.layers
+  activations = [layer.activation.__name__ for layer in layers]
   assert activations == ['relu', 'relu', 'linear'] * 2
 
 

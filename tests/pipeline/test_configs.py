@@ -97,5 +97,6 @@ def test_help_names_each_models_defaults():
   help_text = ' '.join(commands['run'].format_help().split())
   assert 'Default: 22 for the VAEs, 10 for ae (seed 003).' in help_text
   assert 'Default: vae-mnist, or ae-mnist for --model ae.' in help_text
-  training = help_text.split("training (the Trainer's custom_config):")[1].split('evaluator gate')[0]
+  training = help_text.split("training (the Trainer's custom_config):")[1]
+  training = training.split('evaluator gate')[0]
   assert '(default: None)' not in training

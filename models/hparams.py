@@ -29,6 +29,7 @@ None, "the model's default", which __post_init__ replaces by the VAEs' or the
 autoencoder's value; a value given explicitly is kept for either model.
 """
 import dataclasses
+import math
 import typing
 from typing import Any, Dict, Optional
 
@@ -46,6 +47,61 @@ LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
 CODE_FINGERPRINT_KEY = 'code_fingerprint'
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+  """The values a numeric field allows, kept in the field's metadata (key 'range'): the
+  dataclass checks them, and the field's command-line flag (vaetfx/flags.py) parses with the
+  same bounds and words, so the two cannot drift apart."""
+  minimum: float = -math.inf
+  maximum: float = math.inf
+  above: bool = False  # The minimum itself is excluded.
+  whole: bool = False
+
+  def describe(self) -> str:
+    if self.whole:
+      return (f'a whole number from {self.minimum} to {self.maximum}'
+              if self.maximum != math.inf else f'a whole number >= {self.minimum}')
+    if self.minimum == -math.inf:
+      return 'a finite number'
+    return f'a finite number {">" if self.above else ">="} {self.minimum:g}'
+
+  def contains(self, value) -> bool:
+    if self.whole and (isinstance(value, bool) or not isinstance(value, int)):
+      return False
+    return (math.isfinite(value) and self.minimum <= value <= self.maximum
+            and not (self.above and value == self.minimum))
+
+
+@dataclasses.dataclass(frozen=True)
+class PowersOfTen:
+  """1, 10, 100, ...: a Range's interface, for the report's largest number of samples."""
+  whole = True
+
+  def describe(self) -> str:
+    return 'a power of ten: 1, 10, 100, 1000, ...'
+
+  def contains(self, value) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            and 10 ** round(math.log10(value)) == value)
+
+
+WHOLE_POSITIVE = Range(1, whole=True)
+WHOLE_NON_NEGATIVE = Range(0, whole=True)
+
+
+def check_fields(instance):
+  """Raises ValueError naming the first field of a dataclass instance outside its 'choices'
+  or 'range' metadata."""
+  for field in dataclasses.fields(instance):
+    value = getattr(instance, field.name)
+    choices = field.metadata.get('choices')
+    if choices and value not in choices:
+      raise ValueError(f'{field.name}={value!r}: expected one of {choices}')
+    allowed = field.metadata.get('range')
+    if allowed and not allowed.contains(value):
+      raise ValueError(f'{field.name}={value!r}: expected {allowed.describe()}')
+
+
 def _default_help(name: str) -> str:
   return (f'Default: {VAE_DEFAULTS[name]} for the VAEs, {AUTOENCODER_DEFAULTS[name]} '
           f'for {AUTOENCODER} (seed 003).')
@@ -60,15 +116,19 @@ class TrainingHparams:
               'gated on its held-out reconstruction log-likelihood, no `sample` signature).',
       'choices': MODELS})
   latent_dim: int = dataclasses.field(default=32, metadata={
-      'help': 'Size of the latent space (2 lets the report draw the latent manifold).'})
+      'help': 'Size of the latent space (2 lets the report draw the latent manifold).',
+      'range': WHOLE_POSITIVE})
   epochs: Optional[int] = dataclasses.field(default=None, metadata={
-      'help': 'Passes over the whole train split. ' + _default_help('epochs')})
+      'help': 'Passes over the whole train split. ' + _default_help('epochs'),
+      'range': WHOLE_POSITIVE})
   batch_size: Optional[int] = dataclasses.field(default=None, metadata={
       'help': 'Global batch size (split across GPUs when there are several). '
-              + _default_help('batch_size')})
+              + _default_help('batch_size'),
+      'range': WHOLE_POSITIVE})
   learning_rate: Optional[float] = dataclasses.field(default=None, metadata={
       'help': 'Adam learning rate (the peak one under the cosine schedule). '
-              + _default_help('learning_rate')})
+              + _default_help('learning_rate'),
+      'range': Range(0, above=True)})
   learning_rate_schedule: Optional[str] = dataclasses.field(default=None, metadata={
       'help': 'cosine: decay the learning rate to 0 along a half cosine over all training '
               'steps; constant: keep it. ' + _default_help('learning_rate_schedule'),
@@ -79,9 +139,11 @@ class TrainingHparams:
       'choices': ESTIMATORS})
   beta: float = dataclasses.field(default=1.0, metadata={
       'help': 'VAEs only. Weight of the KL term in the training loss (beta-VAE); 1 is the '
-              'ELBO.'})
+              'ELBO.',
+      'range': Range(0)})
   seed: int = dataclasses.field(default=0, metadata={
-      'help': 'Seed of weight initialization, shuffling and training noise.'})
+      'help': 'Seed of weight initialization, shuffling and training noise.',
+      'range': Range(0, 2**31 - 1, whole=True)})
   mixed_precision: bool = dataclasses.field(default=False, metadata={
       'help': 'Compute in float16 with float32 variables and loss (mixed_float16) and '
               'dynamic loss scaling; pays off on GPUs, not on CPUs.'})
@@ -90,28 +152,19 @@ class TrainingHparams:
   eval_samples: int = dataclasses.field(default=2, metadata={
       'help': 'VAEs only. Noise draws K per image in the deterministic held-out ELBO (the '
               'per-epoch evaluation and the exported `elbo`); each image gets its own fixed '
-              'draws.'})
+              'draws.',
+      'range': WHOLE_POSITIVE})
   monitor_examples: int = dataclasses.field(default=1000, metadata={
       'help': 'Held-out images scored after each epoch (evenly spaced through the split); '
               'the whole split is scored once after the last epoch. 0: the whole split '
-              'after every epoch.'})
+              'after every epoch.',
+      'range': WHOLE_NON_NEGATIVE})
 
   def __post_init__(self):
     for name, default in self.model_defaults().items():
       if getattr(self, name) is None:
         object.__setattr__(self, name, default)
-    for field in dataclasses.fields(self):
-      choices = field.metadata.get('choices')
-      if choices and getattr(self, field.name) not in choices:
-        raise ValueError(f'{field.name}={getattr(self, field.name)!r}: expected one of {choices}')
-    for name in ('latent_dim', 'epochs', 'batch_size', 'eval_samples'):
-      if getattr(self, name) < 1:
-        raise ValueError(f'{name}={getattr(self, name)}: expected a positive integer')
-    if self.monitor_examples < 0:
-      raise ValueError(f'monitor_examples={self.monitor_examples}: expected 0 or more')
-    if self.learning_rate <= 0 or self.beta < 0:
-      raise ValueError(f'learning_rate={self.learning_rate}, beta={self.beta}: '
-                       'expected learning_rate > 0 and beta >= 0')
+    check_fields(self)
 
   @property
   def is_autoencoder(self) -> bool:

@@ -8,6 +8,7 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from vaetfx.components.atomic_pusher.model_name import check_model_name
+from vaetfx.models import hparams as hparams_lib
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import code_fingerprint
 
@@ -103,10 +104,15 @@ class ReportConfig:
   """
   likelihood_examples: int = dataclasses.field(default=200, metadata={
       'help': 'Held-out digits (the first ones of the eval split) whose log-likelihood '
-              'bound the report computes; 0 skips it.'})
+              'bound the report computes; 0 skips it.',
+      'range': hparams_lib.WHOLE_NON_NEGATIVE})
   likelihood_samples: int = dataclasses.field(default=1000, metadata={
       'help': 'Largest number K of importance samples per digit (a power of ten); the '
-              'bound is reported for K = 1, 10, ... up to it.'})
+              'bound is reported for K = 1, 10, ... up to it.',
+      'range': hparams_lib.PowersOfTen()})
+
+  def __post_init__(self):
+    hparams_lib.check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)

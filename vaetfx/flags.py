@@ -11,8 +11,9 @@ import dataclasses
 import math
 import os
 import tempfile
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
+from vaetfx.models import hparams
 from vaetfx.pipeline import configs
 
 # Exit codes of every command, documented in README ("Exit codes") and `vaetfx --help`.
@@ -54,40 +55,31 @@ def _expected(text: str, what: str) -> argparse.ArgumentTypeError:
   return argparse.ArgumentTypeError(f'{text!r}: expected {what}')
 
 
-def integer(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
-  """An argparse type: a whole number in [minimum, maximum]."""
-  what = (f'a whole number from {minimum} to {maximum}' if maximum is not None
-          else f'a whole number >= {minimum}')
+def ranged(allowed: Union[hparams.Range, hparams.PowersOfTen]) -> Callable[[str], float]:
+  """An argparse type for the values `allowed` holds (a config field's 'range' metadata),
+  refused in its words: the dataclass's own check says the same."""
+  what = allowed.describe()
 
-  def parse(text: str) -> int:
+  def parse(text: str):
     try:
-      value = int(text)
+      value = int(text) if allowed.whole else float(text)
     except ValueError:
       raise _expected(text, what) from None
-    if value < minimum or (maximum is not None and value > maximum):
+    if not allowed.contains(value):
       raise _expected(text, what)
     return value
-  parse.__name__ = 'integer'
+  parse.__name__ = 'integer' if allowed.whole else 'number'
   return parse
+
+
+def integer(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
+  """An argparse type: a whole number in [minimum, maximum]."""
+  return ranged(hparams.Range(minimum, math.inf if maximum is None else maximum, whole=True))
 
 
 def number(minimum: float = -math.inf, *, above: bool = False) -> Callable[[str], float]:
   """An argparse type: a finite number >= minimum (> it when `above`); nan and inf are refused."""
-  if minimum == -math.inf:
-    what = 'a finite number'
-  else:
-    what = f'a finite number {">" if above else ">="} {minimum:g}'
-
-  def parse(text: str) -> float:
-    try:
-      value = float(text)
-    except ValueError:
-      raise _expected(text, what) from None
-    if not math.isfinite(value) or value < minimum or (above and value == minimum):
-      raise _expected(text, what)
-    return value
-  parse.__name__ = 'number'
-  return parse
+  return ranged(hparams.Range(minimum, above=above))
 
 
 positive_int = integer(1)
@@ -96,13 +88,6 @@ port = integer(0, 65535)
 finite_float = number()
 positive_float = number(0, above=True)
 non_negative_float = number(0)
-
-
-def power_of_ten(text: str) -> int:
-  value = integer(1)(text)
-  if 10 ** round(math.log10(value)) != value:
-    raise _expected(text, 'a power of ten: 1, 10, 100, 1000, ...')
-  return value
 
 
 def non_empty(text: str) -> str:
@@ -167,25 +152,9 @@ def writable_dir(path: str, flag: str) -> str:
   return path
 
 
-# The argparse type of each TrainingHparams or ReportConfig field whose range its type does
-# not say.
-HPARAM_TYPES = {
-    'latent_dim': positive_int,
-    'epochs': positive_int,
-    'batch_size': positive_int,
-    'eval_samples': positive_int,
-    'learning_rate': positive_float,
-    'beta': non_negative_float,
-    'seed': integer(0, 2**31 - 1),
-    'monitor_examples': non_negative_int,
-    'likelihood_examples': non_negative_int,
-    'likelihood_samples': power_of_ten,
-    'learning_rate_schedule': str,
-}
-
-
 def _add_dataclass_flags(parser, dataclass_type, title: str):
-  """One flag per field, named after it, typed by its default, explained by its metadata.
+  """One flag per field, named after it, typed and bounded by its type and 'range' metadata,
+  explained by its 'help'.
 
   A field whose default is None (its default depends on another field, as the
   training defaults on --model) is left out of the parsed flags unless given, so
@@ -202,7 +171,8 @@ def _add_dataclass_flags(parser, dataclass_type, title: str):
     else:
       group.add_argument(flag, dest=field.name, choices=choices, help=help_text,
                          default=argparse.SUPPRESS if field.default is None else field.default,
-                         type=HPARAM_TYPES.get(field.name, type(field.default)))
+                         type=(ranged(field.metadata['range']) if 'range' in field.metadata
+                               else hparams.value_type(field)))
 
 
 def _from_flags(dataclass_type, args):
@@ -277,14 +247,14 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
   An autoencoder and a VAE get different pipeline and serving model names unless
   told otherwise: neither is gated against nor served in place of the other.
   """
-  hparams = _from_flags(configs.TrainingHparams, args)
-  default_pipeline_name, default_model_name = configs.default_names(hparams)
+  training = _from_flags(configs.TrainingHparams, args)
+  default_pipeline_name, default_model_name = configs.default_names(training)
   return configs.PipelineConfig(
       data_dir=data_dir,
       output_dir=output_dir,
       pipeline_name=getattr(args, 'pipeline_name', default_pipeline_name),
       digits=args.digits,
-      hparams=hparams,
+      hparams=training,
       gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance, compare_with_baseline,
                               digit_tolerance=args.digit_tolerance),
       push=configs.PushConfig(serving_dir, getattr(args, 'model_name', default_model_name),

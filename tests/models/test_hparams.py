@@ -1,10 +1,14 @@
 """TrainingHparams: the custom_config round trip the CLI, the pipeline and run_fn rely on."""
+import argparse
 import dataclasses
 import json
+import re
 
 import pytest
 
+from vaetfx import flags
 from vaetfx.models.hparams import TrainingHparams
+from vaetfx.pipeline import configs
 
 
 def test_custom_config_round_trips_through_json():
@@ -36,3 +40,25 @@ def test_bad_config_is_rejected(config, error):
 def test_every_field_has_help_for_the_cli():
   for field in dataclasses.fields(TrainingHparams):
     assert field.metadata.get('help'), field.name
+
+
+RANGED_FIELDS = [(cls, field) for cls in (TrainingHparams, configs.ReportConfig)
+                 for field in dataclasses.fields(cls) if 'range' in field.metadata]
+OUT_OF_RANGE = {'latent_dim': 0, 'epochs': 0, 'batch_size': -3, 'learning_rate': 0.0,
+                'beta': -0.5, 'seed': 2**31, 'eval_samples': 0, 'monitor_examples': -1,
+                'likelihood_examples': -1, 'likelihood_samples': 300}
+
+
+@pytest.mark.parametrize('cls, field', RANGED_FIELDS, ids=[f.name for _, f in RANGED_FIELDS])
+def test_a_field_and_its_flag_refuse_the_same_value_in_the_same_words(cls, field):
+  value = OUT_OF_RANGE[field.name]
+  words = field.metadata['range'].describe()
+  with pytest.raises(ValueError, match=f'{field.name}={value}: expected {re.escape(words)}'):
+    cls(**{field.name: value})
+  with pytest.raises(argparse.ArgumentTypeError, match=f"'{value}': expected {re.escape(words)}"):
+    flags.ranged(field.metadata['range'])(str(value))
+  assert cls(**{field.name: flags.ranged(field.metadata['range'])(str(field.default or 1))})
+
+
+def test_every_ranged_field_is_tried():
+  assert {field.name for _, field in RANGED_FIELDS} == set(OUT_OF_RANGE)

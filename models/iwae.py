@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from vaetfx.models import features
+from vaetfx.models import hparams
 from vaetfx.models import preprocessing
 from vaetfx.models import vae as vae_lib
 
@@ -37,12 +38,10 @@ DecodeLogits = Callable[[tf.Tensor], tf.Tensor]
 
 def sample_counts(max_samples: int) -> Tuple[int, ...]:
   """K = 1, 10, 100, ... up to max_samples, which must be a power of ten (each K divides it)."""
-  counts = [1]
-  while counts[-1] < max_samples:
-    counts.append(counts[-1] * 10)
-  if counts[-1] != max_samples:
-    raise ValueError(f'max_samples={max_samples}: expected a power of ten (1, 10, 100, ...)')
-  return tuple(counts)
+  powers_of_ten = hparams.PowersOfTen()
+  if not powers_of_ten.contains(max_samples):
+    raise ValueError(f'max_samples={max_samples}: expected {powers_of_ten.describe()}')
+  return tuple(10 ** power for power in range(len(str(max_samples))))
 
 
 def image_noise(seed: int, index: int, samples: int, latent_dim: int) -> np.ndarray:

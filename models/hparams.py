@@ -26,7 +26,9 @@ CPU-second); both are for GPUs.
 The plain autoencoder (`ae`, seed 003) trains with its seed's settings: Adam at
 a constant 1e-3, batch 50, 10 epochs. These four fields therefore default to
 None, "the model's default", which __post_init__ replaces by the VAEs' or the
-autoencoder's value; a value given explicitly is kept for either model.
+autoencoder's value; a value given explicitly is kept for either model. The
+VAEs' estimator, beta and eval_samples stay None for the autoencoder, and giving
+one is an error: it would change nothing but the Trainer's cache key.
 """
 import dataclasses
 import math
@@ -37,9 +39,12 @@ AUTOENCODER = 'ae'
 MODELS = ('conv', 'mlp', AUTOENCODER)
 # The defaults of the fields whose default depends on the model.
 VAE_DEFAULTS = {'epochs': 22, 'batch_size': 128, 'learning_rate': 4e-3,
-                'learning_rate_schedule': 'cosine'}
+                'learning_rate_schedule': 'cosine', 'estimator': 'analytic', 'beta': 1.0,
+                'eval_samples': 2}
 AUTOENCODER_DEFAULTS = {'epochs': 10, 'batch_size': 50, 'learning_rate': 1e-3,
                         'learning_rate_schedule': 'constant'}
+# The VAEs' noise and KL settings, which the autoencoder has not: None for it, and refused.
+VAE_ONLY = tuple(sorted(set(VAE_DEFAULTS) - set(AUTOENCODER_DEFAULTS)))
 ESTIMATORS = ('monte_carlo', 'analytic')
 LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
 # The pipeline adds this key to the Trainer's custom_config so that a code change
@@ -94,15 +99,19 @@ def check_fields(instance):
   or 'range' metadata."""
   for field in dataclasses.fields(instance):
     value = getattr(instance, field.name)
+    if value is None and value_type(field) is not field.type:  # Optional, and left out.
+      continue
     choices = field.metadata.get('choices')
     if choices and value not in choices:
       raise ValueError(f'{field.name}={value!r}: expected one of {choices}')
     allowed = field.metadata.get('range')
-    if allowed and not allowed.contains(value):
+    if allowed and value is not None and not allowed.contains(value):
       raise ValueError(f'{field.name}={value!r}: expected {allowed.describe()}')
 
 
 def _default_help(name: str) -> str:
+  if name in VAE_ONLY:
+    return f'Default: {VAE_DEFAULTS[name]}; refused with --model {AUTOENCODER}.'
   return (f'Default: {VAE_DEFAULTS[name]} for the VAEs, {AUTOENCODER_DEFAULTS[name]} '
           f'for {AUTOENCODER} (seed 003).')
 
@@ -133,13 +142,14 @@ class TrainingHparams:
       'help': 'cosine: decay the learning rate to 0 along a half cosine over all training '
               'steps; constant: keep it. ' + _default_help('learning_rate_schedule'),
       'choices': LEARNING_RATE_SCHEDULES})
-  estimator: str = dataclasses.field(default='analytic', metadata={
+  estimator: Optional[str] = dataclasses.field(default=None, metadata={
       'help': 'VAEs only. ELBO estimator for training: closed-form KL (analytic, seed 002) or the '
-              'single-sample log p(x|z) + log p(z) - log q(z|x) (monte_carlo, seed 000).',
+              'single-sample log p(x|z) + log p(z) - log q(z|x) (monte_carlo, seed 000). '
+              + _default_help('estimator'),
       'choices': ESTIMATORS})
-  beta: float = dataclasses.field(default=1.0, metadata={
+  beta: Optional[float] = dataclasses.field(default=None, metadata={
       'help': 'VAEs only. Weight of the KL term in the training loss (beta-VAE); 1 is the '
-              'ELBO.',
+              'ELBO. ' + _default_help('beta'),
       'range': Range(0)})
   seed: int = dataclasses.field(default=0, metadata={
       'help': 'Seed of weight initialization, shuffling and training noise.',
@@ -149,10 +159,10 @@ class TrainingHparams:
               'dynamic loss scaling; pays off on GPUs, not on CPUs.'})
   xla: bool = dataclasses.field(default=False, metadata={
       'help': 'Compile the train step with XLA (jit_compile).'})
-  eval_samples: int = dataclasses.field(default=2, metadata={
+  eval_samples: Optional[int] = dataclasses.field(default=None, metadata={
       'help': 'VAEs only. Noise draws K per image in the deterministic held-out ELBO (the '
               'per-epoch evaluation and the exported `elbo`); each image gets its own fixed '
-              'draws.',
+              'draws. ' + _default_help('eval_samples'),
       'range': WHOLE_POSITIVE})
   monitor_examples: int = dataclasses.field(default=1000, metadata={
       'help': 'Held-out images scored after each epoch (evenly spaced through the split); '
@@ -161,6 +171,13 @@ class TrainingHparams:
       'range': WHOLE_NON_NEGATIVE})
 
   def __post_init__(self):
+    if self.is_autoencoder:
+      given = [name for name in VAE_ONLY if getattr(self, name) is not None]
+      if given:
+        flags = ' '.join('--' + name.replace('_', '-') for name in given)
+        raise ValueError(f'{", ".join(given)} ({flags}): VAE settings, which --model '
+                         f'{AUTOENCODER} has not (it is deterministic and has no KL term); '
+                         'leave them out')
     for name, default in self.model_defaults().items():
       if getattr(self, name) is None:
         object.__setattr__(self, name, default)
@@ -197,6 +214,8 @@ def value_type(field: dataclasses.Field) -> type:
 def _checked_value(field: dataclasses.Field, value: Any) -> Any:
   """JSON writes 1.0 as 1, so an int is a valid float; any other type mismatch is an error."""
   expected = value_type(field)
+  if value is None and expected is not field.type:  # Optional: the model's default.
+    return value
   if expected is float and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   if type(value) is not expected:  # pylint: disable=unidiomatic-typecheck

@@ -153,6 +153,9 @@ def main(argv=None) -> int:
   command = f'vaetfx {args.command}'
   try:
     return args.handler(args)
+  except flags.BadSetting as e:
+    print(f'{command}: error: {e}', file=sys.stderr)
+    return flags.EXIT_BAD_INPUT
   except KeyboardInterrupt:
     if verbose:
       raise

@@ -125,6 +125,10 @@ class BadPath(ValueError):
   """A folder given on the command line cannot be used; the message names the flag and folder."""
 
 
+class BadSetting(ValueError):
+  """Flags each valid alone that the config refuses together (say --beta with --model ae)."""
+
+
 def _nearest_existing(path: str) -> str:
   while not os.path.lexists(path):
     path = os.path.dirname(path)
@@ -247,7 +251,10 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
   An autoencoder and a VAE get different pipeline and serving model names unless
   told otherwise: neither is gated against nor served in place of the other.
   """
-  training = _from_flags(configs.TrainingHparams, args)
+  try:
+    training = _from_flags(configs.TrainingHparams, args)
+  except ValueError as e:
+    raise BadSetting(str(e)) from e
   default_pipeline_name, default_model_name = configs.default_names(training)
   return configs.PipelineConfig(
       data_dir=data_dir,

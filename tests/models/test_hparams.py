@@ -62,3 +62,14 @@ def test_a_field_and_its_flag_refuse_the_same_value_in_the_same_words(cls, field
 
 def test_every_ranged_field_is_tried():
   assert {field.name for _, field in RANGED_FIELDS} == set(OUT_OF_RANGE)
+
+
+def test_the_autoencoder_has_no_vae_settings_and_refuses_them():
+  autoencoder = TrainingHparams(model='ae')
+  assert (autoencoder.estimator, autoencoder.beta, autoencoder.eval_samples) == (None, None, None)
+  assert TrainingHparams.from_custom_config(
+      json.loads(json.dumps(autoencoder.to_custom_config()))) == autoencoder
+  vae = TrainingHparams(model='mlp')
+  assert (vae.estimator, vae.beta, vae.eval_samples) == ('analytic', 1.0, 2)
+  with pytest.raises(ValueError, match=r'^beta \(--beta\): VAE settings, which --model ae has not'):
+    TrainingHparams(model='ae', beta=1.0)

@@ -58,6 +58,9 @@ CASES = [
      "--learning-rate: 'nan': expected a finite number > 0"),
     ('learning-rate-0', f'run {RUN} --learning-rate 0', 2, "--learning-rate: '0': expected"),
     ('beta-inf', f'run {RUN} --beta inf', 2, "--beta: 'inf': expected a finite number >= 0"),
+    ('beta-for-the-autoencoder', f'run {RUN} --model ae --beta 0.5 --eval-samples 3', 2,
+     "vaetfx run: error: beta, eval_samples (--beta --eval-samples): VAE settings, which "
+     "--model ae has not"),
     ('elbo-floor-nan', f'run {RUN} --elbo-floor nan', 2, "--elbo-floor: 'nan': expected a finite"),
     ('elbo-tolerance-text', f'run {RUN} --elbo-tolerance lots', 2,
      "--elbo-tolerance: 'lots': expected a finite number"),

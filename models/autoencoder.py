@@ -15,8 +15,6 @@ from vaetfx.models import vae as vae_lib
 from vaetfx.models.hparams import TrainingHparams
 
 HIDDEN_UNITS = (500, 300)  # The encoder's; the decoder mirrors them.
-# The exported per-image output, the anomaly score and the Trainer's history key.
-RECONSTRUCTION_LOG_LIKELIHOOD = 'reconstruction_log_likelihood'
 
 
 class Autoencoder(vae_lib.EncoderDecoder):

@@ -39,7 +39,6 @@ from vaetfx.models.hparams import TrainingHparams
 SIGNATURE_NAMES = ('serving_default', 'encode', 'decode', 'sample', 'from_examples')
 AUTOENCODER_SIGNATURE_NAMES = ('serving_default', 'encode', 'decode', 'from_examples')
 # The per-image score each kind of model outputs: the gate's metric averages it.
-SCORE_KEYS = ('elbo', autoencoder_lib.RECONSTRUCTION_LOG_LIKELIHOOD)
 IMAGES_SPEC = tf.TensorSpec([None, features.IMAGE_SIZE, features.IMAGE_SIZE], tf.uint8,
                             name='images')
 
@@ -102,7 +101,7 @@ class VaeServingModule(_TransformingModule):
         'reconstruction': _as_images(tf.sigmoid(self.vae.decode(mean))),
         'latent_mean': mean,
         'latent_logvar': logvar,
-        'elbo': vae_lib.fixed_noise_elbo(self.vae.decode, pixels, mean, logvar, self.eval_noise),
+        features.ELBO_KEY: vae_lib.fixed_noise_elbo(self.vae.decode, pixels, mean, logvar, self.eval_noise),
     }
 
   def _encode(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -147,7 +146,7 @@ class AutoencoderServingModule(_TransformingModule):
     return {
         'reconstruction': _as_images(tf.sigmoid(logits)),
         'latent': code,
-        autoencoder_lib.RECONSTRUCTION_LOG_LIKELIHOOD:
+        features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY:
             vae_lib.bernoulli_log_likelihood(pixels, logits),
     }
 
@@ -228,8 +227,8 @@ class ExportedVae:
     decode_inputs = self.signatures['decode'].structured_input_signature[1]
     self.latent_dim = int(decode_inputs['latent'].shape[1])
     outputs = self.signatures['serving_default'].structured_outputs
-    self.score_key = next(key for key in SCORE_KEYS if key in outputs)
-    self.is_autoencoder = self.score_key == autoencoder_lib.RECONSTRUCTION_LOG_LIKELIHOOD
+    self.score_key = next(key for key in features.SCORE_NAMES if key in outputs)
+    self.is_autoencoder = self.score_key == features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
 
   def _call(self, name: str, **inputs) -> Dict[str, np.ndarray]:
     if name not in self.signatures:

@@ -17,5 +17,12 @@ IMAGE_SIZE = 28
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 BINARIZE_THRESHOLD = 0.5
 
+# The per-image score each kind of model exports (a signature output, BulkInferrer's column,
+# the Trainer's history key) and its name in words: the VAEs' ELBO and the plain
+# autoencoder's reconstruction log-likelihood, in nats; low means unlike the training data.
+ELBO_KEY = 'elbo'
+RECONSTRUCTION_LOG_LIKELIHOOD_KEY = 'reconstruction_log_likelihood'
+SCORE_NAMES = {ELBO_KEY: 'ELBO', RECONSTRUCTION_LOG_LIKELIHOOD_KEY: 'reconstruction log-likelihood'}
+
 TRAIN_SPLIT = 'train'
 EVAL_SPLIT = 'eval'

@@ -52,7 +52,7 @@ class EpochStats:
   """One epoch; `seconds` is training wall time only, evaluation is `eval_seconds`.
 
   The objective is the model's metric in nats per image: the ELBO for a VAE,
-  the reconstruction log-likelihood for the autoencoder (TrainingLoop.METRIC).
+  the reconstruction log-likelihood for the autoencoder (TrainingLoop.SCORE_KEY).
   `cpu_seconds` is the process's CPU time while training: on a shared machine
   images per CPU-second still compare when wall times do not.
   """
@@ -134,13 +134,6 @@ def make_optimizer(hparams: TrainingHparams, total_steps: int) -> tf.keras.optim
   return optimizer
 
 
-@dataclasses.dataclass(frozen=True)
-class Metric:
-  """What a loop's objective is called: `key` in history.json and TensorBoard, `label` in words."""
-  key: str
-  label: str
-
-
 class TrainingLoop:
   """A VAE, its optimizer and data, and the compiled epoch functions, under one strategy.
 
@@ -155,7 +148,8 @@ class TrainingLoop:
   batches of each epoch (epoch_step_counts with `train_steps`).
   """
 
-  METRIC = Metric('elbo', 'ELBO')
+  # The objective's key in history.json and TensorBoard (features.SCORE_NAMES: its words).
+  SCORE_KEY = features.ELBO_KEY
 
   def __init__(self, hparams: TrainingHparams, train_pixels: tf.data.Dataset,
                eval_pixels: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy] = None,
@@ -287,7 +281,7 @@ class AutoencoderLoop(TrainingLoop):
   """Seed 003's autoencoder on the same loop: its objective, loss and held-out metric are the
   reconstruction log-likelihood (models/autoencoder.py); nothing is random but the shuffling."""
 
-  METRIC = Metric(autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD, 'reconstruction log-likelihood')
+  SCORE_KEY = features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
 
   def _build_model(self) -> autoencoder.Autoencoder:
     return autoencoder.build_autoencoder(self.hparams)
@@ -325,7 +319,7 @@ class TrainingLog:
   def __init__(self, model_run_dir: str, loop: TrainingLoop, total_epochs: int):
     self.history_path = os.path.join(model_run_dir, 'history.json')
     self.total_epochs = total_epochs
-    self.metric = loop.METRIC
+    self.score_key = loop.SCORE_KEY
     self.train_writer = tf.summary.create_file_writer(os.path.join(model_run_dir, 'train'))
     self.eval_writer = tf.summary.create_file_writer(os.path.join(model_run_dir, 'eval'))
     self.history = {
@@ -340,7 +334,7 @@ class TrainingLog:
           f'{loop.num_eval_examples} eval images', flush=True)
 
   def record(self, stats: EpochStats, reconstruction_pairs: tf.Tensor):
-    key, label = self.metric.key, self.metric.label
+    key, label = self.score_key, features.SCORE_NAMES[self.score_key]
     print(f'[trainer] epoch {stats.epoch}/{self.total_epochs}  train {label} '
           f'{stats.train_objective:.2f}  eval {label} {stats.eval_objective:.2f}  '
           f'{stats.images_per_second:.0f} images/s  '
@@ -359,7 +353,7 @@ class TrainingLog:
 
   def record_final(self, eval_objective: float, seconds: float):
     """The whole eval split's objective after the last epoch."""
-    key, label = self.metric.key, self.metric.label
+    key, label = self.score_key, features.SCORE_NAMES[self.score_key]
     print(f'[trainer] held-out {label} on all {self.history["num_eval_examples"]} eval images: '
           f'{eval_objective:.2f}  ({seconds:.1f} s)', flush=True)
     with self.eval_writer.as_default(step=len(self.history['epochs'])):

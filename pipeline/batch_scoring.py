@@ -32,10 +32,8 @@ from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.models import features
 
 SIGNATURE = 'from_examples'
-SCORE_OUTPUT = 'elbo'
-# Each kind of model's per-image score in from_examples (models/export.py), in words.
-SCORE_NAMES = {SCORE_OUTPUT: 'ELBO',
-               'reconstruction_log_likelihood': 'reconstruction log-likelihood'}
+SCORE_OUTPUT = features.ELBO_KEY  # A VAE's; an autoencoder's score is the other of SCORE_NAMES.
+SCORE_NAMES = features.SCORE_NAMES  # Each kind of model's from_examples score, in words.
 SAVED_MODEL_FILE = 'saved_model.pb'
 SPLITS = {'eval': (features.EVAL_SPLIT,), 'train': (features.TRAIN_SPLIT,),
           'both': (features.TRAIN_SPLIT, features.EVAL_SPLIT)}

@@ -15,7 +15,7 @@ from vaetfx.components.atomic_pusher.component import AtomicPusher
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.components.vae_report.component import VaeReport
-from vaetfx.models import autoencoder, elbo_metric, features, hparams
+from vaetfx.models import elbo_metric, features, hparams
 
 PREPROCESSING_FN = 'vaetfx.models.preprocessing.preprocessing_fn'
 RUN_FN = 'vaetfx.models.trainer.run_fn'
@@ -27,9 +27,9 @@ DIGIT_SLICES = tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
 # A component runs after the AtomicPusher and may fail without taking the push with it.
 OPTIONAL_COMPONENTS = ('BulkInferrer', 'VaeReport')
 # The exported model's per-image ELBO, the anomaly score, as BulkInferrer's output column.
-ANOMALY_SCORE_KEY = 'elbo'
+ANOMALY_SCORE_KEY = features.ELBO_KEY
 # The plain autoencoder's: its reconstruction log-likelihood, gated and scored alike.
-AUTOENCODER_SCORE_KEY = autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD
+AUTOENCODER_SCORE_KEY = features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
 
 
 def gated_score(is_autoencoder: bool):

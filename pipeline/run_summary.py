@@ -31,8 +31,9 @@ class ComponentRun:
 
 # The gated metrics in words, by TFMA metric name.
 GATED_METRICS = {
-    elbo_metric.MEAN_ELBO: 'ELBO',
-    elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD: 'reconstruction log-likelihood',
+    elbo_metric.MEAN_ELBO: features.SCORE_NAMES[features.ELBO_KEY],
+    elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD:
+        features.SCORE_NAMES[features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY],
 }
 
 

@@ -17,6 +17,7 @@ import types
 import numpy as np
 
 from vaetfx import flags
+from vaetfx.models import features
 from vaetfx.serving import defaults
 
 EXIT_SERVING_ERROR = flags.EXIT_FAILED
@@ -223,9 +224,6 @@ def _image_inputs(parser: argparse.ArgumentParser):
                       help='Use the first N images of the inputs together (0: all).')
 
 
-SCORE_NAMES = {'elbo': 'ELBO', 'reconstruction_log_likelihood': 'reconstruction log-likelihood'}
-
-
 def _add_query_parser(subparsers):
   query = subparsers.add_parser(
       'query', help='Query the served VAE over gRPC (TF Serving or `vaetfx serve`).',
@@ -346,9 +344,9 @@ def _reconstruct(serving, args):
   pairs = images.side_by_side(originals, outputs['reconstruction'])
   columns = 2 * int(np.ceil(np.sqrt(len(originals))))
   images.write_png(args.output, images.grid(pairs, columns))
-  score = 'elbo' if 'elbo' in outputs else 'reconstruction_log_likelihood'
+  score = next(key for key in features.SCORE_NAMES if key in outputs)
   print(f'Wrote {len(originals)} originals and reconstructions to {args.output} '
-        f'(mean {SCORE_NAMES[score]} {outputs[score].mean():.2f}).')
+        f'(mean {features.SCORE_NAMES[score]} {outputs[score].mean():.2f}).')
 
 
 def _encode(serving, args):

@@ -18,11 +18,11 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from vaetfx.models import features
 from vaetfx.serving import defaults, status, tensors
 
 RANDOM_SEED = -1  # The `sample` signature draws a fresh seed for negative values.
 # serving_default's per-image score: a VAE's ELBO, or the autoencoder's (models/export.py).
-SCORE_KEYS = ('elbo', 'reconstruction_log_likelihood')
 State = get_model_status_pb2.ModelVersionStatus.State
 AVAILABLE = State.AVAILABLE
 # Restarts of a many-request Predict whose version was replaced mid-way, before giving up.
@@ -221,7 +221,8 @@ class ServingClient:
       _, signature_defs = self.signature_defs()
       default = signature_defs.get('serving_default')
       outputs = default.outputs if default is not None else {}
-      self._score_key = next((key for key in SCORE_KEYS if key in outputs), SCORE_KEYS[0])
+      self._score_key = next((key for key in features.SCORE_NAMES if key in outputs),
+                             features.ELBO_KEY)
     return self._score_key
 
   def score(self, images: np.ndarray) -> np.ndarray:

@@ -28,7 +28,6 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from vaetfx.components.vae_report import plots
-from vaetfx.models import autoencoder
 from vaetfx.models import export
 from vaetfx.models import features
 from vaetfx.models import iwae
@@ -37,10 +36,7 @@ MODEL_KEY = 'model'
 MODEL_RUN_KEY = 'model_run'
 EXAMPLES_KEY = 'examples'
 SCORED_EXAMPLES_KEY = 'scored_examples'
-SCORE_FEATURE = 'elbo'  # pipeline.ANOMALY_SCORE_KEY: BulkInferrer's output column.
-# The score in words, by the exported model's score key (export.SCORE_KEYS).
-SCORE_LABELS = {'elbo': 'ELBO', autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD:
-                'reconstruction log-likelihood'}
+SCORE_FEATURE = features.ELBO_KEY  # BulkInferrer's output column for a VAE.
 REPORT_KEY = 'report'
 NUM_EXAMPLES_KEY = 'num_examples'
 SEED_KEY = 'seed'
@@ -360,7 +356,7 @@ def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, l
   fileio.makedirs(report_dir)
   encoded = reconstruct_in_batches(vae, images)
   latent_dim = vae.latent_dim
-  metric = SCORE_LABELS[vae.score_key]
+  metric = features.SCORE_NAMES[vae.score_key]
   figures = [_reconstructions(images, labels, encoded['reconstruction'], report_dir,
                               'its code' if vae.is_autoencoder else 'the latent mean')]
   if vae.is_autoencoder:

@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from tests import artifacts
-from vaetfx.models import autoencoder, export, preprocessing, vae
+from vaetfx.models import autoencoder, export, features, preprocessing, vae
 from vaetfx.models.hparams import AUTOENCODER_DEFAULTS, VAE_DEFAULTS, TrainingHparams
 
-RLL = autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD
+RLL = features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
 
 
 @pytest.fixture(scope='module')

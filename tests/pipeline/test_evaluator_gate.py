@@ -15,7 +15,7 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import json_utils, path_utils, proto_utils
 
 from tests import artifacts, model_fixtures
-from vaetfx.models import autoencoder, elbo_metric
+from vaetfx.models import elbo_metric, features
 from vaetfx.pipeline import pipeline
 from vaetfx.pipeline.run_summary import gate_failures, gated_metric, overall_mean_elbo
 
@@ -204,7 +204,7 @@ def test_autoencoder_is_gated_on_its_mean_reconstruction_log_likelihood(
   from_examples = tf.saved_model.load(trained_autoencoder.serving_model_dir).signatures[
       'from_examples']
   scores = from_examples(examples=tf.constant([e.SerializeToString() for e in examples]))[
-      autoencoder.RECONSTRUCTION_LOG_LIKELIHOOD].numpy()
+      features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY].numpy()
   eval_config = pipeline.elbo_eval_config(float(scores.mean()) - 1.0, 2.0, is_autoencoder=True)
   evaluation_uri, blessing = _run_evaluator(tmp_path, transformed_mnist.raw_examples_dir,
                                             model_uri, eval_config, baseline=model_uri)

@@ -227,7 +227,7 @@ class ExportedVae:
     decode_inputs = self.signatures['decode'].structured_input_signature[1]
     self.latent_dim = int(decode_inputs['latent'].shape[1])
     outputs = self.signatures['serving_default'].structured_outputs
-    self.score_key = next(key for key in features.SCORE_NAMES if key in outputs)
+    self.score_key = features.score_key(outputs)
     self.is_autoencoder = self.score_key == features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
 
   def _call(self, name: str, **inputs) -> Dict[str, np.ndarray]:

@@ -9,6 +9,8 @@ ExampleGen writes each image as ONE int64 feature of 784 values (row-major
   to the Transform layer from a uint8 [N, 28, 28] request with a cast and a
   reshape (a bytes feature would need an encode op TensorFlow does not have).
 """
+from typing import Optional
+
 IMAGE_KEY = 'image'
 LABEL_KEY = 'label'
 PIXELS_KEY = 'pixels'  # Transform's output: binarized pixels, float32 {0, 1}.
@@ -23,6 +25,11 @@ BINARIZE_THRESHOLD = 0.5
 ELBO_KEY = 'elbo'
 RECONSTRUCTION_LOG_LIKELIHOOD_KEY = 'reconstruction_log_likelihood'
 SCORE_NAMES = {ELBO_KEY: 'ELBO', RECONSTRUCTION_LOG_LIKELIHOOD_KEY: 'reconstruction log-likelihood'}
+
+
+def score_key(output_names) -> Optional[str]:
+  """Which of SCORE_NAMES a signature's outputs hold (so which kind of model it is), or None."""
+  return next((key for key in SCORE_NAMES if key in output_names), None)
 
 TRAIN_SPLIT = 'train'
 EVAL_SPLIT = 'eval'

@@ -32,8 +32,7 @@ from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.models import features
 
 SIGNATURE = 'from_examples'
-SCORE_OUTPUT = features.ELBO_KEY  # A VAE's; an autoencoder's score is the other of SCORE_NAMES.
-SCORE_NAMES = features.SCORE_NAMES  # Each kind of model's from_examples score, in words.
+SCORE_OUTPUT = features.ELBO_KEY  # A VAE's; an autoencoder's is the other of features.SCORE_NAMES.
 SAVED_MODEL_FILE = 'saved_model.pb'
 SPLITS = {'eval': (features.EVAL_SPLIT,), 'train': (features.TRAIN_SPLIT,),
           'both': (features.TRAIN_SPLIT, features.EVAL_SPLIT)}
@@ -66,8 +65,8 @@ def resolve_model_dir(model_dir: str) -> str:
 
 
 def check_signature(model_path: str) -> str:
-  """The name of the score the model's from_examples signature outputs (SCORE_NAMES); every
-  exported VAE and autoencoder has one (models/export.py)."""
+  """The name of the score the model's from_examples signature outputs (one of
+  features.SCORE_NAMES); every exported VAE and autoencoder has one (models/export.py)."""
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   saved_model = saved_model_pb2.SavedModel()
   with storage.open_file(os.path.join(model_path, SAVED_MODEL_FILE), 'rb') as f:
@@ -79,11 +78,11 @@ def check_signature(model_path: str) -> str:
     raise BadInput(f'--model-dir {model_path}: the model has no {SIGNATURE!r} signature '
                    f'(it has {sorted(signature_defs)}); export it with vaetfx\'s Trainer')
   outputs = signature_defs[SIGNATURE].outputs
-  score = next((name for name in SCORE_NAMES if name in outputs), None)
+  score = features.score_key(outputs)
   if score is None:
     raise BadInput(f'--model-dir {model_path}: its {SIGNATURE!r} signature outputs none of '
-                   f'{sorted(SCORE_NAMES)} (it has {sorted(outputs)}); export it with vaetfx\'s '
-                   'Trainer')
+                   f'{sorted(features.SCORE_NAMES)} (it has {sorted(outputs)}); export it with '
+                   'vaetfx\'s Trainer')
   return score
 
 
@@ -183,7 +182,7 @@ class ScoreSummary:
     """The summary in words: the spread, the worst images and the median per digit."""
     elbo = np.array([float(row[self.score]) for row in self.rows])
     labels = np.array([int(row['label']) for row in self.rows])
-    return [f'{SCORE_NAMES[self.score]} (nats per image, low = unusual): median '
+    return [f'{features.SCORE_NAMES[self.score]} (nats per image, low = unusual): median '
             f'{np.median(elbo):.2f}, 1st percentile {np.percentile(elbo, 1):.2f}, lowest '
             f'{elbo[0]:.2f}, highest {elbo[-1]:.2f}.',
              f'Lowest {min(WORST_SHOWN, self.count)}: ' + ', '.join(

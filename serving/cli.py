@@ -344,7 +344,7 @@ def _reconstruct(serving, args):
   pairs = images.side_by_side(originals, outputs['reconstruction'])
   columns = 2 * int(np.ceil(np.sqrt(len(originals))))
   images.write_png(args.output, images.grid(pairs, columns))
-  score = next(key for key in features.SCORE_NAMES if key in outputs)
+  score = features.score_key(outputs)
   print(f'Wrote {len(originals)} originals and reconstructions to {args.output} '
         f'(mean {features.SCORE_NAMES[score]} {outputs[score].mean():.2f}).')
 

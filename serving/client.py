@@ -22,7 +22,6 @@ from vaetfx.models import features
 from vaetfx.serving import defaults, status, tensors
 
 RANDOM_SEED = -1  # The `sample` signature draws a fresh seed for negative values.
-# serving_default's per-image score: a VAE's ELBO, or the autoencoder's (models/export.py).
 State = get_model_status_pb2.ModelVersionStatus.State
 AVAILABLE = State.AVAILABLE
 # Restarts of a many-request Predict whose version was replaced mid-way, before giving up.
@@ -221,8 +220,7 @@ class ServingClient:
       _, signature_defs = self.signature_defs()
       default = signature_defs.get('serving_default')
       outputs = default.outputs if default is not None else {}
-      self._score_key = next((key for key in features.SCORE_NAMES if key in outputs),
-                             features.ELBO_KEY)
+      self._score_key = features.score_key(outputs) or features.ELBO_KEY
     return self._score_key
 
   def score(self, images: np.ndarray) -> np.ndarray:

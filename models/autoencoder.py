@@ -24,19 +24,11 @@ class Autoencoder(vae_lib.EncoderDecoder):
     return tf.cast(self.encoder(pixels), tf.float32)
 
 
-def _mlp(name: str, input_size: int, hidden_units, output_size: int, dtype) -> tf.keras.Model:
-  layers = tf.keras.layers
-  return tf.keras.Sequential(
-      [layers.InputLayer(input_shape=(input_size,))]
-      + [layers.Dense(units, activation='relu', dtype=dtype) for units in hidden_units]
-      + [layers.Dense(output_size, dtype=dtype)], name=name)
-
-
 def build_autoencoder(hparams: TrainingHparams) -> Autoencoder:
   dtype = vae_lib.layer_dtype(hparams)
   return Autoencoder(
-      _mlp('encoder', features.NUM_PIXELS, HIDDEN_UNITS, hparams.latent_dim, dtype),
-      _mlp('decoder', hparams.latent_dim, HIDDEN_UNITS[::-1], features.NUM_PIXELS, dtype),
+      vae_lib.mlp('encoder', features.NUM_PIXELS, HIDDEN_UNITS, hparams.latent_dim, dtype),
+      vae_lib.mlp('decoder', hparams.latent_dim, HIDDEN_UNITS[::-1], features.NUM_PIXELS, dtype),
       hparams.latent_dim)
 
 

@@ -101,7 +101,8 @@ class VaeServingModule(_TransformingModule):
         'reconstruction': _as_images(tf.sigmoid(self.vae.decode(mean))),
         'latent_mean': mean,
         'latent_logvar': logvar,
-        features.ELBO_KEY: vae_lib.fixed_noise_elbo(self.vae.decode, pixels, mean, logvar, self.eval_noise),
+        features.ELBO_KEY: vae_lib.fixed_noise_elbo(self.vae.decode, pixels, mean, logvar,
+                                                    self.eval_noise),
     }
 
   def _encode(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:

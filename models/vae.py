@@ -82,20 +82,19 @@ def conv_networks(latent_dim: int, dtype):
   return encoder, decoder
 
 
+def mlp(name: str, input_size: int, hidden_units, output_size: int, dtype) -> tf.keras.Model:
+  """Dense ReLU layers of `hidden_units`, then a linear Dense(output_size)."""
+  layers = tf.keras.layers
+  return tf.keras.Sequential(
+      [layers.InputLayer(input_shape=(input_size,))]
+      + [layers.Dense(units, activation='relu', dtype=dtype) for units in hidden_units]
+      + [layers.Dense(output_size, dtype=dtype)], name=name)
+
+
 def mlp_networks(latent_dim: int, dtype):
   """Seed 002's Keras MLP; its two Dense(latent_dim) heads are one Dense(2 * latent_dim) here."""
-  layers = tf.keras.layers
-  encoder = tf.keras.Sequential([
-      layers.InputLayer(input_shape=(features.NUM_PIXELS,)),
-      layers.Dense(MLP_HIDDEN_UNITS, activation='relu', dtype=dtype),
-      layers.Dense(2 * latent_dim, dtype=dtype),
-  ], name='encoder')
-  decoder = tf.keras.Sequential([
-      layers.InputLayer(input_shape=(latent_dim,)),
-      layers.Dense(MLP_HIDDEN_UNITS, activation='relu', dtype=dtype),
-      layers.Dense(features.NUM_PIXELS, dtype=dtype),
-  ], name='decoder')
-  return encoder, decoder
+  return (mlp('encoder', features.NUM_PIXELS, (MLP_HIDDEN_UNITS,), 2 * latent_dim, dtype),
+          mlp('decoder', latent_dim, (MLP_HIDDEN_UNITS,), features.NUM_PIXELS, dtype))
 
 
 def layer_dtype(hparams: TrainingHparams) -> tf.keras.mixed_precision.Policy:

@@ -126,9 +126,9 @@ def check_baseline_kind(store: metadata_store.MetadataStore, config: configs.Pip
   baseline = baseline_model_setting(store, config.pipeline_name)
   if baseline is None:
     return
-  baseline_hparams = hparams_lib.TrainingHparams(model=baseline)
-  if baseline_hparams.is_autoencoder != config.hparams.is_autoencoder:
-    baseline_kind = 'an autoencoder' if baseline_hparams.is_autoencoder else 'a VAE'
+  baseline_is_autoencoder = baseline == hparams_lib.AUTOENCODER
+  if baseline_is_autoencoder != config.hparams.is_autoencoder:
+    baseline_kind = 'an autoencoder' if baseline_is_autoencoder else 'a VAE'
     this_kind = 'autoencoder' if config.hparams.is_autoencoder else 'VAE'
     own_default, _ = configs.default_names(config.hparams)
     raise MixedModelKinds(

@@ -66,24 +66,30 @@ def output_artifacts(store: metadata_store.MetadataStore,
   return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events}
 
 
-def overall_mean_elbo(evaluation_uri: str,
-                      metric: str = elbo_metric.MEAN_ELBO) -> Dict[str, float]:
-  """The unsliced mean ELBO (or another `metric`) per model name ('candidate', 'baseline', or ''
-  without a baseline)."""
-  elbos = {}
+def overall_means(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
+  """Every unsliced metric's value by metric name, then by model name ('candidate',
+  'baseline', or '' without a baseline), read in one pass over the evaluation."""
+  means = {}
   for metrics_for_slice in tfma.load_metrics(evaluation_uri):
     if metrics_for_slice.slice_key.single_slice_keys:
       continue
     for entry in metrics_for_slice.metric_keys_and_values:
-      if entry.key.name == metric and not entry.key.is_diff:
-        elbos[entry.key.model_name] = entry.value.double_value.value
-  return elbos
+      if not entry.key.is_diff:
+        means.setdefault(entry.key.name, {})[entry.key.model_name] = (
+            entry.value.double_value.value)
+  return means
 
 
-def gated_metric(evaluation_uri: str) -> str:
-  """The GATED_METRICS name the evaluation computed: the model's kind decided it."""
-  return next((name for name in GATED_METRICS if overall_mean_elbo(evaluation_uri, name)),
-              elbo_metric.MEAN_ELBO)
+def overall_mean_elbo(evaluation_uri: str,
+                      metric: str = elbo_metric.MEAN_ELBO) -> Dict[str, float]:
+  """The unsliced mean ELBO (or another `metric`) per model name ('candidate', 'baseline', or ''
+  without a baseline)."""
+  return overall_means(evaluation_uri).get(metric, {})
+
+
+def gated_metric(means: Dict[str, Dict[str, float]]) -> str:
+  """The GATED_METRICS name an evaluation's `overall_means` hold: the model's kind decided it."""
+  return next((name for name in GATED_METRICS if means.get(name)), elbo_metric.MEAN_ELBO)
 
 
 def slice_name(slice_key: metrics_for_slice_pb2.SliceKey) -> str:
@@ -132,8 +138,9 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
              for run in runs if run.execution_id is not None}
   evaluation = outputs.get('Evaluator', {}).get('evaluation')
   if evaluation is not None:
-    summary.gate_metric = gated_metric(evaluation.uri)
-    elbos = overall_mean_elbo(evaluation.uri, summary.gate_metric)
+    means = overall_means(evaluation.uri)
+    summary.gate_metric = gated_metric(means)
+    elbos = means.get(summary.gate_metric, {})
     summary.candidate_elbo = elbos.get('candidate', elbos.get(''))
     summary.baseline_elbo = elbos.get('baseline')
     summary.gate_failures = gate_failures(evaluation.uri)

@@ -6,7 +6,7 @@ TFMA's built-in metrics need a label (Keras wrappers) or return 0 without one
 (MeanPrediction), and `tfma.metrics.Mean` has no model name in its key, so a
 change threshold against the baseline never finds it. This metric averages the
 model's `elbo` output (ModelSpec.prediction_key) per model, label-free, so the
-Evaluator can gate both on a floor and against the last blessed model.
+Evaluator can gate both on a floor and against the served model.
 """
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -17,6 +17,31 @@ from tensorflow_model_analysis.metrics import metric_types, metric_util
 
 MEAN_ELBO = 'mean_elbo'
 MEAN_RECONSTRUCTION_LOG_LIKELIHOOD = 'mean_reconstruction_log_likelihood'
+GATED_METRICS = (MEAN_ELBO, MEAN_RECONSTRUCTION_LOG_LIKELIHOOD)
+
+
+def overall_means(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
+  """Every unsliced metric's value by metric name, then by model name ('candidate',
+  'baseline', or '' without a baseline), read in one pass over the Evaluator's output."""
+  means = {}
+  for metrics_for_slice in tfma.load_metrics(evaluation_uri):
+    if metrics_for_slice.slice_key.single_slice_keys:
+      continue
+    for entry in metrics_for_slice.metric_keys_and_values:
+      if not entry.key.is_diff:
+        means.setdefault(entry.key.name, {})[entry.key.model_name] = (
+            entry.value.double_value.value)
+  return means
+
+
+def gated_scores(evaluation_uri: str) -> Dict[str, Any]:
+  """{'metric', 'candidate', 'baseline'}: the gated metric the evaluation holds (the model's
+  kind decided which) and its overall values; baseline None when there was none."""
+  means = overall_means(evaluation_uri)
+  metric = next((name for name in GATED_METRICS if means.get(name)), MEAN_ELBO)
+  values = means.get(metric, {})
+  return {'metric': metric, 'candidate': values.get('candidate', values.get('')),
+          'baseline': values.get('baseline')}
 
 
 class MeanElbo(tfma.metrics.Metric):

@@ -35,6 +35,8 @@ import math
 import typing
 from typing import Any, Dict, Optional
 
+from vaetfx.models import features
+
 AUTOENCODER = 'ae'
 MODELS = ('conv', 'mlp', AUTOENCODER)
 # The defaults of the fields whose default depends on the model.
@@ -186,6 +188,12 @@ class TrainingHparams:
   @property
   def is_autoencoder(self) -> bool:
     return self.model == AUTOENCODER
+
+  @property
+  def score_key(self) -> str:
+    """The per-image score the model exports and the gate averages: a VAE's ELBO, the
+    autoencoder's reconstruction log-likelihood. Models with the same score compare."""
+    return features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY if self.is_autoencoder else features.ELBO_KEY
 
   def model_defaults(self) -> Dict[str, Any]:
     """The defaults of the fields left None: seed 003's for the autoencoder, the VAEs' otherwise."""

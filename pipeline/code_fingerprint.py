@@ -29,12 +29,17 @@ ENTRY_MODULES = {
     'Trainer': (f'{PACKAGE}.models.trainer',),
     # The Evaluator runs the SavedModel (a changed model is a new Model artifact
     # already) and the TFMA metric module, which is Python.
-    'Evaluator': (f'{PACKAGE}.models.elbo_metric',),
+    'Evaluator': (f'{PACKAGE}.models.elbo_metric',
+                  f'{PACKAGE}.components.served_baseline.executor'),
+    # Its driver reads the serving folder when it runs; so does the Pusher's.
+    'ServedModelImporter': (f'{PACKAGE}.components.served_baseline.executor',
+                            f'{PACKAGE}.components.served_state_driver'),
     # The validator runs `vaetfx serve` in a child process: the server is its code too.
     'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',
                               f'{PACKAGE}.serving.cli'),
     'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
-    'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',),
+    'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',
+                     f'{PACKAGE}.components.served_state_driver'),
 }
 
 

@@ -16,6 +16,8 @@ PIPELINE_NAME = 'vae-mnist'
 MODEL_NAME = 'vae'
 AUTOENCODER_PIPELINE_NAME = 'ae-mnist'
 AUTOENCODER_MODEL_NAME = 'ae'
+# What a run does when the served model cannot be its gate's baseline (GateConfig).
+ON_INCOMPARABLE_BASELINE = ('stop', 'floor')
 # apache_beam.options.pipeline_options.DirectOptions' defaults.
 BEAM_DEFAULT_RUNNING_MODE = 'in_memory'
 BEAM_DEFAULT_NUM_WORKERS = 1
@@ -62,13 +64,15 @@ class GateConfig:
   when set, also refuses a model more than that many nats below the baseline on
   any one digit (None: per-digit results are reported, not gated).
 
-  compare_with_baseline: also gate against the last blessed model, found by
-  TFX's latest-blessed-model resolver. Open-source KFP 2.x cannot run resolver
-  tasks, so the Kubeflow runner turns it off there (the floor still gates).
+  The baseline is the version TF Serving serves from the serving folder, found
+  when the run runs (components/served_baseline). on_incomparable_baseline says
+  what happens when that model cannot be compared (pushed by something else, a
+  symlink, or a model of another kind): 'stop' the run before training, or gate
+  on the 'floor' alone.
   """
   elbo_floor: float = -150.0
   elbo_tolerance: float = 2.0
-  compare_with_baseline: bool = True
+  on_incomparable_baseline: str = 'stop'
   digit_tolerance: Optional[float] = None
 
   def __post_init__(self):
@@ -76,6 +80,9 @@ class GateConfig:
       value = getattr(self, name)
       if value is not None and not value >= 0:
         raise ValueError(f'{name}={value}: expected a number of nats, 0 or more')
+    if self.on_incomparable_baseline not in ON_INCOMPARABLE_BASELINE:
+      raise ValueError(f'on_incomparable_baseline={self.on_incomparable_baseline!r}: expected '
+                       f'one of {", ".join(ON_INCOMPARABLE_BASELINE)}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +126,9 @@ class ReportConfig:
 class PipelineConfig:
   """A whole run: where data and outputs live and how each component is set.
 
-  `output_dir` is a local folder for `vaetfx run`; on Kubeflow the roots are
-  URIs given explicitly (pipeline_root_uri, push.serving_dir).
+  `output_dir` is a local folder or a URI for `vaetfx run` (then `metadata_db`
+  names a local SQLite file); on Kubeflow the roots are URIs given explicitly
+  (pipeline_root_uri, push.serving_dir).
   """
   data_dir: str
   output_dir: str
@@ -133,6 +141,8 @@ class PipelineConfig:
   beam: BeamConfig = BeamConfig()
   enable_cache: bool = True
   pipeline_root_uri: str = ''
+  # ML Metadata's SQLite file, which must be local; default <output_dir>/metadata.db.
+  metadata_db: str = ''
 
   @property
   def pipeline_root(self) -> str:
@@ -140,7 +150,7 @@ class PipelineConfig:
 
   @property
   def metadata_path(self) -> str:
-    return os.path.join(self.output_dir, 'metadata.db')
+    return self.metadata_db or os.path.join(self.output_dir, 'metadata.db')
 
   @property
   def serving_dir(self) -> str:
@@ -160,7 +170,7 @@ class PipelineConfig:
         trainer_custom_config=self.hparams.to_custom_config(),
         elbo_floor=self.gate.elbo_floor,
         elbo_tolerance=self.gate.elbo_tolerance,
-        compare_with_baseline=self.gate.compare_with_baseline,
+        on_incomparable_baseline=self.gate.on_incomparable_baseline,
         digit_tolerance=self.gate.digit_tolerance,
         model_name=self.push.model_name,
         keep_versions=self.push.keep_versions,

@@ -26,6 +26,10 @@ DEFAULT_PACKAGE = os.path.join('build', 'kubeflow', f'{configs.PIPELINE_NAME}.ya
 SPEC_SUFFIXES = ('.yaml', '.yml', '.json')
 # KFP's open-source driver uses the accelerator type as the Kubernetes resource name.
 DEFAULT_GPU_TYPE = 'nvidia.com/gpu'
+# They read the serving folder when they run; a local run's driver puts what it serves into
+# TFX's cache key (components/served_state_driver.py), but KFP runs no custom driver and
+# caches on the task spec alone, so these tasks are never cached there.
+ALWAYS_RUN_COMPONENTS = ('ServedModelImporter', 'AtomicPusher')
 # The executors KFP 2.x's open-source backend runs (backend/src/v2/compiler/argocompiler/
 # dag.go); it refuses resolvers, which Vertex AI runs.
 KFP_EXECUTOR_KINDS = frozenset({'container', 'importer'})
@@ -79,6 +83,8 @@ def compile_pipeline(config: configs.PipelineConfig, image: str, package: str,
           use_pipeline_spec_2_1=True))
   job = runner.run(build_pipeline(config, trainer_platform_config), write_out=False)
   job['pipelineSpec']['defaultPipelineRoot'] = config.pipeline_root
+  for task in ALWAYS_RUN_COMPONENTS:
+    job['pipelineSpec']['root']['dag']['tasks'][task].pop('cachingOptions', None)
   _write_spec(job, package)
   return job
 
@@ -170,20 +176,14 @@ def _add_compile_parser(subparsers) -> None:
 
 
 def _compile(args) -> int:
-  for_vertex = args.output.endswith('.json')
   config = flags.pipeline_config(args, data_dir=args.data_root, serving_dir=args.serving_dir,
-                                 pipeline_root_uri=args.pipeline_root,
-                                 compare_with_baseline=for_vertex)
+                                 pipeline_root_uri=args.pipeline_root)
   resources = trainer_resources(args.trainer_cpu, args.trainer_memory, args.gpu_type,
                                 args.gpu_count)
   job = compile_pipeline(config, args.image, args.output, resources)
   tasks = job['pipelineSpec']['root']['dag']['tasks']
   print(f'Wrote {args.output}: {len(tasks)} tasks in {args.image}, artifacts under '
         f'{config.pipeline_root}.\nStart a run: vaetfx submit --host URL --package {args.output}')
-  if not for_vertex:
-    print('note: KFP 2.x cannot run TFX\'s latest-blessed-model resolver, so this spec gates on '
-          'the ELBO floor only; Vertex AI (--output FILE.json) also compares with the last '
-          'blessed model.', file=sys.stderr)
   refused = tasks_kfp_cannot_run(job)
   if refused:
     print(f'warning: KFP 2.x\'s open-source backend runs container and importer tasks only, '

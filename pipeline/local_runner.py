@@ -1,6 +1,5 @@
 """Runs the pipeline with TFX's LocalDagRunner on Beam, printing one line per component."""
 import contextlib
-import json
 import sys
 import time
 from typing import Iterator, List, Optional
@@ -10,7 +9,6 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.orchestration.portable import launcher
 
-from vaetfx.models import hparams as hparams_lib
 from vaetfx.pipeline import configs
 from vaetfx.pipeline import pipeline as pipeline_def
 from vaetfx.pipeline.run_summary import ComponentRun, RunSummary, summarize
@@ -82,62 +80,6 @@ class Interrupted(Exception):
     super().__init__(f'interrupted {self.during}')
 
 
-class MixedModelKinds(ValueError):
-  """The pipeline's last blessed model is of the other kind (VAE or autoencoder) than this run's:
-  the Evaluator would compare an ELBO with a reconstruction log-likelihood."""
-
-
-def _custom_config(execution: metadata_store_pb2.Execution) -> dict:
-  """The Trainer execution's custom_config (an execution property, stored as JSON)."""
-  value = execution.custom_properties.get('custom_config') or execution.properties.get(
-      'custom_config')
-  return json.loads(value.string_value) if value and value.string_value else {}
-
-
-def baseline_model_setting(store: metadata_store.MetadataStore,
-                           pipeline_name: str) -> Optional[str]:
-  """The `model` hyperparameter of the pipeline's last blessed model, None if it has none.
-
-  The same choice as TFX's LatestBlessedModelStrategy: of the pipeline's Models
-  with a ModelBlessing blessed=1, the newest; its kind is in the custom_config
-  of the Trainer execution that wrote it.
-  """
-  context = store.get_context_by_type_and_name('pipeline', pipeline_name)
-  if context is None:
-    return None
-  artifacts = store.get_artifacts_by_context(context.id)
-  types = {t.id: t.name for t in store.get_artifact_types()}
-  blessed_ids = {a.custom_properties['current_model_id'].int_value for a in artifacts
-                 if types[a.type_id] == 'ModelBlessing'
-                 and a.custom_properties.get('blessed', metadata_store_pb2.Value()).int_value == 1}
-  if not blessed_ids:
-    return None
-  events = [e for e in store.get_events_by_artifact_ids([max(blessed_ids)])
-            if e.type == metadata_store_pb2.Event.OUTPUT]
-  [trainer] = store.get_executions_by_id([events[0].execution_id])
-  return _custom_config(trainer).get('model', hparams_lib.TrainingHparams().model)
-
-
-def check_baseline_kind(store: metadata_store.MetadataStore, config: configs.PipelineConfig):
-  """Raises MixedModelKinds when the gate would compare this run's model with a baseline of the
-  other kind; conv and mlp VAEs compare (both are gated on the ELBO)."""
-  if not config.gate.compare_with_baseline:
-    return
-  baseline = baseline_model_setting(store, config.pipeline_name)
-  if baseline is None:
-    return
-  baseline_is_autoencoder = baseline == hparams_lib.AUTOENCODER
-  if baseline_is_autoencoder != config.hparams.is_autoencoder:
-    baseline_kind = 'an autoencoder' if baseline_is_autoencoder else 'a VAE'
-    this_kind = 'autoencoder' if config.hparams.is_autoencoder else 'VAE'
-    own_default, _ = configs.default_names(config.hparams)
-    raise MixedModelKinds(
-        f'pipeline {config.pipeline_name!r} last blessed {baseline_kind} (--model {baseline}); '
-        f'its gate would compare that with this run\'s {this_kind} (--model '
-        f'{config.hparams.model}): give this run its own --pipeline-name (default for --model '
-        f'{config.hparams.model}: {own_default})')
-
-
 def _last_execution_id(store: metadata_store.MetadataStore) -> int:
   newest = store.get_executions(list_options=metadata_store.ListOptions(
       limit=1, order_by=metadata_store.OrderByField.ID, is_asc=False))
@@ -167,12 +109,12 @@ def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
 
   A failure in an optional component (the report, which runs after the push) is
   in the summary; any other failure is raised. Raises Interrupted on Ctrl-C,
-  once the interrupted executions are CANCELED, and MixedModelKinds before
-  anything runs when the gate would compare a VAE with an autoencoder.
+  once the interrupted executions are CANCELED, and
+  serving_folder.IncomparableServedModel (from ServedModelImporter, the first
+  component) when the served model cannot be the gate's baseline.
   """
   pipeline = build_pipeline(config)
   store = metadata_store.MetadataStore(metadata_connection(config))
-  check_baseline_kind(store, config)
   before = _last_execution_id(store)
   with component_progress(len(pipeline.components), out) as runs:
     try:

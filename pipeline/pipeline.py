@@ -13,6 +13,8 @@ from tfx import v1 as tfx
 
 from vaetfx.components.atomic_pusher.component import AtomicPusher
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
+from vaetfx.components.served_baseline.component import (ServedBaselineEvaluator,
+                                                         ServedModelImporter)
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.components.vae_report.component import VaeReport
 from vaetfx.models import elbo_metric, features, hparams
@@ -37,8 +39,8 @@ def gated_score(is_autoencoder: bool):
 
   A VAE is gated on its ELBO, the autoencoder on its reconstruction
   log-likelihood, each under its own metric name: a baseline of the other kind
-  has no such output, so the two are never compared (pipeline names keep them
-  apart, local_runner.check_baseline_kind refuses a mixed pipeline).
+  has no such output, so the two are never compared (ServedModelImporter refuses
+  a served model scored otherwise).
   """
   if is_autoencoder:
     return AUTOENCODER_SCORE_KEY, elbo_metric.MeanReconstructionLogLikelihood
@@ -54,7 +56,7 @@ def elbo_eval_config(elbo_floor: float, elbo_tolerance: float,
                      digit_tolerance: Optional[float] = None,
                      code_fingerprint: str = '', is_autoencoder: bool = False) -> tfma.EvalConfig:
   """Bless when the held-out mean ELBO is >= elbo_floor and at most elbo_tolerance
-  nats below the last blessed model's (TFX drops the change threshold on a first run);
+  nats below the served model's (TFX drops the change threshold when none is served);
   with digit_tolerance, also when no digit's mean ELBO is more than that below the
   baseline's on that digit.
 
@@ -123,7 +125,7 @@ def create_pipeline(
     keep_versions: int,
     likelihood_examples: int,
     likelihood_samples: int,
-    compare_with_baseline: bool = True,
+    on_incomparable_baseline: str = 'stop',
     digits: Sequence[int] = (),
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
@@ -135,7 +137,9 @@ def create_pipeline(
   """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
   push -> anomaly scores of the held-out split (BulkInferrer) -> report.
 
-  compare_with_baseline: gate against the last blessed model too (see configs.GateConfig).
+  on_incomparable_baseline: what to do when the model TF Serving serves from
+  `<serving_dir>/<model_name>` cannot be the gate's baseline (see
+  configs.GateConfig): 'stop' the run before training, or gate on the 'floor'.
 
   digit_tolerance: also refuse a model more than this many nats below the
   baseline on any one digit; None gates on the overall mean only.
@@ -155,7 +159,9 @@ def create_pipeline(
   (Kubeflow V2: a PipelineContainerSpec.ResourceSpec asking for GPUs).
   """
   fingerprints = dict(code_fingerprints or {})
-  is_autoencoder = hparams.TrainingHparams.from_custom_config(trainer_custom_config).is_autoencoder
+  training = hparams.TrainingHparams.from_custom_config(trainer_custom_config)
+  is_autoencoder = training.is_autoencoder
+  score_key = training.score_key
   example_gen = MnistExampleGen(input_base=data_root, digits=digits,
                                 code_fingerprint=fingerprints.get('MnistExampleGen', ''))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
@@ -177,21 +183,21 @@ def create_pipeline(
                      hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Trainer', '')})
   if trainer_platform_config is not None:
     trainer.with_platform_config(trainer_platform_config)
-  baseline_components = []
-  if compare_with_baseline:
-    baseline_components.append(tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id('latest_blessed_model_resolver'))
-  evaluator = tfx.components.Evaluator(
+  # The baseline is what TF Serving serves, read when the run runs; before the Trainer, so a
+  # served model that cannot be compared stops the run before any training.
+  served_model = ServedModelImporter(
+      serving_dir=serving_dir, model_name=model_name, score_key=score_key,
+      on_incomparable=on_incomparable_baseline,
+      code_fingerprint=fingerprints.get('ServedModelImporter', ''))
+  trainer.add_upstream_node(served_model)
+  evaluator = ServedBaselineEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
-      baseline_model=baseline_components[0].outputs['model'] if baseline_components else None,
+      baseline_model=served_model.outputs['baseline_model'],
       schema=schema_gen.outputs['schema'],
       eval_config=elbo_eval_config(elbo_floor, elbo_tolerance, digit_tolerance,
                                    fingerprints.get('Evaluator', ''), is_autoencoder),
-      example_splits=[features.EVAL_SPLIT])
+      example_splits=[features.EVAL_SPLIT]).with_id('Evaluator')
   infra_validator = ServingInfraValidator(
       model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
       model_name=model_name, code_fingerprint=fingerprints.get('ServingInfraValidator', ''))
@@ -202,9 +208,18 @@ def create_pipeline(
                         infra_blessing=infra_validator.outputs['blessing'],
                         serving_dir=serving_dir, model_name=model_name,
                         keep_versions=keep_versions,
-                        code_fingerprint=fingerprints.get('AtomicPusher', ''))
+                        code_fingerprint=fingerprints.get('AtomicPusher', ''),
+                        model_evaluation=evaluator.outputs['evaluation'],
+                        examples=example_gen.outputs['examples'],
+                        provenance=json.dumps({
+                            'pipeline_name': pipeline_name,
+                            'model': {'kind': training.model, 'score_key': score_key,
+                                      'hparams': trainer_custom_config},
+                            'code_fingerprint': fingerprints.get('Trainer', ''),
+                            'data': {'root': data_root, 'digits': list(digits)}},
+                            sort_keys=True))
   bulk_inferrer = anomaly_scorer(example_gen.outputs['examples'], trainer.outputs['model'],
-                                 gated_score(is_autoencoder)[0])
+                                 score_key)
   bulk_inferrer.add_upstream_node(pusher)
   report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
                      examples=example_gen.outputs['examples'],
@@ -214,8 +229,8 @@ def create_pipeline(
                      code_fingerprint=fingerprints.get('VaeReport', ''))
   report.add_upstream_node(pusher)
 
-  components = [example_gen, statistics_gen, schema_gen, example_validator, transform, trainer,
-                *baseline_components, evaluator, infra_validator, pusher, bulk_inferrer, report]
+  components = [served_model, example_gen, statistics_gen, schema_gen, example_validator,
+                transform, trainer, evaluator, infra_validator, pusher, bulk_inferrer, report]
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,

@@ -15,6 +15,9 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
+from vaetfx import serving_folder
+from vaetfx.components.atomic_pusher import executor as pusher
+from vaetfx.components.served_baseline import executor as served_baseline
 from vaetfx.components.serving_infra_validator import executor as infra_validator
 from vaetfx.models import elbo_metric, features
 from vaetfx.models import iwae
@@ -29,7 +32,7 @@ class ComponentRun:
   error: str = ''
 
 
-# The gated metrics in words, by TFMA metric name.
+# The gated metrics in words, by TFMA metric name (elbo_metric.GATED_METRICS).
 GATED_METRICS = {
     elbo_metric.MEAN_ELBO: features.SCORE_NAMES[features.ELBO_KEY],
     elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD:
@@ -49,6 +52,11 @@ class RunSummary:
   pushed_path: str = ''
   pushed_version: str = ''
   already_served: bool = False
+  rollback_of: Optional[int] = None  # the older version whose model this push republished
+  pushed_on_disk: bool = False  # read after the run: is the pushed version still there?
+  baseline_version: Optional[int] = None  # the served version the gate compared with (-1: none)
+  baseline_not_compared: str = ''  # why the served model was not the baseline (floor gate)
+  foreign_versions: List[str] = dataclasses.field(default_factory=list)
   report_path: str = ''
   report_error: str = ''
   infra_blessed: Optional[bool] = None
@@ -66,30 +74,11 @@ def output_artifacts(store: metadata_store.MetadataStore,
   return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events}
 
 
-def overall_means(evaluation_uri: str) -> Dict[str, Dict[str, float]]:
-  """Every unsliced metric's value by metric name, then by model name ('candidate',
-  'baseline', or '' without a baseline), read in one pass over the evaluation."""
-  means = {}
-  for metrics_for_slice in tfma.load_metrics(evaluation_uri):
-    if metrics_for_slice.slice_key.single_slice_keys:
-      continue
-    for entry in metrics_for_slice.metric_keys_and_values:
-      if not entry.key.is_diff:
-        means.setdefault(entry.key.name, {})[entry.key.model_name] = (
-            entry.value.double_value.value)
-  return means
-
-
 def overall_mean_elbo(evaluation_uri: str,
                       metric: str = elbo_metric.MEAN_ELBO) -> Dict[str, float]:
   """The unsliced mean ELBO (or another `metric`) per model name ('candidate', 'baseline', or ''
   without a baseline)."""
-  return overall_means(evaluation_uri).get(metric, {})
-
-
-def gated_metric(means: Dict[str, Dict[str, float]]) -> str:
-  """The GATED_METRICS name an evaluation's `overall_means` hold: the model's kind decided it."""
-  return next((name for name in GATED_METRICS if means.get(name)), elbo_metric.MEAN_ELBO)
+  return elbo_metric.overall_means(evaluation_uri).get(metric, {})
 
 
 def slice_name(slice_key: metrics_for_slice_pb2.SliceKey) -> str:
@@ -138,12 +127,14 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
              for run in runs if run.execution_id is not None}
   evaluation = outputs.get('Evaluator', {}).get('evaluation')
   if evaluation is not None:
-    means = overall_means(evaluation.uri)
-    summary.gate_metric = gated_metric(means)
-    elbos = means.get(summary.gate_metric, {})
-    summary.candidate_elbo = elbos.get('candidate', elbos.get(''))
-    summary.baseline_elbo = elbos.get('baseline')
+    scores = elbo_metric.gated_scores(evaluation.uri)
+    summary.gate_metric = scores['metric']
+    summary.candidate_elbo, summary.baseline_elbo = scores['candidate'], scores['baseline']
     summary.gate_failures = gate_failures(evaluation.uri)
+  baseline = outputs.get('ServedModelImporter', {}).get('baseline_model')
+  if baseline is not None:
+    summary.baseline_version = _custom(baseline, served_baseline.SERVED_VERSION_KEY)
+    summary.baseline_not_compared = _custom(baseline, served_baseline.NOT_COMPARED_KEY) or ''
   blessing = outputs.get('Evaluator', {}).get('blessing')
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))
@@ -151,7 +142,11 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
   if pushed is not None and _custom(pushed, 'pushed'):
     summary.pushed_path = _custom(pushed, 'pushed_destination') or ''
     summary.pushed_version = str(_custom(pushed, 'pushed_version') or '')
-    summary.already_served = bool(_custom(pushed, 'already_served'))
+    summary.already_served = bool(_custom(pushed, pusher.ALREADY_SERVED_KEY))
+    summary.rollback_of = _custom(pushed, pusher.ROLLBACK_OF_KEY)
+    summary.pushed_on_disk = serving_folder.holds_saved_model(summary.pushed_path)
+  if pushed is not None:
+    summary.foreign_versions = json.loads(_custom(pushed, pusher.FOREIGN_KEY) or '[]')
   report = outputs.get('VaeReport', {}).get('report')
   if report is not None:
     summary.report_path = os.path.join(report.uri, 'index.html')
@@ -190,8 +185,12 @@ def format_summary(summary: RunSummary) -> str:
     timing = 'FAILED' if run.error else 'cached' if run.cached else f'{run.seconds:7.1f} s'
     lines.append(f'  {run.component:<30} {timing}')
   if summary.candidate_elbo is not None:
-    baseline = ('none (first blessed model)' if summary.baseline_elbo is None
-                else f'{summary.baseline_elbo:.2f} nats')
+    baseline = (f'{summary.baseline_elbo:.2f} nats (version {summary.baseline_version}, served)'
+                if summary.baseline_elbo is not None else
+                'none (nothing served: gated on the floor)')
+    if summary.baseline_not_compared:
+      baseline = f'none: {summary.baseline_not_compared}; gated on the floor alone, as asked'
+
     lines += [f'Held-out {GATED_METRICS[summary.gate_metric]}: candidate '
               f'{summary.candidate_elbo:.2f} nats, baseline {baseline}']
   if summary.blessed is not None:
@@ -207,13 +206,22 @@ def format_summary(summary: RunSummary) -> str:
     lines.append('Infra validation: ' + (
         'BLESSED (served by `vaetfx serve`, every signature answered as in process)'
         if summary.infra_blessed else 'NOT blessed: ' + '; '.join(summary.infra_failures)))
-  if summary.pushed_path and summary.already_served:
-    lines.append(f'Pushed: nothing new; version {summary.pushed_version} already holds this '
-                 f'model ({summary.pushed_path})')
+  if summary.pushed_path and not summary.pushed_on_disk:
+    lines.append(f'Pushed: MISSING: version {summary.pushed_version} ({summary.pushed_path}) is '
+                 'no longer on disk; a re-run publishes it again')
+  elif summary.pushed_path and summary.already_served:
+    lines.append(f'Pushed: nothing new; version {summary.pushed_version}, the served one, '
+                 f'already holds this model ({summary.pushed_path})')
+  elif summary.pushed_path and summary.rollback_of is not None and summary.rollback_of >= 0:
+    lines.append(f'Pushed: {summary.pushed_path} (version {summary.pushed_version}): the model '
+                 f'of version {summary.rollback_of} served again (a rollback)')
   elif summary.pushed_path:
     lines.append(f'Pushed: {summary.pushed_path} (version {summary.pushed_version})')
   elif summary.blessed is not None or summary.infra_blessed is not None:
     lines.append('Pushed: nothing; the serving directory keeps its earlier versions')
+  if summary.foreign_versions:
+    lines.append('Left alone in the serving folder (not written by vaetfx): '
+                 + '; '.join(summary.foreign_versions))
   if summary.report_error:
     lines.append(f'Report: FAILED ({summary.report_error}); the push above did not depend on it')
   elif summary.report_path:

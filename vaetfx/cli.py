@@ -11,14 +11,16 @@ import os
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
+import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-position
 import logging  # pylint: disable=g-import-not-at-top,wrong-import-position
 import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
 import time  # pylint: disable=g-import-not-at-top,wrong-import-position
 import warnings  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from vaetfx import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaetfx import flags, serving_folder, storage  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'vaetfx', 'mnist')
+DEFAULT_METADATA_CACHE = os.path.join('~', '.cache', 'vaetfx', 'metadata')
 VERBOSE_ENV = 'VAETFX_VERBOSE'
 
 
@@ -56,7 +58,11 @@ def _add_run_parser(subparsers):
   run.add_argument('--cache-dir', default=DEFAULT_CACHE_DIR,
                    help='Where MNIST is downloaded to when no folder is given.')
   run.add_argument('--output-dir', default='outputs',
-                   help='Root of all outputs: pipeline_root/ artifacts and metadata.db.')
+                   help='Root of all outputs: pipeline_root/ artifacts, serving/ and metadata.db; '
+                        'a local folder or a URI (gs://bucket/path).')
+  run.add_argument('--metadata-db', default='',
+                   help='ML Metadata\'s SQLite file (local). Default: <output-dir>/metadata.db, '
+                        f'or under {DEFAULT_METADATA_CACHE} for a URI --output-dir.')
   push = flags.add_settings_flags(run)
   push.add_argument('--serving-dir', default='',
                     help='Where blessed models are pushed as <serving-dir>/<model-name>/<version>/ '
@@ -72,20 +78,48 @@ def _checked_config(args):
   serving_dir = args.serving_dir and flags.writable_dir(args.serving_dir, '--serving-dir')
   data_dir = mnist_source.resolve_data_dir(
       args.data_dir, os.environ.get('MNIST_DIR'), os.path.expanduser(args.cache_dir))
-  config = flags.pipeline_config(args, data_dir=data_dir, output_dir=output_dir,
-                                 serving_dir=serving_dir)
+  config = dataclasses.replace(
+      flags.pipeline_config(args, data_dir=data_dir, output_dir=output_dir,
+                            serving_dir=serving_dir),
+      metadata_db=_metadata_db(args.metadata_db, output_dir))
   flags.writable_dir(config.serving_dir, '--serving-dir' if serving_dir else
                      '--output-dir\'s serving folder')
+  if config.gate.on_incomparable_baseline == 'stop':
+    serving_folder.comparable_baseline(
+        os.path.join(config.serving_dir, config.push.model_name), config.hparams.score_key)
   return config
+
+
+def _metadata_db(metadata_db: str, output_dir: str) -> str:
+  """The SQLite file of ML Metadata: given, in the output folder, or, for a URI output folder
+  (SQLite needs a local file), a local one named after it."""
+  if metadata_db:
+    return os.path.join(flags.writable_dir(os.path.dirname(os.path.abspath(metadata_db)),
+                                           '--metadata-db\'s folder'),
+                        os.path.basename(metadata_db))
+  if not storage.is_uri(output_dir):
+    return ''
+  scheme, rest = output_dir.split('://', 1)
+  return os.path.join(os.path.expanduser(DEFAULT_METADATA_CACHE), scheme, rest, 'metadata.db')
 
 
 def _outcome(summary):
   """(exit code, the summary's last line): did this run leave its model pushed?"""
-  if summary.pushed_path:
+  if summary.pushed_path and summary.pushed_on_disk:
     return flags.EXIT_OK, f'Result: model pushed (exit status {flags.EXIT_OK}).'
-  reason = 'the Evaluator did not bless it' if summary.blessed is False else 'it was not pushed'
+  reason = ('the Evaluator did not bless it' if summary.blessed is False
+            else 'its version is no longer on disk' if summary.pushed_path
+            else 'it was not pushed')
   return flags.EXIT_NOT_PUSHED, (f'Result: nothing pushed: {reason} '
                                  f'(exit status {flags.EXIT_NOT_PUSHED}).')
+
+
+def _refuse_baseline(error: Exception) -> int:
+  """Checked before the pipeline runs, and again by ServedModelImporter when it runs (the
+  folder may change meanwhile): either way, one line and exit 2, before any training."""
+  print(f'vaetfx run: error: {error} (--on-incomparable-baseline floor gates on the floor '
+        'alone)', file=sys.stderr)
+  return flags.EXIT_BAD_INPUT
 
 
 def _run(args) -> int:
@@ -96,6 +130,8 @@ def _run(args) -> int:
   except (flags.BadPath, mnist_source.MnistUnavailableError) as e:
     print(f'vaetfx run: error: {e}', file=sys.stderr)
     return flags.EXIT_BAD_INPUT
+  except serving_folder.IncomparableServedModel as e:
+    return _refuse_baseline(e)
   from vaetfx.pipeline import local_runner, run_summary  # pylint: disable=g-import-not-at-top
   print(f'vaetfx run: MNIST from {config.data_dir}, outputs under {config.output_dir}')
   start = time.perf_counter()
@@ -104,9 +140,8 @@ def _run(args) -> int:
   except mnist_files.MnistFormatError as e:
     print(f'vaetfx run: error: ExampleGen rejected the input: {e}', file=sys.stderr)
     return flags.EXIT_BAD_INPUT
-  except local_runner.MixedModelKinds as e:
-    print(f'vaetfx run: error: {e}', file=sys.stderr)
-    return flags.EXIT_BAD_INPUT
+  except serving_folder.IncomparableServedModel as e:
+    return _refuse_baseline(e)
   except local_runner.Interrupted as e:
     print(f'\nvaetfx run: interrupted {e.during} ({len(e.finished)} components finished); '
           f'a re-run resumes from the cache.', file=sys.stderr)
@@ -132,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
   serving_cli.add_subcommands(subparsers)
   from vaetfx.pipeline import batch_scoring  # pylint: disable=g-import-not-at-top
   batch_scoring.add_subcommands(subparsers)
+  from vaetfx import model_versions  # pylint: disable=g-import-not-at-top
+  model_versions.add_subcommands(subparsers)
   return parser
 
 

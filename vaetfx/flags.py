@@ -10,9 +10,11 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import tempfile
 from typing import Callable, Optional, Union
 
+from vaetfx import storage
 from vaetfx.models import hparams
 from vaetfx.pipeline import configs
 
@@ -28,6 +30,8 @@ EXIT_CODES_HELP = (
     '3 the run finished but its model was not blessed or not pushed; 130 interrupted (Ctrl-C). '
     'Add --verbose (or set VAETFX_VERBOSE=1) for tracebacks and TensorFlow\'s own log lines.')
 INT64_MAX = 2**63 - 1
+# A URI TFX's fileio may serve: a scheme, '://', then at least a bucket or host.
+URI = re.compile(r'[a-z][a-z0-9+.-]*://[^/].*')
 
 
 class Parser(argparse.ArgumentParser):
@@ -140,8 +144,13 @@ def writable_dir(path: str, flag: str) -> str:
 
   Checked before the pipeline starts, so that a wrong folder fails in a second
   instead of at the Pusher after training. Nothing is created: the probe file
-  goes in the nearest existing folder and is removed.
+  goes in the nearest existing folder and is removed. A URI (gs://bucket/dir)
+  stays a URI: its filesystem (TFX's fileio) checks it when it is first written.
   """
+  if storage.is_uri(path):
+    if not URI.fullmatch(path):
+      raise BadPath(f'{flag} {path}: expected a local folder or a URI such as gs://bucket/path')
+    return path.rstrip('/')
   path = os.path.abspath(os.path.expanduser(path))
   existing = _nearest_existing(path)
   if existing == path and not os.path.isdir(path):
@@ -210,8 +219,8 @@ def add_settings_flags(parser: argparse.ArgumentParser):
   flags, since they are folders for `run` and URIs for `compile-kubeflow`.
   """
   parser.add_argument('--pipeline-name', type=non_empty, default=argparse.SUPPRESS,
-                      help='Pipeline name in ML Metadata (runs of one name share a cache and '
-                           'are gated against its last blessed model). Default: '
+                      help='Pipeline name in ML Metadata (runs of one name share a cache). '
+                           'Default: '
                            f'{configs.PIPELINE_NAME}, or {configs.AUTOENCODER_PIPELINE_NAME} '
                            'for --model ae.')
   parser.add_argument('--digits', type=_digits, default=(),
@@ -225,9 +234,16 @@ def add_settings_flags(parser: argparse.ArgumentParser):
                     help='Bless only a model whose held-out mean ELBO is at least this.')
   gate.add_argument('--elbo-tolerance', type=non_negative_float,
                     default=configs.GateConfig.elbo_tolerance,
-                    help='...and that is at most this many nats below the last blessed model.')
+                    help='...and that is at most this many nats below the served model\'s.')
+  gate.add_argument('--on-incomparable-baseline', choices=configs.ON_INCOMPARABLE_BASELINE,
+                    default=configs.GateConfig.on_incomparable_baseline,
+                    help='The gate\'s baseline is the version TF Serving serves from '
+                         '<serving-dir>/<model-name>. When that model cannot be compared (a '
+                         'symlink, a model vaetfx did not push, a model of another kind): stop '
+                         'the run before training (exit 2), or gate on --elbo-floor alone '
+                         '(floor) and push over it.')
   gate.add_argument('--digit-tolerance', type=non_negative_float, default=None,
-                    help='Also refuse a model more than this many nats below the last blessed '
+                    help='Also refuse a model more than this many nats below the served '
                          'model on any one digit. Default: off (the floor and the tolerance '
                          'gate the mean over all digits; per-digit ELBOs are reported only).')
   _add_dataclass_flags(parser, configs.ReportConfig,
@@ -244,8 +260,7 @@ def add_settings_flags(parser: argparse.ArgumentParser):
 
 
 def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: str = '',
-                    pipeline_root_uri: str = '',
-                    compare_with_baseline: bool = True) -> configs.PipelineConfig:
+                    pipeline_root_uri: str = '') -> configs.PipelineConfig:
   """The PipelineConfig of `add_settings_flags`' flags, at the locations the command resolved.
 
   An autoencoder and a VAE get different pipeline and serving model names unless
@@ -262,8 +277,8 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
       pipeline_name=getattr(args, 'pipeline_name', default_pipeline_name),
       digits=args.digits,
       hparams=training,
-      gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance, compare_with_baseline,
-                              digit_tolerance=args.digit_tolerance),
+      gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance,
+                              args.on_incomparable_baseline, args.digit_tolerance),
       push=configs.PushConfig(serving_dir, getattr(args, 'model_name', default_model_name),
                               args.keep_versions),
       beam=beam_config(args),

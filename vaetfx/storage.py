@@ -41,6 +41,15 @@ def listdir(path: str) -> List[str]:
   return [name.rstrip('/') for name in names]
 
 
+def walk(path: str):
+  """(folder, subfolders, files) below `path`, top down; symlinks are not entered."""
+  return gfile().walk(path) if is_uri(path) else os.walk(path)
+
+
+def size(path: str) -> int:
+  return gfile().stat(path).length if is_uri(path) else os.path.getsize(path)
+
+
 def version_dirs(model_dir: str) -> Dict[int, str]:
   """The versions TF Serving would consider under a model folder: integer-named subfolders,
   by number; none when the folder does not exist."""

@@ -14,6 +14,7 @@ from tfx.types import standard_artifacts
 from tfx.types import standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
+from vaetfx.components import served_state_driver
 from vaetfx.components.atomic_pusher import executor
 from vaetfx.components.atomic_pusher.model_name import check_model_name
 
@@ -27,6 +28,9 @@ class AtomicPusherSpec(types.ComponentSpec):
       executor.SERVING_DIR_KEY: ExecutionParameter(type=str),
       executor.MODEL_NAME_KEY: ExecutionParameter(type=str),
       executor.KEEP_VERSIONS_KEY: ExecutionParameter(type=int),
+      executor.PROVENANCE_KEY: ExecutionParameter(type=str, optional=True),
+      # Filled by the driver when the component runs; never set when the pipeline is built.
+      served_state_driver.SERVED_STATE_KEY: ExecutionParameter(type=str, optional=True),
       # Not read by the executor: it is in TFX's cache key, so editing the Pusher's code re-runs it.
       executor.CODE_FINGERPRINT_KEY: ExecutionParameter(type=str, optional=True),
   }
@@ -37,6 +41,11 @@ class AtomicPusherSpec(types.ComponentSpec):
           ChannelParameter(type=standard_artifacts.ModelBlessing),
       standard_component_specs.INFRA_BLESSING_KEY:
           ChannelParameter(type=standard_artifacts.InfraBlessing, optional=True),
+      # For the provenance record: the gate's scores and the data the model saw.
+      executor.EVALUATION_KEY:
+          ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
+      standard_component_specs.EXAMPLES_KEY:
+          ChannelParameter(type=standard_artifacts.Examples, optional=True),
   }
   OUTPUTS = {
       standard_component_specs.PUSHED_MODEL_KEY:
@@ -53,11 +62,16 @@ class AtomicPusher(base_component.BaseComponent):
 
   SPEC_CLASS = AtomicPusherSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  # Puts what the serving folder serves into the cache key: a cached push is reused only
+  # while its version is still the served one (served_state_driver.py).
+  DRIVER_CLASS = served_state_driver.ServedStateDriver
 
   def __init__(self, model: Optional[types.BaseChannel], model_blessing: types.BaseChannel,
                serving_dir: str, model_name: str,
                keep_versions: int = DEFAULT_KEEP_VERSIONS,
-               infra_blessing: Optional[types.BaseChannel] = None, code_fingerprint: str = ''):
+               infra_blessing: Optional[types.BaseChannel] = None, code_fingerprint: str = '',
+               model_evaluation: Optional[types.BaseChannel] = None,
+               examples: Optional[types.BaseChannel] = None, provenance: str = ''):
     """serving_dir: TF Serving's --model_base_path is `<serving_dir>/<model_name>`.
 
     keep_versions: how many versions, the new one included, stay in place;
@@ -68,6 +82,10 @@ class AtomicPusher(base_component.BaseComponent):
     the one the blessing carries, with its TF Serving warmup requests.
 
     code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
+
+    model_evaluation, examples, provenance: what each pushed version's provenance record
+    tells (the Evaluator's scores, ExampleGen's data, and a JSON object of the rest:
+    pipeline name, model kind and hyperparameters, code fingerprint, data folder).
     """
     if model is None and infra_blessing is None:
       raise ValueError('AtomicPusher needs a model, or an infra_blessing that carries one')
@@ -82,5 +100,6 @@ class AtomicPusher(base_component.BaseComponent):
         model_name=model_name,
         keep_versions=keep_versions,
         code_fingerprint=code_fingerprint or None,
+        model_evaluation=model_evaluation, examples=examples, provenance=provenance or None,
         pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

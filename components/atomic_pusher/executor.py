@@ -8,20 +8,24 @@ is, in order:
 
 1. Check the model name (the config layer did; this is the last guard).
 2. Take the model directory's lock, remove staging folders that interrupted
-   pushes left, and look for a version with the same content: if one exists,
-   nothing is copied and the execution records that version. Re-running an
-   unchanged pipeline therefore never adds a duplicate that would evict an
-   older, distinct model under --keep-versions.
+   pushes left, and compare with the version TF Serving serves (the newest
+   complete one, serving_folder.served_version): if it holds the same model,
+   nothing is copied and the execution records that version. A model equal to
+   an older version that is not served is published again as the newest: that
+   is a rollback, and its provenance record says so.
 3. Everything that can fail, before the model is visible: the artifact's own
    copy (as TFX's Pusher keeps one), then a copy into a staging folder beside
-   the versions whose name is not an integer, so TF Serving ignores it, flushed
+   the versions whose name is not an integer, so TF Serving ignores it, with
+   the version's provenance record (serving_folder.PROVENANCE_FILE), flushed
    to disk (fsync) file by file.
 4. Rename the staging folder to the next integer version. rename(2) within one
    local filesystem is atomic: the version appears complete or not at all, and
    it fails on an existing version, so a push that loses a race takes the next
    number instead.
-5. Prune old versions. The model is live by now, so a failure here is logged
-   and the push still succeeds.
+5. Prune old versions: only versions this product wrote (a real folder with
+   its provenance record), never a symlink, never the served version, and
+   foreign versions do not count toward keep_versions. The model is live by
+   now, so a failure here is logged and the push still succeeds.
 
 The lock (flock on `.push.lock`) makes two pushes into one local model
 directory take turns: each sees the other's version, and any staging folder
@@ -36,9 +40,10 @@ That is best effort, not atomic, and logged as such. Every path operation goes
 through TFX's fileio, so the same code runs on any filesystem it supports.
 """
 import contextlib
+import datetime
 import errno
 import fcntl
-import hashlib
+import json
 import os
 import re
 import time
@@ -47,40 +52,41 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from absl import logging
 from tfx import types
-from tfx.components.pusher import executor as pusher_executor
+from tfx.components.util import model_utils
+from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
+from tfx.utils import path_utils
 
-from vaetfx import storage
+from vaetfx import serving_folder, storage
 from vaetfx.components.atomic_pusher.model_name import check_model_name
+from vaetfx.models import elbo_metric
 
 SERVING_DIR_KEY = 'serving_dir'
 MODEL_NAME_KEY = 'model_name'
 KEEP_VERSIONS_KEY = 'keep_versions'
 CODE_FINGERPRINT_KEY = 'code_fingerprint'
-# Custom property of the PushedModel: 1 when its model was already served and nothing was copied.
+# The static part of every pushed version's provenance record (a JSON object): pipeline name,
+# model kind and hyperparameters, code fingerprint, data folder; the executor adds the rest.
+PROVENANCE_KEY = 'provenance'
+EVALUATION_KEY = 'model_evaluation'
+# Custom properties of the PushedModel: 1 when its model was already served and nothing was
+# copied; the version a new push replaced as the served one; the foreign entries left alone.
 ALREADY_SERVED_KEY = 'already_served'
+REPLACED_KEY = 'replaced_version'
+ROLLBACK_OF_KEY = 'rollback_of'
+FOREIGN_KEY = 'foreign_versions'
 
-SAVED_MODEL_FILE = 'saved_model.pb'
-SAVED_MODEL_FILES = (SAVED_MODEL_FILE, 'saved_model.pbtxt')
 STAGING_PREFIX = '.staging-'
 RETIRED_PREFIX = '.retired-'
+# Only names this Pusher makes are ever cleaned up as leftovers of an interrupted push.
+LEFTOVER_NAME = re.compile(r'\.(staging-[0-9a-f]{32}|retired-[0-9]+-[0-9a-f]{32})')
 LOCK_FILE = '.push.lock'
 # Renames that lose a race to another pusher (on a filesystem flock does not cover) try the
 # next number; this many losses in a row is not a race any more.
 MAX_PUBLISH_ATTEMPTS = 20
-_READ_CHUNK = 1 << 20
-
-
-def list_versions(model_dir: str) -> List[int]:
-  """The version numbers TF Serving would load: integer-named subdirectories."""
-  return sorted(storage.version_dirs(model_dir))
-
-
-def holds_saved_model(directory: str) -> bool:
-  return any(fileio.exists(os.path.join(directory, name)) for name in SAVED_MODEL_FILES)
 
 
 def next_version(existing: List[int], now: float) -> int:
@@ -92,52 +98,27 @@ def next_version(existing: List[int], now: float) -> int:
   return max([int(now), *(version + 1 for version in existing)])
 
 
-def _files(directory: str) -> Dict[str, str]:
-  """{path relative to `directory`: full path} of every file below it."""
-  root = directory.rstrip('/')
-  files = {}
-  for current, _, names in fileio.walk(root):
-    for name in names:
-      path = os.path.join(current, name)
-      files[path[len(root) + 1:]] = path
-  return files
+def _version_numbers(model_dir: str) -> List[int]:
+  return [version.number for version in serving_folder.list_versions(model_dir)]
 
 
-def same_content(left: str, right: str) -> bool:
-  """True when both trees hold the same files with the same bytes. Sizes are compared
-  first, so a different model is usually told apart without reading it."""
-  left_files, right_files = _files(left), _files(right)
-  if left_files.keys() != right_files.keys() or any(
-      fileio.stat(left_files[name]).length != fileio.stat(right_files[name]).length
-      for name in left_files):
-    return False
-  return all(_file_digest(left_files[name]) == _file_digest(right_files[name])
-             for name in left_files)
+def write_provenance(directory: str, record: Dict[str, Any]):
+  io_utils.write_string_file(os.path.join(directory, serving_folder.PROVENANCE_FILE),
+                             json.dumps(record, indent=2, sort_keys=True))
 
 
-def _file_digest(path: str) -> str:
-  digest = hashlib.sha256()
-  with fileio.open(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(_READ_CHUNK), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def find_identical_version(model_dir: str, model_path: str) -> Optional[int]:
-  """The newest version whose files are byte for byte the model's, if any."""
-  for version in reversed(list_versions(model_dir)):
-    version_dir = os.path.join(model_dir, str(version))
-    if holds_saved_model(version_dir) and same_content(model_path, version_dir):
-      return version
-  return None
-
-
-def copy_saved_model(model_path: str, destination: str):
-  """Copies the model with saved_model.pb last: loaders treat its presence as "complete"."""
-  saved_model = os.path.join(model_path.rstrip('/'), SAVED_MODEL_FILE)
-  io_utils.copy_dir(model_path, destination, deny_regex_patterns=[f'^{re.escape(saved_model)}$'])
+def copy_saved_model(model_path: str, destination: str, provenance: Dict[str, Any]):
+  """Copies the model, then its provenance record, with saved_model.pb last: loaders treat its
+  presence as "complete", so a version that has it has its story too. A provenance record in
+  the source (a version being rolled back) is replaced, not copied."""
+  source = model_path.rstrip('/')
+  saved_model = os.path.join(source, serving_folder.SAVED_MODEL_FILE)
+  io_utils.copy_dir(model_path, destination, deny_regex_patterns=[
+      f'^{re.escape(saved_model)}$',
+      f'^{re.escape(os.path.join(source, serving_folder.PROVENANCE_FILE))}$'])
+  write_provenance(destination, provenance)
   if fileio.exists(saved_model):
-    io_utils.copy_file(saved_model, os.path.join(destination, SAVED_MODEL_FILE))
+    io_utils.copy_file(saved_model, os.path.join(destination, serving_folder.SAVED_MODEL_FILE))
 
 
 def fsync_path(path: str):
@@ -172,12 +153,22 @@ def push_lock(model_dir: str) -> Iterator[None]:
 
 
 def remove_stale_staging(model_dir: str) -> List[str]:
-  """Removes staging and retired folders of pushes that died; call it holding push_lock."""
-  stale = [name.rstrip('/') for name in fileio.listdir(model_dir)
-           if name.startswith((STAGING_PREFIX, RETIRED_PREFIX))]
-  for name in stale:
+  """Removes the staging and retired folders of pushes that died; call it holding push_lock.
+
+  Only real folders with the exact names this Pusher makes: a symlink or anything else is
+  not this Pusher's, is left alone, and does not stop the push.
+  """
+  stale = []
+  for name in storage.listdir(model_dir):
+    path = os.path.join(model_dir, name)
+    if not LEFTOVER_NAME.fullmatch(name):
+      continue
+    if serving_folder.is_link(path) or not os.path.isdir(path):
+      logging.warning('Leaving %s alone: not a folder this Pusher made.', path)
+      continue
     logging.warning('Removing %s, left by an interrupted push or prune.', name)
-    fileio.rmtree(os.path.join(model_dir, name))
+    fileio.rmtree(path)
+    stale.append(name)
   return stale
 
 
@@ -192,23 +183,26 @@ def removed_on_failure(directory: str) -> Iterator[None]:
     raise
 
 
-def stage(model_path: str, model_dir: str) -> str:
+def stage(model_path: str, model_dir: str, provenance: Dict[str, Any]) -> str:
   """A complete, flushed copy of the model beside the versions, under a name TF Serving ignores."""
   staging_dir = os.path.join(model_dir, f'{STAGING_PREFIX}{uuid.uuid4().hex}')
   with removed_on_failure(staging_dir):
-    copy_saved_model(model_path, staging_dir)
+    copy_saved_model(model_path, staging_dir, provenance)
     fsync_tree(staging_dir)
   return staging_dir
 
 
-def publish(staging_dir: str, model_dir: str) -> str:
-  """Renames the staged model to the next free version; returns the version directory.
+def publish(model_path: str, model_dir: str, provenance: Dict[str, Any]) -> str:
+  """Stages the model for the next free version and renames it into place; returns the
+  version directory.
 
   rename(2) onto a version that holds files fails (ENOTEMPTY, EEXIST): another
-  push took that number, so a higher one is tried.
+  push took that number, so a higher one is tried, its provenance record
+  rewritten first to name it.
   """
+  version = next_version(_version_numbers(model_dir), time.time())
+  staging_dir = stage(model_path, model_dir, {**provenance, 'version': version})
   with removed_on_failure(staging_dir):
-    version = next_version(list_versions(model_dir), time.time())
     for _ in range(MAX_PUBLISH_ATTEMPTS):
       version_dir = os.path.join(model_dir, str(version))
       try:
@@ -217,7 +211,9 @@ def publish(staging_dir: str, model_dir: str) -> str:
         if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
           raise
         logging.warning('Version %s was taken by another push; trying a higher one.', version)
-        version = max(version + 1, next_version(list_versions(model_dir), time.time()))
+        version = max(version + 1, next_version(_version_numbers(model_dir), time.time()))
+        write_provenance(staging_dir, {**provenance, 'version': version})
+        fsync_path(os.path.join(staging_dir, serving_folder.PROVENANCE_FILE))
         continue
       fsync_path(model_dir)
       return version_dir
@@ -225,66 +221,121 @@ def publish(staging_dir: str, model_dir: str) -> str:
                        f'({MAX_PUBLISH_ATTEMPTS} attempts)')
 
 
-def push_in_place(model_path: str, model_dir: str) -> str:
+def push_in_place(model_path: str, model_dir: str, provenance: Dict[str, Any]) -> str:
   """The remote fallback: saved_model.pb last, and a failed copy removes the partial version."""
-  version_dir = os.path.join(model_dir, str(next_version(list_versions(model_dir), time.time())))
+  version = next_version(_version_numbers(model_dir), time.time())
+  version_dir = os.path.join(model_dir, str(version))
   logging.warning('%s has no atomic rename: copying in place with %s last; TF Serving may see '
                   'the version before it is complete and retry loading it.',
-                  version_dir, SAVED_MODEL_FILE)
+                  version_dir, serving_folder.SAVED_MODEL_FILE)
   with removed_on_failure(version_dir):
-    copy_saved_model(model_path, version_dir)
+    copy_saved_model(model_path, version_dir, {**provenance, 'version': version})
   return version_dir
 
 
-def push_model(model_path: str, model_dir: str) -> str:
-  """Pushes the SavedModel at `model_path` as a new version of `model_dir`; returns its directory."""
+def push_model(model_path: str, model_dir: str, provenance: Dict[str, Any]) -> str:
+  """Pushes the SavedModel at `model_path` with its provenance record as a new version of
+  `model_dir`; returns its directory. Hold push_lock around it."""
   if not storage.is_uri(model_dir):
-    return publish(stage(model_path, model_dir), model_dir)
-  return push_in_place(model_path, model_dir)
+    return publish(model_path, model_dir, provenance)
+  return push_in_place(model_path, model_dir, provenance)
 
 
-def remove_version(model_dir: str, version: int):
+def remove_version(version: serving_folder.Version):
   """On local disk the version is first renamed away, so TF Serving sees it vanish at once
   rather than poll a directory that is half deleted, and an interrupted delete leaves
-  only a name the next push cleans up.
-  """
-  version_dir = os.path.join(model_dir, str(version))
+  only a name the next push cleans up. Symlinks are never removed (prune_versions skips them;
+  this is the last guard)."""
+  if version.is_link:
+    raise ValueError(f'{version.path} is a symlink; the Pusher never removes one')
+  model_dir = os.path.dirname(version.path)
   if storage.is_uri(model_dir):
-    fileio.rmtree(version_dir)
+    fileio.rmtree(version.path)
     return
-  retired_dir = os.path.join(model_dir, f'{RETIRED_PREFIX}{version}-{uuid.uuid4().hex}')
-  os.rename(version_dir, retired_dir)
+  retired_dir = os.path.join(model_dir, f'{RETIRED_PREFIX}{version.number}-{uuid.uuid4().hex}')
+  os.rename(version.path, retired_dir)
   fileio.rmtree(retired_dir)
 
 
 def prune_versions(model_dir: str, keep_versions: int, pushed_version: int) -> List[int]:
-  """Removes all but the newest `keep_versions` versions that hold a SavedModel, and
-  never `pushed_version` (an older version this push found identical stays beside
-  them); returns the removed ones. Folders without a SavedModel are not
-  this Pusher's and stay. A version that cannot be removed is logged and skipped:
-  the push it follows has succeeded already.
+  """Removes all but the newest `keep_versions` of the versions this product wrote; returns the
+  removed ones.
+
+  Foreign versions (symlinks, folders without this product's provenance record) are never
+  removed and do not count; neither the served version nor `pushed_version` (an older
+  version found identical stays) is ever removed. A version that cannot be removed is logged
+  and skipped: the push it follows has succeeded already.
   """
-  versions = [v for v in list_versions(model_dir)
-              if holds_saved_model(os.path.join(model_dir, str(v)))]
+  versions = serving_folder.list_versions(model_dir)
+  served = serving_folder.served_version(versions)
+  own = serving_folder.own_versions(versions)
+  protected = {pushed_version, served.number if served else None}
   removed = []
-  for version in versions[:max(0, len(versions) - keep_versions)]:
-    if version == pushed_version:
+  for version in own[:max(0, len(own) - keep_versions)]:
+    if version.number in protected:
       continue
     try:
-      remove_version(model_dir, version)
+      remove_version(version)
     except Exception as e:  # pylint: disable=broad-except
       logging.error('Could not remove old version %s of %s (the push succeeded): %s',
-                    version, model_dir, e)
+                    version.number, model_dir, e)
     else:
-      removed.append(version)
+      removed.append(version.number)
   return removed
 
 
-class Executor(pusher_executor.Executor):
-  """TFX's Pusher executor with an atomic, idempotent, versioned push; its blessing check
-  (model_blessing and, when given, infra_blessing must both be blessed), model choice
-  (`model`, else the infra blessing's warmed-up copy) and PushedModel properties (pushed,
-  pushed_destination, pushed_version) are reused as they are.
+def _scores(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
+  evaluations = input_dict.get(EVALUATION_KEY)
+  if not evaluations:
+    return {}
+  return elbo_metric.gated_scores(artifact_utils.get_single_instance(evaluations).uri)
+
+
+def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
+  """The Examples the model was trained and evaluated on: where, their span, and ExampleGen's
+  fingerprint of the files it read."""
+  examples = input_dict.get(standard_component_specs.EXAMPLES_KEY)
+  if not examples:
+    return {}
+  artifact = artifact_utils.get_single_instance(examples)
+  return {'examples_uri': artifact.uri, 'span': artifact.span,
+          'splits': artifact_utils.decode_split_names(artifact.split_names),
+          'input_fingerprint': artifact.get_string_custom_property('input_fingerprint')}
+
+
+def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optional[str],
+                      served: Optional[serving_folder.Version],
+                      rollback_of: Optional[int]) -> Dict[str, Any]:
+  """The pushed version's story (serving_folder.PROVENANCE_FILE): the pipeline's static part
+  and what this run knows: when, which run, its scores and data, what it replaced."""
+  static = json.loads(exec_properties.get(PROVENANCE_KEY) or '{}')
+  data = {**static.pop('data', {}), **_data(input_dict)}
+  return {
+      **static,
+      'producer': serving_folder.PRODUCER,
+      'run_id': run_id or '',
+      'pushed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'scores': _scores(input_dict),
+      'data': data,
+      'replaced': served.number if served else None,
+      'rollback_of': rollback_of,
+  }
+
+
+def find_identical(versions: List[serving_folder.Version],
+                   model_path: str) -> Optional[serving_folder.Version]:
+  """The newest complete folder (never a symlink) holding byte for byte the model, if any."""
+  for version in reversed(versions):
+    if version.complete and not version.is_link and serving_folder.same_content(
+        model_path, version.path):
+      return version
+  return None
+
+
+class Executor(base_executor.BaseExecutor):
+  """Pushes a model blessed by the Evaluator and, when given, the infra validator, atomically,
+  as the newest version, with its provenance record; the PushedModel has TFX's Pusher's
+  properties (pushed, pushed_destination, pushed_version) and this Pusher's own.
   """
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -294,28 +345,75 @@ class Executor(pusher_executor.Executor):
     model_name = check_model_name(exec_properties[MODEL_NAME_KEY])
     pushed_model = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.PUSHED_MODEL_KEY])
-    if not self.CheckBlessing(input_dict):
-      self._MarkNotPushed(pushed_model)
+    if not blessed(input_dict):
+      mark_pushed(pushed_model, None)
       return
-    model_path = self.GetModelPath(input_dict)
+    model_path = model_to_push(input_dict)
     model_dir = os.path.join(exec_properties[SERVING_DIR_KEY], model_name)
     fileio.makedirs(model_dir)
     with push_lock(model_dir):
       if not storage.is_uri(model_dir):
         remove_stale_staging(model_dir)
-      served = find_identical_version(model_dir, model_path)
+      versions = serving_folder.list_versions(model_dir)
+      served = serving_folder.served_version(versions)
+      identical = find_identical(versions, model_path)
       # As TFX's Pusher does: the artifact keeps its own copy, so it outlives pruning.
       io_utils.copy_dir(model_path, pushed_model.uri)
-      if served is None:
-        version_dir = push_model(model_path, model_dir)
-        logging.info('Model pushed to %s.', version_dir)
-      else:
-        version_dir = os.path.join(model_dir, str(served))
+      already_served = identical is not None and identical is served
+      if already_served:
+        version_dir = served.path
         logging.info('Version %s already holds this model: nothing copied.', version_dir)
-      pushed_model.set_int_custom_property(ALREADY_SERVED_KEY, int(served is not None))
-      self._MarkPushed(pushed_model, pushed_destination=version_dir,
-                       pushed_version=os.path.basename(version_dir))
+      else:
+        rollback_of = identical.number if identical else None
+        version_dir = push_model(model_path, model_dir, provenance_record(
+            exec_properties, input_dict, self._context and self._context.pipeline_run_id,
+            served, rollback_of))
+        logging.info('Model pushed to %s%s.', version_dir,
+                     f' (the model of version {rollback_of}: a rollback)' if identical else '')
+        pushed_model.set_int_custom_property(REPLACED_KEY, served.number if served else -1)
+        pushed_model.set_int_custom_property(ROLLBACK_OF_KEY,
+                                             -1 if rollback_of is None else rollback_of)
+      pushed_model.set_int_custom_property(ALREADY_SERVED_KEY, int(already_served))
+      mark_pushed(pushed_model, version_dir)
       removed = prune_versions(model_dir, exec_properties[KEEP_VERSIONS_KEY],
                                int(os.path.basename(version_dir)))
+      foreign = [version.describe() for version in serving_folder.list_versions(model_dir)
+                 if version.foreign]
+      pushed_model.set_string_custom_property(FOREIGN_KEY, json.dumps(foreign))
     if removed:
       logging.info('Removed old versions %s of %s.', removed, model_dir)
+
+
+def blessed(input_dict: Dict[str, List[types.Artifact]]) -> bool:
+  """TFX's Pusher's rule: the ModelBlessing is blessed and, when given, the InfraBlessing too."""
+  model_blessing = artifact_utils.get_single_instance(
+      input_dict[standard_component_specs.MODEL_BLESSING_KEY])
+  if not model_utils.is_model_blessed(model_blessing):
+    logging.info('Model on %s was not blessed by the Evaluator.', model_blessing.uri)
+    return False
+  infra_blessings = input_dict.get(standard_component_specs.INFRA_BLESSING_KEY)
+  if infra_blessings and not model_utils.is_infra_validated(
+      artifact_utils.get_single_instance(infra_blessings)):
+    logging.info('Model was not blessed by the infra validator.')
+    return False
+  return True
+
+
+def model_to_push(input_dict: Dict[str, List[types.Artifact]]) -> str:
+  """The `model` input's serving model, else the InfraBlessing's warmed-up copy (TFX's Pusher's
+  choice: the infra validator's stamped model carries the TF Serving warmup requests)."""
+  models = input_dict.get(standard_component_specs.MODEL_KEY)
+  if models:
+    model = artifact_utils.get_single_instance(models)
+    return path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+  infra_blessing = artifact_utils.get_single_instance(
+      input_dict[standard_component_specs.INFRA_BLESSING_KEY])
+  return path_utils.stamped_model_path(infra_blessing.uri)
+
+
+def mark_pushed(pushed_model: types.Artifact, version_dir: Optional[str]):
+  """TFX's PushedModel properties: pushed 1 with its destination and version, or pushed 0."""
+  pushed_model.set_int_custom_property('pushed', int(version_dir is not None))
+  if version_dir is not None:
+    pushed_model.set_string_custom_property('pushed_destination', version_dir)
+    pushed_model.set_string_custom_property('pushed_version', os.path.basename(version_dir))

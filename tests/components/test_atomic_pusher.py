@@ -6,6 +6,7 @@ outcome (raised, or the PushedModel it published) matches what is on disk.
 """
 import filecmp
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from tfx.dsl.io.plugins import tensorflow_gfile
 from tfx.types import channel, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
+from vaetfx import serving_folder
 from vaetfx.components.atomic_pusher import executor
 from vaetfx.components.atomic_pusher.component import AtomicPusher
 
@@ -55,6 +57,10 @@ def models(tmp_path_factory):
   return {factor: _save_model(str(root / str(factor)), factor) for factor in FACTORS}
 
 
+PROVENANCE = {'pipeline_name': 'a', 'model': {'kind': 'conv', 'score_key': 'elbo'},
+              'code_fingerprint': 'f00d', 'data': {'root': '/data/mnist', 'digits': []}}
+
+
 def _run(model_uri, serving_dir, pushed_uri, blessed=True, keep_versions=3,
          model_name=MODEL_NAME):
   model = standard_artifacts.Model()
@@ -67,7 +73,8 @@ def _run(model_uri, serving_dir, pushed_uri, blessed=True, keep_versions=3,
       {'model': [model], 'model_blessing': [blessing]},
       {'pushed_model': [pushed_model]},
       {executor.SERVING_DIR_KEY: serving_dir, executor.MODEL_NAME_KEY: model_name,
-       executor.KEEP_VERSIONS_KEY: keep_versions})
+       executor.KEEP_VERSIONS_KEY: keep_versions,
+       executor.PROVENANCE_KEY: json.dumps(PROVENANCE)})
   return pushed_model
 
 
@@ -122,7 +129,8 @@ def served_models(model_dir, models):
     if not name.isdigit():
       continue
     matches = [factor for factor, uri in models.items()
-               if _same_tree(path_utils.serving_model_path(uri), os.path.join(model_dir, name))]
+               if serving_folder.same_content(path_utils.serving_model_path(uri),
+                                              os.path.join(model_dir, name))]
     assert matches, f'version {name} is not a whole copy of any pushed model'
     view[int(name)] = matches[0]
   return view
@@ -138,9 +146,22 @@ def test_blessed_model_is_pushed_whole_at_an_integer_version(push, models):
   assert pushed_model.get_int_custom_property(executor.ALREADY_SERVED_KEY) == 0
   assert pushed_model.get_string_custom_property('pushed_destination') == version_dir
   model_path = path_utils.serving_model_path(models[FACTORS[0]])
-  assert _same_tree(model_path, version_dir)
+  assert serving_folder.same_content(model_path, version_dir)
   assert _same_tree(model_path, pushed_model.uri)
   assert _serves(version_dir, FACTORS[0])
+
+
+def test_every_pushed_version_tells_its_story(push):
+  """The provenance record inside the version: the pipeline's part, this push's part."""
+  first = _version(push(FACTORS[0]))
+  second = _version(push(FACTORS[1]))
+  record = serving_folder.read_provenance(os.path.join(push.model_dir, second))
+  assert {key: record[key] for key in PROVENANCE if key != 'data'} == {
+      key: value for key, value in PROVENANCE.items() if key != 'data'}
+  assert record['data']['root'] == '/data/mnist'
+  assert record['version'] == int(second) and record['replaced'] == int(first)
+  assert record['rollback_of'] is None and record['producer'] == 'vaetfx'
+  assert record['pushed_at'].endswith('+00:00')
 
 
 def test_unblessed_model_is_not_pushed_and_the_served_version_stays(push):
@@ -165,9 +186,8 @@ def test_each_distinct_model_gets_a_higher_version(push, models):
   assert served_models(push.model_dir, models) == dict(zip(versions, FACTORS))
 
 
-def test_an_identical_model_is_not_pushed_again_and_the_execution_records_its_version(push,
-                                                                                     models):
-  """The re-run case of the issue: seeds 0, 5, 5, 9 with --keep-versions 2 must keep seed 0."""
+def test_the_served_model_is_not_pushed_again_and_the_execution_records_its_version(push,
+                                                                                    models):
   first = _version(push(FACTORS[0], keep_versions=2))
   second = _version(push(FACTORS[1], keep_versions=2))
   before = _snapshot(push.model_dir)
@@ -179,9 +199,23 @@ def test_an_identical_model_is_not_pushed_again_and_the_execution_records_its_ve
       push.model_dir, second)
   assert _snapshot(push.model_dir) == before
   assert served_models(push.model_dir, models) == {int(first): FACTORS[0], int(second): FACTORS[1]}
-  # An older identical version is found too; pruning keeps it beside the newest one.
-  assert _version(push(FACTORS[0], keep_versions=1)) == first
-  assert served_models(push.model_dir, models) == {int(first): FACTORS[0], int(second): FACTORS[1]}
+
+
+def test_a_model_equal_to_an_older_version_is_published_again_as_a_rollback(push, models):
+  """Push A, B, A: A serves again (as the newest version), its record says whose model it is."""
+  first = _version(push(FACTORS[0]))
+  second = _version(push(FACTORS[1]))
+  again = push(FACTORS[0])
+  third = _version(again)
+  assert int(third) > int(second)
+  assert again.get_int_custom_property(executor.ALREADY_SERVED_KEY) == 0
+  assert again.get_int_custom_property(executor.ROLLBACK_OF_KEY) == int(first)
+  assert served_models(push.model_dir, models) == {
+      int(first): FACTORS[0], int(second): FACTORS[1], int(third): FACTORS[0]}
+  assert serving_folder.served_version(serving_folder.list_versions(push.model_dir)).number == (
+      int(third))
+  record = serving_folder.read_provenance(os.path.join(push.model_dir, third))
+  assert (record['rollback_of'], record['replaced']) == (int(first), int(second))
 
 
 def test_keep_versions_removes_the_oldest(push, models):
@@ -191,17 +225,65 @@ def test_keep_versions_removes_the_oldest(push, models):
                                                    int(versions[3]): FACTORS[3]}
 
 
-def test_pruning_removes_only_folders_that_hold_a_saved_model(push):
-  """A user's folder `1/` with notes, an empty `12/` and `notes/` are not this Pusher's."""
-  for name in ('notes', '1', '12'):
-    os.makedirs(os.path.join(push.model_dir, name))
-  with open(os.path.join(push.model_dir, '1', 'notes.txt'), 'w') as f:
-    f.write('mine')
-  older = _version(push(FACTORS[0]))
-  version = _version(push(FACTORS[1], keep_versions=1))
-  assert _entries(push.model_dir) == sorted(['1', '12', 'notes', version])
-  assert older not in _entries(push.model_dir)
-  assert open(os.path.join(push.model_dir, '1', 'notes.txt')).read() == 'mine'
+def _tree_state(path):
+  """Everything about a path that a harmful step would change, symlinks not followed."""
+  if os.path.islink(path):
+    return ('link', os.readlink(path))
+  if os.path.isfile(path):
+    return ('file', open(path, 'rb').read())
+  return ('dir', {name: _tree_state(os.path.join(path, name)) for name in os.listdir(path)})
+
+
+@pytest.fixture
+def foreign_things(push, models, tmp_path):
+  """What the issue lists: a file `5`, an empty folder `7`, a symlink `8` to a model outside,
+  a folder `9` without saved_model.pb, a SavedModel copied in by hand as `10`, and a
+  `.retired-...` symlink an older Pusher left; plus a user's `notes/`."""
+  model_dir = push.model_dir
+  os.makedirs(model_dir)
+  with open(os.path.join(model_dir, '5'), 'w') as f:
+    f.write('not a model')
+  os.makedirs(os.path.join(model_dir, '7'))
+  golden = tmp_path / 'archive' / 'golden'
+  io_utils.copy_dir(path_utils.serving_model_path(models[FACTORS[3]]), str(golden))
+  os.symlink(str(golden), os.path.join(model_dir, '8'))
+  os.makedirs(os.path.join(model_dir, '9', 'variables'))
+  io_utils.copy_dir(path_utils.serving_model_path(models[FACTORS[2]]),
+                    os.path.join(model_dir, '10'))
+  os.symlink(str(golden), os.path.join(model_dir, f'.retired-8-{"0" * 32}'))
+  os.makedirs(os.path.join(model_dir, 'notes'))
+  names = ['5', '7', '8', '9', '10', f'.retired-8-{"0" * 32}', 'notes']
+  return {name: _tree_state(os.path.join(model_dir, name)) for name in names}, golden
+
+
+def test_pushes_and_pruning_leave_every_foreign_thing_intact(push, foreign_things):
+  before, golden = foreign_things
+  golden_before = _tree_state(str(golden))
+  pushed = [push(factor, keep_versions=1) for factor in FACTORS[:3]]
+  for name, state in before.items():
+    assert _tree_state(os.path.join(push.model_dir, name)) == state, name
+  assert _tree_state(str(golden)) == golden_before
+  ours = [v.number for v in serving_folder.own_versions(
+      serving_folder.list_versions(push.model_dir))]
+  assert ours == [int(_version(pushed[-1]))]  # foreign versions do not count toward keep=1
+  foreign = json.loads(pushed[-1].get_string_custom_property(executor.FOREIGN_KEY))
+  assert any('version 8 is a symlink' in line for line in foreign)
+  assert any('version 9 holds no saved_model.pb' in line for line in foreign)
+  assert any('version 10 was not pushed by vaetfx' in line for line in foreign)
+
+
+def test_a_foreign_symlink_is_never_followed_when_it_is_the_newest(push, models, tmp_path):
+  """A symlink numbered above every push is what TF Serving serves: it is never pruned, and
+  its target outside the serving folder keeps every file."""
+  push(FACTORS[0])
+  golden = tmp_path / 'golden'
+  io_utils.copy_dir(path_utils.serving_model_path(models[FACTORS[3]]), str(golden))
+  golden_before = _tree_state(str(golden))
+  os.symlink(str(golden), os.path.join(push.model_dir, '9999999999'))
+  pushed = push(FACTORS[1], keep_versions=1)
+  assert int(_version(pushed)) > 9999999999  # always above every version, foreign ones too
+  assert os.readlink(os.path.join(push.model_dir, '9999999999')) == str(golden)
+  assert _tree_state(str(golden)) == golden_before
 
 
 @pytest.mark.parametrize('name', BAD_MODEL_NAMES)
@@ -289,17 +371,22 @@ def test_staging_is_flushed_to_disk_before_the_rename(push, models):
                         lambda src, dst: events.append('rename') or rename(src, dst)):
     push()
   files_and_dirs = sum(len(names) + 1 for _, _, names in os.walk(path_utils.serving_model_path(
-      models[FACTORS[0]])))
+      models[FACTORS[0]]))) + 2  # and the provenance record with its assets.extra folder
   # Each staged file and folder, then the rename, then the model directory (the rename's entry).
   assert events == ['fsync'] * files_and_dirs + ['rename', 'fsync']
 
 
-def test_saved_model_pb_is_copied_last(tmp_path, models):
-  with mock.patch.object(fileio, 'copy', wraps=fileio.copy) as copy:
+def test_saved_model_pb_is_copied_last_after_the_provenance_record(tmp_path, models):
+  events = []
+  copy, write = fileio.copy, executor.write_provenance
+  with mock.patch.object(fileio, 'copy', lambda src, dst, overwrite=False: (
+      events.append(os.path.basename(dst)), copy(src, dst, overwrite))), \
+      mock.patch.object(executor, 'write_provenance', lambda *args: (
+          events.append('provenance'), write(*args))):
     executor.copy_saved_model(path_utils.serving_model_path(models[FACTORS[0]]),
-                              str(tmp_path / 'out'))
-  copied = [os.path.basename(call.args[1]) for call in copy.call_args_list]
-  assert copied[-1] == 'saved_model.pb' and copied.count('saved_model.pb') == 1
+                              str(tmp_path / 'out'), {**PROVENANCE, 'producer': 'vaetfx'})
+  assert events[-2:] == ['provenance', 'saved_model.pb'] and events.count('saved_model.pb') == 1
+  assert serving_folder.read_provenance(str(tmp_path / 'out'))['pipeline_name'] == 'a'
 
 
 def test_next_version_is_a_timestamp_unless_a_version_is_already_higher():
@@ -336,8 +423,8 @@ def test_a_push_that_loses_the_rename_race_takes_the_next_version(push, models):
   the rename onto the taken version fails and the push moves one up."""
   with mock.patch.object(executor.time, 'time', return_value=1700000000.5):
     first = _version(push(FACTORS[0]))
-    stale_listing = mock.patch.object(executor, 'list_versions', return_value=[])
-    with stale_listing, mock.patch.object(executor, 'find_identical_version', return_value=None):
+    stale_listing = mock.patch.object(executor, '_version_numbers', return_value=[])
+    with stale_listing:
       second = _version(push(FACTORS[1]))
   assert (first, second) == ('1700000000', '1700000001')
   assert served_models(push.model_dir, models) == {1700000000: FACTORS[0],
@@ -417,17 +504,20 @@ def test_a_remote_filesystem_gets_the_in_place_push_through_fileio(models, ram_f
   model_dir = f'{serving_dir}/{MODEL_NAME}'
   assert _version(again) == _version(first)
   assert again.get_int_custom_property(executor.ALREADY_SERVED_KEY) == 1
-  assert executor.list_versions(model_dir) == [int(_version(second))]
-  assert executor.same_content(path_utils.serving_model_path(models[FACTORS[1]]),
-                               f'{model_dir}/{_version(second)}')
+  [version] = serving_folder.list_versions(model_dir)
+  assert version.number == int(_version(second)) and version.provenance['version'] == (
+      version.number)
+  assert serving_folder.same_content(path_utils.serving_model_path(models[FACTORS[1]]),
+                                     version.path)
 
 
 def test_failed_remote_style_copy_removes_its_partial_version(models, ram_filesystem):
   model_dir = f'ram://partial-{os.getpid()}-{time.time_ns()}/vae'
   failing_copy, copied = _failing_after(fileio.copy, 1, DISK_FULL)
   with mock.patch.object(fileio, 'copy', failing_copy), pytest.raises(OSError):
-    executor.push_in_place(path_utils.serving_model_path(models[FACTORS[0]]), model_dir)
-  assert copied and executor.list_versions(model_dir) == []
+    executor.push_in_place(path_utils.serving_model_path(models[FACTORS[0]]), model_dir,
+                           PROVENANCE)
+  assert copied and serving_folder.list_versions(model_dir) == []
 
 
 def test_component_wires_pusher_channels():
@@ -437,7 +527,7 @@ def test_component_wires_pusher_channels():
       serving_dir='/srv/models', model_name=MODEL_NAME, code_fingerprint='abc')
   assert pusher.outputs['pushed_model'].type is standard_artifacts.PushedModel
   assert pusher.exec_properties == {'serving_dir': '/srv/models', 'model_name': MODEL_NAME,
-                                    'keep_versions': 3, 'code_fingerprint': 'abc'}
+                                    'keep_versions': 3, 'code_fingerprint': 'abc', 'provenance': None}
 
 
 def test_component_rejects_keeping_no_version():

@@ -156,7 +156,7 @@ def test_rerun_recomputes_no_data_or_training_and_pushes_nothing_new(base_config
   assert summary.blessed and summary.already_served
   assert summary.pushed_version == str(versions[-1])
   assert _versions(base_config) == versions
-  assert f'Pushed: nothing new; version {versions[-1]} already holds this model' in (
+  assert f'Pushed: nothing new; version {versions[-1]}, the served one, already holds' in (
       run_summary.format_summary(summary))
 
 
@@ -312,15 +312,35 @@ def test_the_autoencoders_report_draws_its_code_space_and_scores(autoencoder_con
   assert set(np.unique(scored.labels)) == set(SEED_DIGITS)
 
 
-def test_a_vae_run_gated_against_the_autoencoder_is_refused(autoencoder_config, autoencoder_run,
-                                                          capsys):
-  """`vaetfx run` of a VAE under the autoencoder's pipeline name stops before any component."""
+def test_a_vae_aimed_at_the_autoencoders_serving_folder_is_refused_before_training(
+    autoencoder_config, autoencoder_run, capsys):
+  """`vaetfx run` of a VAE with --model-name ae stops before any component runs: its push would
+  switch the kind of model the clients of `ae` get."""
   executions = len(_store(autoencoder_config).get_executions())
   status = cli.main(['run', '--data-dir', autoencoder_config.data_dir, '--output-dir',
-                     autoencoder_config.output_dir, '--pipeline-name', 'ae-mnist'])
+                     autoencoder_config.output_dir, '--model-name', 'ae'])
   assert status == flags.EXIT_BAD_INPUT
-  assert capsys.readouterr().err == (
-      "vaetfx run: error: pipeline 'ae-mnist' last blessed an autoencoder (--model ae); its gate "
-      "would compare that with this run's VAE (--model conv): give this run its own "
-      '--pipeline-name (default for --model conv: vae-mnist)\n')
+  err = capsys.readouterr().err
+  assert err.startswith(f"vaetfx run: error: {os.path.join(autoencoder_config.serving_dir, 'ae')} "
+                        'serves version ') and err.count('\n') == 1
+  assert ('a --model ae scored by its reconstruction_log_likelihood; this run\'s model is scored '
+          'by its elbo') in err and '--on-incomparable-baseline floor' in err
   assert len(_store(autoencoder_config).get_executions()) == executions
+
+
+def test_the_importer_refuses_another_kind_at_run_time_too(autoencoder_config, autoencoder_run):
+  """The folder can change between the command's check and the run: ServedModelImporter, the
+  first component, checks again, so nothing trains (on Kubeflow this is the only check)."""
+  from vaetfx import serving_folder  # pylint: disable=g-import-not-at-top
+  config = dataclasses.replace(autoencoder_config, hparams=TINY_TRAINING,
+                               pipeline_name='vae-into-ae')
+  trainings = _trainer_executions(config)
+  with pytest.raises(serving_folder.IncomparableServedModel, match='serves version'):
+    _run(config)
+  assert _trainer_executions(config) == trainings
+
+
+def _trainer_executions(config):
+  store = _store(config)
+  types = {t.id: t.name for t in store.get_execution_types()}
+  return sum(types[e.type_id].endswith('.Trainer') for e in store.get_executions())

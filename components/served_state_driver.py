@@ -1,0 +1,37 @@
+"""A TFX driver that reads, when the component runs, what the serving folder serves.
+
+TFX's cache key (tfx/orchestration/portable/cache_utils.py) hashes a component's
+inputs and execution properties, all known before it runs; nothing in it sees
+the serving folder, which TF Serving, other pipelines and people change. A
+custom driver runs before the cache lookup and may add execution properties, as
+ExampleGen's driver adds its input fingerprint: this one adds
+`served_state` (serving_folder.served_state: the served version's number and
+content digest), so a cached baseline or push is reused only while the folder
+still serves what it served then. Local runs (LocalDagRunner) run drivers;
+Kubeflow runs no custom driver, so the compiled spec turns caching off for
+these tasks instead (kubeflow_runner.ALWAYS_RUN_COMPONENTS).
+"""
+import os
+
+from tfx.dsl.components.base import base_driver
+from tfx.orchestration.portable import data_types
+from tfx.orchestration import data_types_utils
+from tfx.proto.orchestration import driver_output_pb2
+
+from vaetfx import serving_folder
+
+SERVING_DIR_KEY = 'serving_dir'
+MODEL_NAME_KEY = 'model_name'
+SERVED_STATE_KEY = 'served_state'
+
+
+class ServedStateDriver(base_driver.BaseDriver):
+  """Adds `served_state` of `<serving_dir>/<model_name>` to the execution properties."""
+
+  def run(self, execution_info: data_types.ExecutionInfo) -> driver_output_pb2.DriverOutput:
+    properties = execution_info.exec_properties
+    model_dir = os.path.join(properties[SERVING_DIR_KEY], properties[MODEL_NAME_KEY])
+    output = driver_output_pb2.DriverOutput()
+    data_types_utils.set_metadata_value(output.exec_properties[SERVED_STATE_KEY],
+                                    serving_folder.served_state(model_dir))
+    return output

@@ -17,8 +17,7 @@ from tfx.utils import json_utils, path_utils, proto_utils
 from tests import artifacts, model_fixtures
 from vaetfx.models import elbo_metric, features
 from vaetfx.pipeline import pipeline
-from vaetfx.pipeline.run_summary import (gate_failures, gated_metric, overall_mean_elbo,
-                                         overall_means)
+from vaetfx.pipeline.run_summary import gate_failures, overall_mean_elbo
 
 WORSE_DIGIT = 3
 
@@ -210,7 +209,9 @@ def test_autoencoder_is_gated_on_its_mean_reconstruction_log_likelihood(
   evaluation_uri, blessing = _run_evaluator(tmp_path, transformed_mnist.raw_examples_dir,
                                             model_uri, eval_config, baseline=model_uri)
   metric = elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD
-  assert gated_metric(overall_means(evaluation_uri)) == metric
+  assert elbo_metric.gated_scores(evaluation_uri) == {
+      'metric': metric, 'candidate': pytest.approx(scores.mean(), rel=1e-5),
+      'baseline': pytest.approx(scores.mean(), rel=1e-5)}
   assert overall_mean_elbo(evaluation_uri, metric) == {
       'candidate': pytest.approx(scores.mean(), rel=1e-5),
       'baseline': pytest.approx(scores.mean(), rel=1e-5)}

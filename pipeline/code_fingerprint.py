@@ -39,7 +39,7 @@ ENTRY_MODULES = {
                               f'{PACKAGE}.serving.cli'),
     'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
     'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',
-                     f'{PACKAGE}.components.served_state_driver'),
+                     f'{PACKAGE}.components.atomic_pusher.driver'),
 }
 
 

@@ -15,7 +15,7 @@ from tfx.types import standard_component_specs
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from vaetfx.components import served_state_driver
-from vaetfx.components.atomic_pusher import executor
+from vaetfx.components.atomic_pusher import driver, executor
 from vaetfx.components.atomic_pusher.model_name import check_model_name
 
 DEFAULT_KEEP_VERSIONS = 3
@@ -62,9 +62,8 @@ class AtomicPusher(base_component.BaseComponent):
 
   SPEC_CLASS = AtomicPusherSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
-  # Puts what the serving folder serves into the cache key: a cached push is reused only
-  # while its version is still the served one (served_state_driver.py).
-  DRIVER_CLASS = served_state_driver.ServedStateDriver
+  # A cached push is reused only while its model is still the served one (driver.py).
+  DRIVER_CLASS = driver.PushedStateDriver
 
   def __init__(self, model: Optional[types.BaseChannel], model_blessing: types.BaseChannel,
                serving_dir: str, model_name: str,

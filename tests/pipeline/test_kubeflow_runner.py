@@ -51,8 +51,6 @@ BUCKET_NAME = 'vaetfx-test-bucket'
 BUCKET = f'gs://{BUCKET_NAME}'
 GPU = ('nvidia.com/gpu', 2)
 BEAM_ARGS = ('--runner=DataflowRunner', '--region=europe-west4')
-# step_builder.py compiles a latest-blessed-model Resolver into two tasks with these suffixes.
-RESOLVER_TASK_SUFFIXES = ('-model-blessing-resolver', '-model-resolver')
 TRANSFORM = 'Transform'
 EXAMPLE_GEN = 'MnistExampleGen'
 E2E_HPARAMS = dataclasses.replace(model_fixtures.TINY_HPARAMS, epochs=1)
@@ -76,13 +74,6 @@ def _parse_spec(spec_dict) -> pipeline_spec_pb2.PipelineSpec:
 def _deployment(spec: pipeline_spec_pb2.PipelineSpec) -> pipeline_spec_pb2.PipelineDeploymentConfig:
   return json_format.ParseDict(json_format.MessageToDict(spec.deployment_spec),
                                pipeline_spec_pb2.PipelineDeploymentConfig())
-
-
-def _node_id(task_name: str) -> str:
-  for suffix in RESOLVER_TASK_SUFFIXES:
-    if task_name.endswith(suffix):
-      return task_name[:-len(suffix)]
-  return task_name
 
 
 @pytest.fixture(scope='module')
@@ -120,15 +111,13 @@ def test_packages_parse_into_kfp_protos_with_the_pipeline_root(compiled):
 def test_every_component_is_a_task_wired_as_in_the_pipeline(compiled):
   _, pipeline, spec, _ = compiled
   tasks = spec.root.dag.tasks
-  assert {_node_id(name) for name in tasks} == {node.id for node in pipeline.components}
+  assert set(tasks) == {node.id for node in pipeline.components}
   for node in pipeline.components:
-    if node.id not in tasks:  # A resolver: its two tasks are checked through their consumers.
-      continue
     task = tasks[node.id]
-    assert {_node_id(t) for t in task.dependent_tasks} == {up.id for up in node.upstream_nodes}
+    assert set(task.dependent_tasks) == {up.id for up in node.upstream_nodes}
     for key, channel in node.inputs.items():
       producer = task.inputs.artifacts[key].task_output_artifact
-      assert _node_id(producer.producer_task) == channel.producer_component_id
+      assert producer.producer_task == channel.producer_component_id
       assert producer.output_artifact_key == channel.output_key
     assert set(spec.components[task.component_ref.name].output_definitions.artifacts) == set(
         node.outputs)
@@ -177,7 +166,9 @@ def test_infra_validator_runs_through_the_entrypoint_and_gates_the_pusher(compil
   assert args[args.index('--executor_class_path') + 1] == (
       'vaetfx.components.serving_infra_validator.executor.Executor')
   pusher_inputs = spec.root.dag.tasks['AtomicPusher'].inputs.artifacts
-  assert set(pusher_inputs) == {'model_blessing', 'infra_blessing'}
+  # No `model`: the blessing's copy is pushed; the evaluation and examples tell its story.
+  assert set(pusher_inputs) == {'model_blessing', 'infra_blessing', 'model_evaluation',
+                                'examples'}
   assert pusher_inputs['infra_blessing'].task_output_artifact.producer_task == (
       'ServingInfraValidator')
 
@@ -221,8 +212,7 @@ class FakeKfp:
   command and records what the executor wrote to its output file, a local
   file of the pod (/tmp/kfp_outputs/ on KFP), here under `outputs_dir`.
 
-  vertex=True is Vertex AI's backend instead: input artifacts keep their type,
-  and resolver tasks are run by querying the recorded artifacts.
+  vertex=True is Vertex AI's backend instead: input artifacts keep their type.
   """
 
   def __init__(self, spec: pipeline_spec_pb2.PipelineSpec, root: str, outputs_dir: str,
@@ -287,50 +277,12 @@ class FakeKfp:
       self.record(task_name, key, provisioned.artifacts[0].uri,
                   json_format.MessageToDict(produced.metadata))
 
-  def resolve(self, task_name: str) -> None:
-    """A resolver task, as Vertex AI runs it: each output is the newest recorded artifact that
-    its query's filter matches (the clauses TFX's step_builder.py writes, joined by AND)."""
-    task = self.spec.root.dag.tasks[task_name]
-    inputs = {name: self.recorded[(a.task_output_artifact.producer_task,
-                                   a.task_output_artifact.output_artifact_key)]
-              for name, a in task.inputs.artifacts.items()}
-    queries = self.executors[self.component(task_name).executor_label].resolver
-    for key, query in queries.output_artifact_queries.items():
-      clauses = [_resolve_placeholders(clause, inputs) for clause in query.filter.split(' AND ')]
-      matches = [(artifact_key, artifact) for artifact_key, artifact in self.recorded.items()
-                 if all(self._matches(clause, artifact_key, artifact) for clause in clauses)]
-      assert matches, f'{task_name}: nothing matches {query.filter}'
-      newest_key, newest = max(matches, key=lambda match: int(match[1].name))
-      self.recorded[(task_name, key)] = newest
-      self.types[(task_name, key)] = self.types[newest_key]
-
-  def _matches(self, clause: str, key: Tuple[str, str],
-               artifact: pipeline_spec_pb2.RuntimeArtifact) -> bool:
-    field, value = clause.split('=', 1)
-    value = value.strip('"')
-    if field == 'schema_title':
-      return yaml.safe_load(self.types[key].instance_schema)['title'] == value
-    if field == 'state':
-      return value == 'LIVE'  # Every recorded artifact is.
-    if field == 'name':
-      return artifact.name == value
-    metadata_key = re.fullmatch(r'metadata\.(\w+)\.number_value', field)
-    assert metadata_key, f'filter clause {clause!r} is not emulated'
-    return artifact.metadata[metadata_key.group(1)] == float(value)
-
 
 _ARTIFACT_IDS = itertools.count(1)  # Artifact ids of ML Metadata: unique across the test runs.
 
 
-def _resolve_placeholders(clause: str, inputs: Dict[str, pipeline_spec_pb2.RuntimeArtifact]) -> str:
-  """{{$.inputs.artifacts['x'].metadata['y']}} -> that metadata value of input x."""
-  return re.sub(r"\{\{\$\.inputs\.artifacts\['(\w+)'\]\.metadata\['(\w+)'\]\}\}",
-                lambda m: str(inputs[m.group(1)].metadata[m.group(2)]), clause)
-
-
 def _dependencies(task: pipeline_spec_pb2.PipelineTaskSpec) -> set:
-  """The tasks `task` waits for: its dependent_tasks and the producers of its inputs (TFX
-  leaves dependent_tasks empty on the model resolver, which reads the blessing resolver)."""
+  """The tasks `task` waits for: its dependent_tasks and the producers of its inputs."""
   return set(task.dependent_tasks) | {
       artifact.task_output_artifact.producer_task for artifact in task.inputs.artifacts.values()}
 
@@ -419,11 +371,11 @@ def gcs(tmp_path_factory):
 
 
 def _e2e_config() -> configs.PipelineConfig:
-  """The bucket's pipeline as compile-kubeflow makes it for KFP 2.x (gated by the floor alone),
-  with a tiny model, one epoch, and a floor any trained model passes."""
+  """The bucket's pipeline as compile-kubeflow makes it for KFP 2.x, with a tiny model, one
+  epoch, and a floor any trained model passes."""
   return dataclasses.replace(
       _config(f'{BUCKET}/mnist'), hparams=E2E_HPARAMS,
-      gate=configs.GateConfig(elbo_floor=E2E_ELBO_FLOOR, compare_with_baseline=False),
+      gate=configs.GateConfig(elbo_floor=E2E_ELBO_FLOOR),
       report=configs.ReportConfig(likelihood_examples=20, likelihood_samples=10))
 
 
@@ -478,8 +430,13 @@ def test_trainer_task_wrote_the_model_and_its_run_to_the_bucket(kfp_run):
     assert len(json.load(f)['epochs']) == E2E_HPARAMS.epochs
 
 
-def test_evaluator_task_blessed_the_model_by_the_floor_alone(kfp_run):
-  assert 'baseline_model' not in kfp_run.inputs['Evaluator'].inputs.artifacts
+def test_evaluator_task_blessed_the_model_by_the_floor_alone_with_nothing_served(kfp_run):
+  baseline = kfp_run.kfp.recorded[('ServedModelImporter', 'baseline_model')]
+  assert baseline.metadata['served_version'] == -1
+  empty = kfp_run.local('ServedModelImporter', 'baseline_model')
+  assert not os.path.exists(empty) or not os.listdir(empty)  # A bucket keeps no empty folder.
+  elbos = run_summary.overall_mean_elbo(kfp_run.local('Evaluator', 'evaluation'))
+  assert set(elbos) == {''}  # No baseline in the evaluation.
   blessing = kfp_run.kfp.recorded[('Evaluator', 'blessing')]
   assert blessing.metadata['blessed'] == 1
   assert os.path.isfile(os.path.join(kfp_run.local('Evaluator', 'blessing'), 'BLESSED'))
@@ -509,49 +466,45 @@ def test_pusher_task_pushed_one_whole_version_to_the_bucket(kfp_run):
   assert pushed.metadata['pushed'] == 1
 
 
+SECOND_RUN_TASKS = ('ServedModelImporter', 'Evaluator', 'AtomicPusher')
+
+
 @pytest.fixture(scope='module')
 def vertex_run(kfp_run, tmp_path_factory):
-  """The .json spec's resolver-gated path through the Evaluator, as Vertex AI runs it, after the
-  KFP run: its resolvers find that run's blessed model, its Evaluator compares with it.
+  """The .json spec, as Vertex AI runs it, after the KFP run: its ServedModelImporter finds what
+  that run pushed to the bucket, its Evaluator compares with it, its Pusher finds it served.
 
-  The tasks before the Evaluator are the .yaml spec's, unchanged (checked), so their outputs
-  in the bucket stand for this run's too.
+  The tasks before them are the .yaml spec's, unchanged (checked), so their outputs in the
+  bucket stand for this run's too.
   """
   work_dir = tmp_path_factory.mktemp('vertex_run')
-  config = dataclasses.replace(kfp_run.config, gate=dataclasses.replace(
-      kfp_run.config.gate, compare_with_baseline=True))
-  job = kubeflow_runner.compile_pipeline(config, IMAGE, str(work_dir / 'pipeline.json'))
+  job = kubeflow_runner.compile_pipeline(kfp_run.config, IMAGE, str(work_dir / 'pipeline.json'))
   spec = _parse_spec(job['pipelineSpec'])
   kfp = FakeKfp(spec, f'{BUCKET}/vertex_root', str(work_dir / 'outputs'), vertex=True)
-  run = KfpRun(kfp, kfp_run.gcs, config, {}, {}, str(work_dir))
-  resolvers = sorted(name for name in spec.root.dag.tasks
-                     if name.endswith(RESOLVER_TASK_SUFFIXES))
-  for (task_name, key), artifact in kfp_run.kfp.recorded.items():  # ML Metadata's history.
-    kfp.recorded[(f'earlier run: {task_name}', key)] = artifact
-    kfp.types[(f'earlier run: {task_name}', key)] = kfp_run.kfp.types[(task_name, key)]
-  for task_name in _upstream_tasks(spec, 'Evaluator'):
-    if task_name in resolvers:
-      kfp.resolve(task_name)
-    elif task_name == 'Evaluator':
+  run = KfpRun(kfp, kfp_run.gcs, kfp_run.config, {}, {}, str(work_dir))
+  for task_name in _upstream_tasks(spec, 'AtomicPusher'):
+    if task_name in SECOND_RUN_TASKS:
       run.run_task(task_name)
-    else:
-      assert spec.components[task_name] == kfp_run.kfp.spec.components[task_name]
-      assert _deployment(spec).executors[spec.components[task_name].executor_label] == (
-          kfp_run.kfp.executors[spec.components[task_name].executor_label])
-      for key in spec.components[task_name].output_definitions.artifacts:
-        kfp.recorded[(task_name, key)] = kfp_run.kfp.recorded[(task_name, key)]
-        kfp.types[(task_name, key)] = kfp_run.kfp.types[(task_name, key)]
-  return run, resolvers
+      continue
+    assert spec.components[task_name] == kfp_run.kfp.spec.components[task_name]
+    assert _deployment(spec).executors[spec.components[task_name].executor_label] == (
+        kfp_run.kfp.executors[spec.components[task_name].executor_label])
+    for key in spec.components[task_name].output_definitions.artifacts:
+      kfp.recorded[(task_name, key)] = kfp_run.kfp.recorded[(task_name, key)]
+      kfp.types[(task_name, key)] = kfp_run.kfp.types[(task_name, key)]
+  return run
 
 
-def test_vertex_resolvers_find_the_blessed_model_and_the_evaluator_compares_with_it(
-    kfp_run, vertex_run):
-  run, resolvers = vertex_run
-  assert len(resolvers) == 2
+def test_a_second_run_gates_against_the_served_version_in_the_bucket(kfp_run, vertex_run):
+  run = vertex_run
+  model_dir = f'{kfp_run.config.serving_dir}/{kfp_run.config.push.model_name}'
+  [version] = kfp_run.gcs.listdir(model_dir)
+  baseline = run.kfp.recorded[('ServedModelImporter', 'baseline_model')]
+  assert baseline.metadata['served_version'] == int(version)
+  assert json.loads(baseline.metadata['provenance'])['pipeline_name'] == kfp_run.config.pipeline_name
   evaluator_inputs = run.inputs['Evaluator'].inputs.artifacts
   assert all(a.artifacts[0].type.instance_schema for a in evaluator_inputs.values())
-  baseline = evaluator_inputs['baseline_model'].artifacts[0]
-  assert baseline.uri == kfp_run.uri('Trainer', 'model')
+  assert evaluator_inputs['baseline_model'].artifacts[0].uri == baseline.uri
   blessing = run.kfp.recorded[('Evaluator', 'blessing')]
   assert blessing.metadata['blessed'] == 1  # The same model: no change, within the tolerance.
   evaluation = run.kfp.recorded[('Evaluator', 'evaluation')].uri
@@ -559,6 +512,22 @@ def test_vertex_resolvers_find_the_blessed_model_and_the_evaluator_compares_with
   elbos = run_summary.overall_mean_elbo(run.gcs.local_path(evaluation))
   assert set(elbos) == {'candidate', 'baseline'}
   assert elbos['candidate'] == pytest.approx(elbos['baseline'])
+  pushed = run.kfp.recorded[('AtomicPusher', 'pushed_model')]
+  assert pushed.metadata['already_served'] == 1 and pushed.metadata['pushed_version'] == version
+  assert kfp_run.gcs.listdir(model_dir) == [version]
+
+
+def test_the_pushed_version_in_the_bucket_tells_its_story(kfp_run):
+  model_dir = f'{kfp_run.config.serving_dir}/{kfp_run.config.push.model_name}'
+  [version] = kfp_run.gcs.listdir(model_dir)
+  with open(os.path.join(kfp_run.gcs.local_path(model_dir), version,
+                         'assets.extra', 'vaetfx_provenance.json')) as f:
+    record = json.load(f)
+  assert record['version'] == int(version) and record['producer'] == 'vaetfx'
+  assert record['pipeline_name'] == kfp_run.config.pipeline_name
+  assert record['data']['root'] == kfp_run.config.data_dir
+  assert record['data']['examples_uri'] == kfp_run.uri(EXAMPLE_GEN, 'examples')
+  assert record['scores']['candidate'] < 0 and record['scores']['baseline'] is None
 
 
 def test_serve_answers_a_predict_from_the_pushed_version_in_the_bucket(kfp_run, mnist_idx_dir):
@@ -743,25 +712,22 @@ def _refused_tasks(spec) -> List[str]:
                 .WhichOneof('spec') not in ('container', 'importer'))
 
 
-def test_kfp_spec_has_no_task_kfp_refuses_and_says_the_gate_is_floor_only(tmp_path, capsys):
-  assert cli.main(_compile_args(tmp_path)) == 0
-  spec = _parse_spec(kubeflow_runner.load_spec(str(tmp_path / 'vae.yaml')))
-  assert _refused_tasks(spec) == []
-  assert not [name for name in spec.root.dag.tasks if name.endswith(RESOLVER_TASK_SUFFIXES)]
-  printed = capsys.readouterr().err
-  assert 'gates on the ELBO floor only' in printed and 'warning:' not in printed
-
-
-def test_vertex_spec_keeps_the_baseline_resolver_and_warns_kfp_users(tmp_path, capsys):
+@pytest.mark.parametrize('suffix', ['.yaml', '.json'])
+def test_specs_have_no_task_kfp_refuses_and_never_cache_what_reads_the_serving_folder(
+    tmp_path, capsys, suffix):
+  """The baseline is a container task (KFP runs it, where it refuses resolvers); it and the
+  Pusher read the serving folder when they run, so neither may come from KFP's cache."""
   args = _compile_args(tmp_path)
-  args[args.index('--output') + 1] = str(tmp_path / 'vae.json')
+  args[args.index('--output') + 1] = str(tmp_path / f'vae{suffix}')
   assert cli.main(args) == 0
-  with open(tmp_path / 'vae.json') as f:
-    spec = json_format.Parse(f.read(), pipeline_spec_pb2.PipelineJob()).pipeline_spec
-  refused = _refused_tasks(_parse_spec(json_format.MessageToDict(spec)))
-  assert refused and all(name.endswith(RESOLVER_TASK_SUFFIXES) for name in refused)
-  warning = capsys.readouterr().err
-  assert all(name in warning for name in refused)
+  with open(tmp_path / f'vae{suffix}') as f:
+    document = yaml.safe_load(f) if suffix == '.yaml' else json.load(f)['pipelineSpec']
+  spec = _parse_spec(document)
+  assert _refused_tasks(spec) == []
+  tasks = spec.root.dag.tasks
+  assert {name for name in tasks if not tasks[name].caching_options.enable_cache} == set(
+      kubeflow_runner.ALWAYS_RUN_COMPONENTS)
+  assert 'warning:' not in capsys.readouterr().err
 
 
 def test_compile_kubeflow_defaults_to_the_ignored_build_folder(tmp_path, monkeypatch):

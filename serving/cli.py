@@ -68,6 +68,10 @@ def _add_serve_parser(subparsers):
                      help='Address to listen on; 0.0.0.0 exposes the server to the network.')
   serve.add_argument('--port', type=flags.port, default=defaults.PORT,
                      help='gRPC port (0: any free port, printed at start).')
+  serve.add_argument('--rest-port', type=flags.port, default=None,
+                     help='Also serve TF Serving\'s REST API on this port (TF Serving uses 8501; '
+                          '0: any free port), over the same models and limits. Default: gRPC '
+                          'only.')
   serve.add_argument('--poll-seconds', type=flags.non_negative_float, default=defaults.POLL_SECONDS,
                      help='Seconds between looks at --model-dir for new or removed versions '
                           '(0: look once at start).')
@@ -145,7 +149,7 @@ def _server_config(args):
       version_labels=dict(args.version_label), max_load_retries=args.max_num_load_retries,
       load_retry_seconds=args.load_retry_interval_seconds, threads=args.threads,
       max_message_bytes=args.max_message_mb << 20, batching_parameters=parameters,
-      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
+      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, rest_port=args.rest_port,
       limits=limits.Limits(args.max_batch_rows, args.max_decoded_mb << 20,
                            args.max_sample_count, args.slice_rows))
 
@@ -176,8 +180,9 @@ def _serve_until(stop: threading.Event, config, grace_seconds: float) -> int:
   except OSError as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_SERVING_ERROR
+  rest = f' and REST on {model_server.rest_address}' if config.rest_port is not None else ''
   print(f'Serving model {config.name!r} (versions {model_server.manager.available_versions}) '
-        f'from {config.model_dir} on {model_server.address}; SIGTERM or Ctrl-C stops.',
+        f'from {config.model_dir} on {model_server.address}{rest}; SIGTERM or Ctrl-C stops.',
         flush=True)
   stop.wait()
   print(f'Stopping: letting requests in flight finish (up to {grace_seconds:g} s).', flush=True)

@@ -195,7 +195,11 @@ def _connection_flags() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(add_help=False)
   group = parser.add_argument_group('server and model')
   group.add_argument('--server', default=defaults.ADDRESS,
-                     help='host:port of TF Serving or `vaetfx serve` (gRPC).')
+                     help='host:port of TF Serving or `vaetfx serve` (gRPC), or '
+                          'http(s)://host:port of its REST API.')
+  group.add_argument('--rest', action='store_true',
+                     help='Use TF Serving\'s REST API: --server is then its REST port (TF '
+                          'Serving\'s is 8501); an http:// or https:// --server implies it.')
   group.add_argument('--model-name', default=defaults.MODEL_NAME, help='Model to query.')
   version = group.add_mutually_exclusive_group()
   version.add_argument('--version', type=flags.integer(0, flags.INT64_MAX),
@@ -326,7 +330,9 @@ def _with_client(command):
     _import_client_without_tensorflow()
     from vaetfx.serving import client, images, status  # pylint: disable=g-import-not-at-top
     try:
-      with client.ServingClient(
+      rest = args.rest or args.server.startswith(('http://', 'https://'))
+      kind = client.RestClient if rest else client.ServingClient
+      with kind(
           args.server, args.model_name, version=args.version, version_label=args.version_label,
           timeout=args.timeout, tls=args.tls, tls_ca_file=args.tls_ca,
           max_message_bytes=args.max_message_mb << 20,

@@ -257,7 +257,8 @@ def _string(value) -> bytes:
 
 def answer(outputs: Mapping[str, np.ndarray], rows: bool) -> Dict[str, Any]:
   """The JSON answer to a Predict: row form for a row request, columnar for a columnar one."""
-  values = {alias: to_json(array, alias) for alias, array in sorted(outputs.items())}
+  values = {alias: to_json(array, alias.endswith(BYTES_SUFFIX))
+            for alias, array in sorted(outputs.items())}
   if not rows:
     return {COLUMNS_ANSWER_KEY: values if len(values) > 1 else next(iter(values.values()))}
   for alias, array in sorted(outputs.items()):
@@ -273,13 +274,14 @@ def answer(outputs: Mapping[str, np.ndarray], rows: bool) -> Dict[str, Any]:
   return {ROWS_ANSWER_KEY: [dict(zip(values, row)) for row in zip(*values.values())]}
 
 
-def to_json(array: np.ndarray, name: str):
+def to_json(array: np.ndarray, base64_strings: bool):
   """An array as nested lists of JSON values: floats in their shortest form that reads back to
-  the same float32, strings as text, or as base64 objects when the name ends in `_bytes`."""
+  the same float32, strings as text, or as base64 objects if `base64_strings` (TF Serving's
+  answers: for outputs whose name ends in `_bytes`)."""
   if array.dtype.kind == 'f' and array.dtype != np.float64:
     return array.astype(str).astype(np.float64).tolist()
   if array.dtype == object:
-    if name.endswith(BYTES_SUFFIX):
+    if base64_strings:
       encode = lambda value: {BASE64_KEY: base64.b64encode(value).decode('ascii')}
     else:
       encode = lambda value: value.decode('utf-8', 'replace')

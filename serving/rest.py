@@ -5,7 +5,7 @@ GetModelMetadataRequest, GetModelStatusRequest) and goes to the same servicer me
 stand-in for gRPC's context, so version resolution, the signature checks, the admission
 limits and batching are the gRPC port's, whatever changes in them. Paths, JSON forms, error
 messages and the HTTP status of each gRPC code are TF Serving's (http_rest_api_handler.cc,
-http_rest_api_util.cc, http_server.cc; the JSON in json_tensors.py).
+http_rest_api_util.cc, http_server.cc's status in status.py, the JSON in json_tensors.py).
 
 A body is priced by its Content-Length before it is read, against the gRPC port's message
 limit; every connection has a deadline for reading each request (and a bounded wait for the
@@ -45,17 +45,6 @@ _STATUS_PATH = re.compile(
     r'/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?',
     re.IGNORECASE)
 _API_PATH = re.compile(r'/v1/.*', re.IGNORECASE)  # Other paths are not the API's: 404.
-# TF Serving's ToHTTPStatusCode (model_servers/http_server.cc).
-HTTP_STATUS = {
-    grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500, grpc.StatusCode.UNAUTHENTICATED: 401,
-}
 _INT64_MAX = 2**63 - 1
 
 log = logging.getLogger(__name__)
@@ -148,10 +137,10 @@ class Api:
       else:
         document = self._status(target, context)
     except json_tensors.JsonError as e:
-      return HTTP_STATUS[grpc.StatusCode.INVALID_ARGUMENT], {'error': str(e)}, []
+      return status.HTTP_STATUS[grpc.StatusCode.INVALID_ARGUMENT], {'error': str(e)}, []
     except status.ServingError as e:
-      return HTTP_STATUS[e.code], {'error': e.message}, []
-    return HTTP_STATUS[grpc.StatusCode.OK], document, context.callbacks
+      return status.HTTP_STATUS[e.code], {'error': e.message}, []
+    return status.HTTP_STATUS[grpc.StatusCode.OK], document, context.callbacks
 
   def _predict(self, target: _Route, body: bytes, context: _Context) -> Dict[str, Any]:
     """TF Serving's ProcessPredictRequest: the signature's input types (from the version the

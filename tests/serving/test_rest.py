@@ -269,10 +269,41 @@ def test_json_tensors_round_trip_every_value_kind():
       (np.array(7, np.int32), types_pb2.DT_INT32),
   ]
   for array, dtype in cases:
-    value = json.loads(json.dumps(json_tensors.to_json(array, 'x')))
+    value = json.loads(json.dumps(json_tensors.to_json(array, False)))
     np.testing.assert_array_equal(tensors.to_array(json_tensors.to_proto(value, dtype)), array)
-  assert json.dumps(json_tensors.to_json(np.array([0.1], np.float32), 'x')) == '[0.1]'
+  assert json.dumps(json_tensors.to_json(np.array([0.1], np.float32), False)) == '[0.1]'
   binary = np.array([b'\x00\xff'], object)
-  assert json_tensors.to_json(binary, 'raw_bytes') == [{'b64': 'AP8='}]
+  assert json_tensors.to_json(binary, True) == [{'b64': 'AP8='}]
   assert tensors.to_array(json_tensors.to_proto([{'b64': 'AP8'}], types_pb2.DT_STRING))[0] == (
       b'\x00\xff')
+def test_rest_client_answers_as_the_grpc_client(rest_server, grpc_client, digits):
+  with client.RestClient(f'http://127.0.0.1:{rest_server.rest_port}', MODEL_NAME,
+                         rows_per_request=3) as serving:
+    expected = grpc_client.reconstruct(digits)
+    for alias, array in serving.reconstruct(digits).items():
+      np.testing.assert_array_equal(array, expected[alias], err_msg=alias)
+    np.testing.assert_array_equal(serving.encode(digits)[0], grpc_client.encode(digits)[0])
+    latent = grpc_client.encode(digits)[0]
+    np.testing.assert_array_equal(serving.decode(latent), grpc_client.decode(latent))
+    np.testing.assert_array_equal(serving.sample(3, 5), grpc_client.sample(3, 5))
+    np.testing.assert_array_equal(serving.score(digits), grpc_client.score(digits))
+    assert [s.version for s in serving.version_states()] == [1]
+  with client.RestClient(f'http://127.0.0.1:{rest_server.rest_port}', 'nope') as serving:
+    with pytest.raises(status.ServingError) as raised:
+      serving.reconstruct(digits)
+  assert raised.value.code.name == 'NOT_FOUND' and 'not loaded' in str(raised.value)
+
+
+def test_vaetfx_query_over_rest_writes_what_it_does_over_grpc(rest_server, tmp_path, capsys):
+  from vaetfx import cli  # pylint: disable=g-import-not-at-top
+  outputs = {}
+  for server in (rest_server.rest_address, rest_server.address):
+    path = str(tmp_path / f'{len(outputs)}.png')
+    assert cli.main(['query', 'sample', '--count', '4', '--seed', '3', '-o', path,
+                     '--server', server]) == 0
+    with open(path, 'rb') as f:
+      outputs[server] = f.read()
+  assert len(set(outputs.values())) == 1
+  assert cli.main(['query', 'sample', '--rest', '--server',
+                   f'127.0.0.1:{rest_server.rest_port}', '--model-name', 'nope']) == 1
+  assert 'model nope is not loaded' in capsys.readouterr().err

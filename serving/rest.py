@@ -7,8 +7,8 @@ limits and batching are the gRPC port's, whatever changes in them. Paths, JSON f
 messages and the HTTP status of each gRPC code are TF Serving's (http_rest_api_handler.cc,
 http_rest_api_util.cc, http_server.cc's status in status.py, the JSON in json_tensors.py).
 
-A body is priced by its Content-Length before it is read, against the gRPC port's message
-limit; every connection has a deadline for reading each request (and a bounded wait for the
+A body is priced by its Content-Length before it is read, and by its lists and objects
+before it is parsed, against the gRPC port's message limit; every connection has a deadline for reading each request (and a bounded wait for the
 next), and there are at most `threads` connections at once, so slow or hostile clients cost
 a bounded number of threads for a bounded time.
 """
@@ -37,6 +37,9 @@ from vaetfx.serving import servable as servable_lib
 # The one metadata field TF Serving's REST API asks for (GetModelMetadataImpl::kSignatureDef).
 SIGNATURE_DEF_FIELD = 'signature_def'
 READ_TIMEOUT_SECONDS = 30.0
+# What Python's JSON parser allocates for a list or an object beyond its bytes (67 to 75 bytes
+# for `[],` or `{},`, measured): a body of 64 MiB of empty lists would take 1.5 GB parsed.
+CONTAINER_BYTES = 64
 # TF Serving's paths (http_rest_api_util.cc): model, then a version or a label, then the verb.
 _PREDICTION_PATH = re.compile(
     r'/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)',
@@ -188,6 +191,12 @@ def _to_dict(message) -> Dict[str, Any]:
                                    including_default_value_fields=True)
 
 
+def price(body: bytes) -> int:
+  """What a JSON body counts for against the message limit, before it is parsed: its bytes,
+  plus CONTAINER_BYTES for each `[` or `{` (also those in strings; base64 has none)."""
+  return len(body) + CONTAINER_BYTES * (body.count(b'[') + body.count(b'{'))
+
+
 class _DeadlineReader(io.RawIOBase):
   """A socket's reads, failing with socket.timeout once the deadline passes: a per-read
   timeout alone lets a client sending one byte every few seconds hold its thread forever."""
@@ -250,8 +259,11 @@ class _Handler(http_server.BaseHTTPRequestHandler):
         else:
           code, document, callbacks = self.server.api.handle(self.command, path, body)
       except _HttpError as e:
-        self.close_connection = True  # The body was not read: the connection cannot go on.
+        self.close_connection = True  # The body may be unread: the connection cannot go on.
         code, document, callbacks = e.code, {'error': str(e)}, []
+      except (socket.timeout, ConnectionError):
+        self.close_connection = True  # Too slow, or gone: no answer.
+        return
       except Exception as e:  # pylint: disable=broad-except
         log.exception('%s %s failed', self.command, path)
         code, document, callbacks = 500, {'error': f'{type(e).__name__}: {e}'}, []
@@ -275,7 +287,12 @@ class _Handler(http_server.BaseHTTPRequestHandler):
                             f'send fewer rows per request')
     body = self.rfile.read(int(length))
     if len(body) < int(length):
-      raise socket.timeout('the client closed the connection before sending its body')
+      raise ConnectionAbortedError('the client closed the connection before sending its body')
+    if price(body) > limit:
+      raise _HttpError(413, f'the body is priced at {price(body)} bytes (its {len(body)} bytes '
+                            f'and {CONTAINER_BYTES} for each list or object in it); this server '
+                            f'takes at most {limit} ({limit >> 20} MiB, --max-message-mb) per '
+                            f'request')
     return body
 
   def _send(self, code: int, document: Dict[str, Any]):

@@ -114,7 +114,7 @@ IMAGE = [[0] * 28] * 28
     ('POST', PREDICT, b'{"instances": [1,', 400, 'JSON Parse error: Expecting value at offset: '),
     ('POST', PREDICT, b'', 400, 'JSON Parse error: The document is empty'),
     ('POST', PREDICT, b'\xff\xfe', 400, 'JSON Parse error'),
-    ('POST', PREDICT, b'[' * 100_000, 400, 'JSON Parse error'),
+    ('POST', PREDICT, b'[' * 10_000, 400, 'JSON Parse error: the document nests too deeply'),
     ('POST', PREDICT, b'[1]', 400, 'JSON Value: [1] Is not object'),
     ('POST', PREDICT, {}, 400, "Missing 'inputs' or 'instances' key"),
     ('POST', PREDICT, {'instances': [IMAGE], 'inputs': [IMAGE]}, 400, 'expecting only one of'),
@@ -307,3 +307,10 @@ def test_vaetfx_query_over_rest_writes_what_it_does_over_grpc(rest_server, tmp_p
   assert cli.main(['query', 'sample', '--rest', '--server',
                    f'127.0.0.1:{rest_server.rest_port}', '--model-name', 'nope']) == 1
   assert 'model nope is not loaded' in capsys.readouterr().err
+
+
+def test_lists_and_objects_are_priced_before_parsing(rest_server):
+  nested = b'{"instances": [' + b'[],' * (MAX_MESSAGE_BYTES // 10) + b'[]]}'
+  assert len(nested) < MAX_MESSAGE_BYTES < rest.price(nested)
+  code, answer = call(rest_server, 'POST', PREDICT, body=nested)
+  assert code == 413 and 'for each list or object' in answer['error'], answer

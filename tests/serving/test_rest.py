@@ -13,6 +13,7 @@ from google.protobuf import json_format
 
 from tests.serving.helpers import MODEL_NAME, running_server
 from tests.serving.test_server import signature_inputs
+from tests.serving.test_tls import certificate  # pylint: disable=unused-import
 from vaetfx.serving import client, json_tensors, limits, rest, status
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -314,3 +315,17 @@ def test_lists_and_objects_are_priced_before_parsing(rest_server):
   assert len(nested) < MAX_MESSAGE_BYTES < rest.price(nested)
   code, answer = call(rest_server, 'POST', PREDICT, body=nested)
   assert code == 413 and 'for each list or object' in answer['error'], answer
+
+
+def test_rest_serves_tls_with_the_grpc_certificate(serving_dir, certificate, digits):  # pylint: disable=redefined-outer-name
+  cert, key = certificate
+  with running_server(serving_dir, tls_cert_file=cert, tls_key_file=key,
+                      rest_port=0) as model_server:
+    assert model_server.rest_address.startswith('https://')
+    with client.RestClient(model_server.rest_address, MODEL_NAME, tls_ca_file=cert) as serving:
+      assert serving.score(digits).shape == (8,)
+    with client.RestClient(f'http://127.0.0.1:{model_server.rest_port}', MODEL_NAME,
+                           timeout=5) as plaintext:
+      with pytest.raises(status.ServingError) as raised:
+        plaintext.score(digits)
+      assert raised.value.code.name == 'UNAVAILABLE'

@@ -13,7 +13,7 @@ The server and the REST client share this module; it imports no TensorFlow runti
 import base64
 import binascii
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -28,6 +28,7 @@ COLUMNS_ANSWER_KEY = 'outputs'
 BASE64_KEY = 'b64'
 BYTES_SUFFIX = '_bytes'  # A string output so named is written as base64 (TF Serving's rule).
 QUOTE_CHARS = 200  # A quoted JSON value in an error message is cut here.
+SHORTEST_BLOCK = 1 << 16
 
 # TF Serving's AddValueToTensor: the TensorProto field each DataType's JSON values go in (the
 # request's decoding then narrows int_val as TensorFlow does), the JSON integers each integer
@@ -197,10 +198,12 @@ def _dense(value) -> Tuple[Tuple[int, ...], List[Any]]:
   return tuple(shape), level
 
 
-def _check_types(values: List[Any], allowed: Tuple[type, ...], dtype: int):
-  """Exact types: JSON true is not the number 1 (bool is an int in Python)."""
-  if set(map(type, values)) <= set(allowed):
-    return
+def _check_types(values: List[Any], allowed: Tuple[type, ...], dtype: int) -> Set[type]:
+  """The values' types, which must be `allowed` exactly: JSON true is not the number 1 (bool
+  is an int in Python)."""
+  kinds = set(map(type, values))
+  if kinds <= set(allowed):
+    return kinds
   wrong = next(value for value in values if type(value) not in allowed)  # pylint: disable=unidiomatic-typecheck
   if isinstance(wrong, list):
     raise _below_last_level(wrong)
@@ -218,16 +221,20 @@ def type_error(value, dtype: int) -> JsonError:
 
 
 def _check_floats(values: List[Any], dtype: int):
-  _check_types(values, (int, float), dtype)
+  """Numbers the float type holds without loss: integers up to its exact limit, others in its
+  range (NaN and the infinities too); one float64 copy of the values, no more."""
+  kinds = _check_types(values, (int, float), dtype)
   numpy_type, exact = _FLOATS[dtype]
-  try:
-    array = np.array(values, np.float64)
-  except OverflowError:  # An integer beyond a double's range.
-    array = np.array([np.inf])
-  finite = array[np.isfinite(array)]
-  inexact = [value for value in values if type(value) is int and abs(value) > exact]  # pylint: disable=unidiomatic-typecheck
-  if inexact or (finite.size and np.abs(finite).max() > np.finfo(numpy_type).max):
-    worst = inexact[0] if inexact else float(finite[np.abs(finite).argmax()])
+  worst = None
+  if int in kinds:
+    worst = next((v for v in values if type(v) is int and abs(v) > exact), None)  # pylint: disable=unidiomatic-typecheck
+  if worst is None and values:
+    magnitudes = np.array(values, np.float64)
+    np.abs(magnitudes, out=magnitudes)
+    magnitudes[~np.isfinite(magnitudes)] = 0
+    if magnitudes.max() > np.finfo(numpy_type).max:
+      worst = values[int(magnitudes.argmax())]
+  if worst is not None:
     raise JsonError(f'Cannot convert JSON value: {quote(worst)} to '
                     f'{tensors.dtype_name(dtype)} without loss of precision.')
 
@@ -279,7 +286,7 @@ def to_json(array: np.ndarray, base64_strings: bool):
   the same float32, strings as text, or as base64 objects if `base64_strings` (TF Serving's
   answers: for outputs whose name ends in `_bytes`)."""
   if array.dtype.kind == 'f' and array.dtype != np.float64:
-    return array.astype(str).astype(np.float64).tolist()
+    return _shortest(array.reshape(-1)).reshape(array.shape).tolist()
   if array.dtype == object:
     if base64_strings:
       encode = lambda value: {BASE64_KEY: base64.b64encode(value).decode('ascii')}
@@ -287,3 +294,12 @@ def to_json(array: np.ndarray, base64_strings: bool):
       encode = lambda value: value.decode('utf-8', 'replace')
     return np.frompyfunc(encode, 1, 1)(array).tolist() if array.ndim else encode(array.item())
   return array.tolist()
+
+
+def _shortest(values: np.ndarray) -> np.ndarray:
+  """float32 (or float16) values as the float64s of their shortest decimals, which JSON
+  writes in as few digits. A block at a time: numpy's decimal strings take 128 bytes a value."""
+  if not values.size:
+    return values.astype(np.float64)
+  return np.concatenate([values[start:start + SHORTEST_BLOCK].astype(str).astype(np.float64)
+                         for start in range(0, values.size, SHORTEST_BLOCK)])

@@ -8,10 +8,12 @@ messages and the HTTP status of each gRPC code are TF Serving's (http_rest_api_h
 http_rest_api_util.cc, http_server.cc's status in status.py, the JSON in json_tensors.py).
 
 A body is priced by its Content-Length before it is read, and by its lists and objects
-before it is parsed, against the gRPC port's message limit; every connection has a deadline for reading each request (and a bounded wait for the
+before it is parsed, against the gRPC port's message limit, and the bodies being parsed at
+once share that limit (parsed JSON takes many times its size); every connection has a deadline for reading each request (and a bounded wait for the
 next), and there are at most `threads` connections at once, so slow or hostile clients cost
 a bounded number of threads for a bounded time.
 """
+import contextlib
 import dataclasses
 import http
 import io
@@ -121,8 +123,9 @@ class Api:
   """The REST API's methods over the services; each returns (HTTP status, JSON document) and
   the callbacks to run once the answer is sent."""
 
-  def __init__(self, services: Services):
+  def __init__(self, services: Services, parsing: '_ByteBudget'):
     self._services = services
+    self._parsing = parsing
 
   def handle(self, http_method: str, path: str,
              body: bytes) -> Tuple[int, Dict[str, Any], List[Callable]]:
@@ -148,15 +151,23 @@ class Api:
   def _predict(self, target: _Route, body: bytes, context: _Context) -> Dict[str, Any]:
     """TF Serving's ProcessPredictRequest: the signature's input types (from the version the
     path names) turn the JSON into a PredictRequest, which the gRPC handler answers."""
+    with self._parsing.take(len(body)):
+      request, rows = self._predict_request(target, body)
+    response = self._services.prediction.Predict(request, context)
+    return json_tensors.answer(
+        {alias: tensors.to_array(proto) for alias, proto in response.outputs.items()}, rows)
+
+  def _predict_request(self, target: _Route, body: bytes) -> Tuple[predict_pb2.PredictRequest,
+                                                                   bool]:
+    """(the PredictRequest, whether the JSON was in row form); the parsed JSON, up to 17 times
+    the body's size in Python objects, is freed on return, before the model runs."""
     document = json_tensors.parse(body)
     request = predict_pb2.PredictRequest()
     target.fill(request.model_spec)
     request.model_spec.signature_name = json_tensors.signature_name(document)
     rows = json_tensors.fill_inputs(document, self._input_types(request.model_spec),
                                     request.inputs)
-    response = self._services.prediction.Predict(request, context)
-    return json_tensors.answer(
-        {alias: tensors.to_array(proto) for alias, proto in response.outputs.items()}, rows)
+    return request, rows
 
   def _input_types(self, model_spec) -> Dict[str, int]:
     """TF Serving's GetInfoMap, with its messages."""
@@ -183,6 +194,34 @@ class Api:
     request = get_model_status_pb2.GetModelStatusRequest()
     target.fill(request.model_spec)
     return _to_dict(self._services.model.GetModelStatus(request, context))
+
+
+class _ByteBudget:
+  """Bytes of JSON being parsed at once, at most `total`: parsed, a body takes up to 17 times
+  its size (floats 9, strings 13), so parsing is what bounds the REST port's memory. A body
+  waits up to `wait_seconds` for its share, then is RESOURCE_EXHAUSTED."""
+
+  def __init__(self, total: int, wait_seconds: float):
+    self._free = total
+    self._wait_seconds = wait_seconds
+    self._freed = threading.Condition()
+
+  @contextlib.contextmanager
+  def take(self, size: int):
+    with self._freed:
+      if not self._freed.wait_for(lambda: self._free >= size, self._wait_seconds):
+        raise status.ServingError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f'the server is parsing other JSON bodies, and {size} more bytes would pass its '
+            f'limit (--max-message-mb) for {self._wait_seconds:g} s: send smaller requests, '
+            f'or try again')
+      self._free -= size
+    try:
+      yield
+    finally:
+      with self._freed:
+        self._free += size
+        self._freed.notify_all()
 
 
 def _to_dict(message) -> Dict[str, Any]:
@@ -274,8 +313,34 @@ class _Handler(http_server.BaseHTTPRequestHandler):
     for callback in callbacks:
       callback()
 
+  def handle_expect_100(self) -> bool:
+    """A client that asks first (curl does above 1 MiB) is refused before sending a body over
+    the limit, instead of being told to go on."""
+    if self.command == 'POST':
+      try:
+        self._declared_length()
+      except _HttpError as e:
+        self.close_connection = True
+        self._send(e.code, {'error': str(e)})
+        return False
+    return super().handle_expect_100()
+
   def _read_body(self) -> bytes:
     """The body, once its declared length is known to be within the message limit."""
+    length = self._declared_length()
+    body = self.rfile.read(length)
+    if len(body) < length:
+      raise ConnectionAbortedError('the client closed the connection before sending its body')
+    limit = self.server.max_body_bytes
+    if price(body) > limit:
+      raise _HttpError(413, f'the body is priced at {price(body)} bytes (its {len(body)} bytes '
+                            f'and {CONTAINER_BYTES} for each list or object in it); this server '
+                            f'takes at most {limit} ({limit >> 20} MiB, --max-message-mb) per '
+                            f'request')
+    return body
+
+  def _declared_length(self) -> int:
+    """The body's Content-Length, refused past the message limit."""
     if 'chunked' in self.headers.get('Transfer-Encoding', '').lower():
       raise _HttpError(411, 'chunked bodies are not taken: send a Content-Length')
     length = self.headers.get('Content-Length')
@@ -288,15 +353,7 @@ class _Handler(http_server.BaseHTTPRequestHandler):
       raise _HttpError(413, f'the body has {int(length)} bytes; this server takes at most '
                             f'{limit} ({limit >> 20} MiB, --max-message-mb) per request: '
                             f'send fewer rows per request')
-    body = self.rfile.read(int(length))
-    if len(body) < int(length):
-      raise ConnectionAbortedError('the client closed the connection before sending its body')
-    if price(body) > limit:
-      raise _HttpError(413, f'the body is priced at {price(body)} bytes (its {len(body)} bytes '
-                            f'and {CONTAINER_BYTES} for each list or object in it); this server '
-                            f'takes at most {limit} ({limit >> 20} MiB, --max-message-mb) per '
-                            f'request')
-    return body
+    return int(length)
 
   def _send(self, code: int, document: Dict[str, Any]):
     payload = json.dumps(document).encode('utf-8')
@@ -375,10 +432,14 @@ class _HttpServer(http_server.ThreadingHTTPServer):
     super().process_request(request, client_address)
 
   def process_request_thread(self, request, client_address):
+    """ThreadingMixIn's, with the slot freed before the client sees its connection close."""
     try:
-      super().process_request_thread(request, client_address)
+      self.finish_request(request, client_address)
+    except Exception:  # pylint: disable=broad-except
+      self.handle_error(request, client_address)
     finally:
       self._slots.release()
+      self.shutdown_request(request)
 
 
 def _refuse(sock: socket.socket):
@@ -402,7 +463,8 @@ class RestServer:
   def __init__(self, host: str, port: int, services: Services, *, max_body_bytes: int,
                max_connections: int, read_timeout: float,
                ssl_context: Optional[ssl.SSLContext] = None):
-    self._server = _HttpServer((host, port), Api(services), max_body_bytes=max_body_bytes,
+    api = Api(services, _ByteBudget(max_body_bytes, read_timeout))
+    self._server = _HttpServer((host, port), api, max_body_bytes=max_body_bytes,
                                max_connections=max_connections, read_timeout=read_timeout,
                                ssl_context=ssl_context)
     self.port = self._server.server_address[1]

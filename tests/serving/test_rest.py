@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from tests.serving.helpers import MODEL_NAME, running_server
 from tests.serving.test_server import signature_inputs
-from tests.serving.test_tls import certificate  # pylint: disable=unused-import
+from tests.serving.test_tls import certificate  # pylint: disable=unused-import  # noqa: F401
 from vaetfx.serving import client, json_tensors, limits, rest, status
 
 MAX_MESSAGE_BYTES = 1 << 20
@@ -200,8 +200,20 @@ def test_a_body_over_the_message_limit_is_refused_before_it_is_read(rest_server)
   head, _, body = answer.partition(b'\r\n\r\n')
   assert head.startswith(b'HTTP/1.1 413 ') and b'Connection: close' in head, answer
   assert f'this server takes at most {MAX_MESSAGE_BYTES}'.encode() in body, body
-  code, _ = call(rest_server, 'POST', PREDICT, body=b'x' * (MAX_MESSAGE_BYTES + 1))
-  assert code == 413
+
+
+def test_a_client_that_asks_first_is_told_before_sending(rest_server):
+  """`Expect: 100-continue`, which curl sends for bodies over 1 MiB."""
+  head = f'POST {PREDICT} HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {{}}\r\n\r\n'
+  refused = _raw(rest_server, head.format(MAX_MESSAGE_BYTES + 1).encode())
+  assert refused.startswith(b'HTTP/1.1 413 '), refused
+  with socket.create_connection(('127.0.0.1', rest_server.rest_port), timeout=10) as sock:
+    sock.sendall(head.format(2).encode())
+    assert sock.recv(65536).startswith(b'HTTP/1.1 100 Continue')
+    sock.sendall(b'{}')
+    answer = http.client.HTTPResponse(sock)
+    answer.begin()
+    assert answer.status == 400 and b"Missing 'inputs' or 'instances' key" in answer.read()
 
 
 def test_a_body_without_content_length_is_refused(rest_server):
@@ -329,3 +341,16 @@ def test_rest_serves_tls_with_the_grpc_certificate(serving_dir, certificate, dig
       with pytest.raises(status.ServingError) as raised:
         plaintext.score(digits)
       assert raised.value.code.name == 'UNAVAILABLE'
+
+
+def test_bodies_being_parsed_share_the_message_limit():
+  budget = rest._ByteBudget(10, wait_seconds=0.1)  # pylint: disable=protected-access
+  with budget.take(8):
+    with pytest.raises(status.ServingError) as raised:
+      with budget.take(3):
+        pass
+    with budget.take(2):
+      pass
+  with budget.take(10):
+    pass
+  assert raised.value.code.name == 'RESOURCE_EXHAUSTED' and '--max-message-mb' in str(raised.value)

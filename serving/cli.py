@@ -52,7 +52,7 @@ def _version_label(text: str):
 
 def _add_serve_parser(subparsers):
   serve = subparsers.add_parser(
-      'serve', help='Serve pushed model versions over TF Serving\'s gRPC API.',
+      'serve', help='Serve pushed model versions over TF Serving\'s gRPC API (and its REST API).',
       description='A local stand-in for TensorFlow Serving: serves the integer-named version '
                   'folders the Pusher writes under --model-dir, loads new versions and unloads '
                   'removed ones while running, and answers PredictionService.Predict, '
@@ -235,8 +235,9 @@ def _image_inputs(parser: argparse.ArgumentParser):
 
 def _add_query_parser(subparsers):
   query = subparsers.add_parser(
-      'query', help='Query the served VAE over gRPC (TF Serving or `vaetfx serve`).',
-      description='Calls the model\'s signatures through TF Serving\'s PredictionService. '
+      'query', help='Query the served VAE over gRPC or REST (TF Serving or `vaetfx serve`).',
+      description='Calls the model\'s signatures through TF Serving\'s PredictionService '
+                  '(or its REST API with --rest). '
                   'Exit codes: 0 done, 1 the server failed or refused, 2 bad input file or '
                   'flag, 130 interrupted.')
   commands = query.add_subparsers(dest='query_command', required=True, metavar='COMMAND')

@@ -15,10 +15,11 @@ import binascii
 import json
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
+import grpc
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-from vaetfx.serving import tensors
+from vaetfx.serving import status, tensors
 
 SIGNATURE_KEY = 'signature_name'
 ROWS_KEY = 'instances'
@@ -169,8 +170,8 @@ def to_proto(value, dtype: int,
   elif dtype == types_pb2.DT_STRING:
     values = [_string(value) for value in values]
   else:
-    raise JsonError(f'Conversion of JSON values to type: {tensors.dtype_name(dtype)} is not '
-                    f'supported')
+    raise status.ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                              f'Conversion of JSON values to type: {tensors.dtype_name(dtype)}')
   getattr(proto, _FIELDS[dtype]).extend(values)
   return proto
 

@@ -289,6 +289,9 @@ def test_json_tensors_round_trip_every_value_kind():
   assert json_tensors.to_json(binary, True) == [{'b64': 'AP8='}]
   assert tensors.to_array(json_tensors.to_proto([{'b64': 'AP8'}], types_pb2.DT_STRING))[0] == (
       b'\x00\xff')
+  with pytest.raises(status.ServingError) as raised:
+    json_tensors.to_proto([1.0], types_pb2.DT_HALF)
+  assert raised.value.code.name == 'UNIMPLEMENTED'  # TF Serving's AddValueToTensor takes no half.
 def test_rest_client_answers_as_the_grpc_client(rest_server, grpc_client, digits):
   with client.RestClient(f'http://127.0.0.1:{rest_server.rest_port}', MODEL_NAME,
                          rows_per_request=3) as serving:

@@ -10,7 +10,6 @@ import dataclasses
 import http.client
 import json
 import pathlib
-import socket
 import ssl
 import time
 import urllib.error
@@ -332,11 +331,11 @@ class RestClient(ServingClient):
       except (status.ServingError, ValueError):
         details = f'HTTP {e.code} {e.reason}'
       raise self._explain(code, details, what) from None
-    except (socket.timeout, TimeoutError):
-      raise self._explain(grpc.StatusCode.DEADLINE_EXCEEDED, 'timed out', what) from None
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-      raise self._explain(grpc.StatusCode.UNAVAILABLE, str(getattr(e, 'reason', e)),
-                          what) from None
+      reason = getattr(e, 'reason', e)  # urllib wraps connection errors and timeouts.
+      code = (grpc.StatusCode.DEADLINE_EXCEEDED if isinstance(reason, TimeoutError)
+              else grpc.StatusCode.UNAVAILABLE)
+      raise self._explain(code, str(reason), what) from None
 
   def _read(self, response, what: str) -> dict:
     """The answer's JSON, refused past the message limit as gRPC refuses a big message."""

@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import time
+from concurrent import futures
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from google.protobuf import json_format
 from tests.serving.helpers import MODEL_NAME, running_server
 from tests.serving.test_server import signature_inputs
 from tests.serving.test_tls import certificate  # pylint: disable=unused-import  # noqa: F401
-from vaetfx.serving import client, json_tensors, limits, rest, status
+from vaetfx.serving import batching, client, json_tensors, limits, rest, status
 
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_BATCH_ROWS = 100
@@ -357,3 +358,20 @@ def test_bodies_being_parsed_share_the_message_limit():
   with budget.take(10):
     pass
   assert raised.value.code.name == 'RESOURCE_EXHAUSTED' and '--max-message-mb' in str(raised.value)
+
+
+def test_batched_rest_and_grpc_requests_are_answered_alike(serving_dir, digits):
+  """With --enable-batching, concurrent REST and gRPC requests share the batcher."""
+  with running_server(serving_dir, rest_port=0, batching_parameters=batching.BatchingParameters(
+      batch_timeout_micros=20_000)) as model_server:
+    with client.ServingClient(model_server.address, MODEL_NAME, timeout=30) as serving:
+      expected = serving.predict('serving_default', {'images': digits}).outputs
+      with futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(
+            lambda i: call(model_server, 'POST', PREDICT, {'inputs': digits[i:i + 2].tolist()}),
+            range(0, 8, 2)))
+  for i, (code, answer) in zip(range(0, 8, 2), answers):
+    assert code == 200, answer
+    for alias, array in expected.items():
+      np.testing.assert_array_equal(np.array(answer['outputs'][alias], array.dtype),
+                                    array[i:i + 2], err_msg=alias)

@@ -52,7 +52,7 @@ def _version_label(text: str):
 
 def _add_serve_parser(subparsers):
   serve = subparsers.add_parser(
-      'serve', help='Serve pushed model versions over TF Serving\'s gRPC API.',
+      'serve', help='Serve pushed model versions over TF Serving\'s gRPC API (and its REST API).',
       description='A local stand-in for TensorFlow Serving: serves the integer-named version '
                   'folders the Pusher writes under --model-dir, loads new versions and unloads '
                   'removed ones while running, and answers PredictionService.Predict, '
@@ -68,6 +68,10 @@ def _add_serve_parser(subparsers):
                      help='Address to listen on; 0.0.0.0 exposes the server to the network.')
   serve.add_argument('--port', type=flags.port, default=defaults.PORT,
                      help='gRPC port (0: any free port, printed at start).')
+  serve.add_argument('--rest-port', type=flags.port, default=None,
+                     help='Also serve TF Serving\'s REST API on this port (TF Serving uses 8501; '
+                          '0: any free port), over the same models and limits. Default: gRPC '
+                          'only.')
   serve.add_argument('--poll-seconds', type=flags.non_negative_float, default=defaults.POLL_SECONDS,
                      help='Seconds between looks at --model-dir for new or removed versions '
                           '(0: look once at start).')
@@ -145,7 +149,7 @@ def _server_config(args):
       version_labels=dict(args.version_label), max_load_retries=args.max_num_load_retries,
       load_retry_seconds=args.load_retry_interval_seconds, threads=args.threads,
       max_message_bytes=args.max_message_mb << 20, batching_parameters=parameters,
-      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key,
+      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, rest_port=args.rest_port,
       limits=limits.Limits(args.max_batch_rows, args.max_decoded_mb << 20,
                            args.max_sample_count, args.slice_rows))
 
@@ -176,8 +180,9 @@ def _serve_until(stop: threading.Event, config, grace_seconds: float) -> int:
   except OSError as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_SERVING_ERROR
+  rest = f' and REST on {model_server.rest_address}' if config.rest_port is not None else ''
   print(f'Serving model {config.name!r} (versions {model_server.manager.available_versions}) '
-        f'from {config.model_dir} on {model_server.address}; SIGTERM or Ctrl-C stops.',
+        f'from {config.model_dir} on {model_server.address}{rest}; SIGTERM or Ctrl-C stops.',
         flush=True)
   stop.wait()
   print(f'Stopping: letting requests in flight finish (up to {grace_seconds:g} s).', flush=True)
@@ -190,7 +195,11 @@ def _connection_flags() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(add_help=False)
   group = parser.add_argument_group('server and model')
   group.add_argument('--server', default=defaults.ADDRESS,
-                     help='host:port of TF Serving or `vaetfx serve` (gRPC).')
+                     help='host:port of TF Serving or `vaetfx serve` (gRPC), or '
+                          'http(s)://host:port of its REST API.')
+  group.add_argument('--rest', action='store_true',
+                     help='Use TF Serving\'s REST API: --server is then its REST port (TF '
+                          'Serving\'s is 8501); an http:// or https:// --server implies it.')
   group.add_argument('--model-name', default=defaults.MODEL_NAME, help='Model to query.')
   version = group.add_mutually_exclusive_group()
   version.add_argument('--version', type=flags.integer(0, flags.INT64_MAX),
@@ -226,8 +235,9 @@ def _image_inputs(parser: argparse.ArgumentParser):
 
 def _add_query_parser(subparsers):
   query = subparsers.add_parser(
-      'query', help='Query the served VAE over gRPC (TF Serving or `vaetfx serve`).',
-      description='Calls the model\'s signatures through TF Serving\'s PredictionService. '
+      'query', help='Query the served VAE over gRPC or REST (TF Serving or `vaetfx serve`).',
+      description='Calls the model\'s signatures through TF Serving\'s PredictionService '
+                  '(or its REST API with --rest). '
                   'Exit codes: 0 done, 1 the server failed or refused, 2 bad input file or '
                   'flag, 130 interrupted.')
   commands = query.add_subparsers(dest='query_command', required=True, metavar='COMMAND')
@@ -321,7 +331,9 @@ def _with_client(command):
     _import_client_without_tensorflow()
     from vaetfx.serving import client, images, status  # pylint: disable=g-import-not-at-top
     try:
-      with client.ServingClient(
+      rest = args.rest or args.server.startswith(('http://', 'https://'))
+      kind = client.RestClient if rest else client.ServingClient
+      with kind(
           args.server, args.model_name, version=args.version, version_label=args.version_label,
           timeout=args.timeout, tls=args.tls, tls_ca_file=args.tls_ca,
           max_message_bytes=args.max_message_mb << 20,

@@ -7,19 +7,26 @@ a deadline, and every failure becomes a ServingError whose message says what to
 do about it: server down, model or version missing, input rejected.
 """
 import dataclasses
+import http.client
+import json
 import pathlib
+import ssl
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
 from vaetfx.models import features
-from vaetfx.serving import defaults, status, tensors
+from vaetfx.serving import defaults, json_tensors, status, tensors
 
 RANDOM_SEED = -1  # The `sample` signature draws a fresh seed for negative values.
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -62,17 +69,20 @@ class ServingClient:
     self.version = version
     self.version_label = version_label
     self.timeout = timeout
+    self._score_key = ''
+    self._connect(tls or bool(tls_ca_file), tls_ca_file, max_message_bytes)
+
+  def _connect(self, tls: bool, tls_ca_file: str, max_message_bytes: int):
     options = [('grpc.max_receive_message_length', max_message_bytes),
                ('grpc.max_send_message_length', max_message_bytes)]
-    if tls or tls_ca_file:
+    if tls:
       credentials = grpc.ssl_channel_credentials(
           pathlib.Path(tls_ca_file).read_bytes() if tls_ca_file else None)
-      self._channel = grpc.secure_channel(address, credentials, options=options)
+      self._channel = grpc.secure_channel(self.address, credentials, options=options)
     else:
-      self._channel = grpc.insecure_channel(address, options=options)
+      self._channel = grpc.insecure_channel(self.address, options=options)
     self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
-    self._score_key = ''
 
   def close(self):
     self._channel.close()
@@ -105,10 +115,9 @@ class ServingClient:
     try:
       return method(request, timeout=self.timeout)
     except grpc.RpcError as e:
-      raise self._explain(e, what) from None
+      raise self._explain(e.code(), e.details(), what) from None
 
-  def _explain(self, error: grpc.RpcError, what: str) -> status.ServingError:
-    code, details = error.code(), error.details()
+  def _explain(self, code: grpc.StatusCode, details: str, what: str) -> status.ServingError:
     messages = {
         grpc.StatusCode.UNAVAILABLE:
             f'cannot reach a model server at {self.address}: is it running, and are the '
@@ -273,3 +282,103 @@ def _images(images: np.ndarray) -> np.ndarray:
   if images.dtype != np.uint8:
     raise ValueError(f'images must be uint8 (pixels 0..255), got {images.dtype}')
   return images
+
+
+class RestClient(ServingClient):
+  """The same client over TF Serving's REST API: `http://host:port` (`https://` or tls for TLS).
+
+  A REST Predict answer names no version and REST has no output filter, so each Predict first
+  reads the metadata of the version it will ask for: its number (asked for by number, so the
+  requests of one many-row call stay on one version) and its signatures' outputs and dtypes.
+  Each call is one HTTP request with `timeout` on each socket operation.
+  """
+
+  def _connect(self, tls: bool, tls_ca_file: str, max_message_bytes: int):
+    if '://' not in self.address:
+      self.address = f'{"https" if tls else "http"}://{self.address}'
+    scheme = urllib.parse.urlsplit(self.address).scheme
+    if scheme not in ('http', 'https'):
+      raise ValueError(f'{self.address}: a REST server is http://host:port or https://host:port')
+    self._ssl = (ssl.create_default_context(cafile=tls_ca_file or None) if scheme == 'https'
+                 else None)
+    self._max_message_bytes = max_message_bytes
+    self._signature_defs_by_version: Dict[int, Dict[str, meta_graph_pb2.SignatureDef]] = {}
+
+  def close(self):
+    """Nothing stays open between calls."""
+
+  def _model_url(self, version: Optional[int] = None) -> str:
+    """TF Serving's /v1/models/<name>[/versions/<v>|/labels/<l>]."""
+    url = f'{self.address.rstrip("/")}/v1/models/{urllib.parse.quote(self.model_name, safe="")}'
+    version = self.version if version is None else version
+    if version is not None:
+      return f'{url}/versions/{version}'
+    if self.version_label:
+      return f'{url}/labels/{urllib.parse.quote(self.version_label, safe="")}'
+    return url
+
+  def _request(self, url: str, what: str, document: Optional[dict] = None) -> dict:
+    """One GET (or POST of `document`); HTTP errors become the gRPC code behind their status."""
+    data = None if document is None else json.dumps(document).encode('utf-8')
+    request = urllib.request.Request(url, data, {'Content-Type': 'application/json'})
+    try:
+      with urllib.request.urlopen(request, timeout=self.timeout, context=self._ssl) as response:
+        return self._read(response, what)
+    except urllib.error.HTTPError as e:
+      code = status.code_from_http(e.code)
+      try:
+        details = self._read(e, what).get('error', '')
+      except (status.ServingError, ValueError):
+        details = f'HTTP {e.code} {e.reason}'
+      raise self._explain(code, details, what) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
+      reason = getattr(e, 'reason', e)  # urllib wraps connection errors and timeouts.
+      code = (grpc.StatusCode.DEADLINE_EXCEEDED if isinstance(reason, TimeoutError)
+              else grpc.StatusCode.UNAVAILABLE)
+      raise self._explain(code, str(reason), what) from None
+
+  def _read(self, response, what: str) -> dict:
+    """The answer's JSON, refused past the message limit as gRPC refuses a big message."""
+    body = response.read(self._max_message_bytes + 1)
+    if len(body) > self._max_message_bytes:
+      raise self._explain(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f'the answer is over {self._max_message_bytes} bytes', what)
+    return json.loads(body)
+
+  def predict(self, signature_name: str, inputs: Mapping[str, np.ndarray],
+              output_filter: Sequence[str] = (), version: Optional[int] = None) -> Prediction:
+    """As ServingClient.predict, in TF Serving's columnar JSON (strings in base64)."""
+    version, signature_defs = self._signature_defs(version)
+    name = signature_name or 'serving_default'
+    if name not in signature_defs:  # What the gRPC port answers.
+      raise self._explain(grpc.StatusCode.FAILED_PRECONDITION,
+                          f'Serving signature key "{name}" not found.', f'Predict {name!r}')
+    document = {json_tensors.SIGNATURE_KEY: name, json_tensors.COLUMNS_KEY: {
+        alias: json_tensors.to_json(np.asarray(array), True) for alias, array in inputs.items()}}
+    answer = self._request(f'{self._model_url(version)}:predict', f'Predict {name!r}', document)
+    outputs = signature_defs[name].outputs
+    values = answer[json_tensors.COLUMNS_ANSWER_KEY]
+    if len(outputs) == 1:
+      values = {next(iter(outputs)): values}
+    return Prediction({alias: tensors.to_array(json_tensors.to_proto(value, outputs[alias].dtype))
+                       for alias, value in values.items()
+                       if not output_filter or alias in output_filter}, version, name)
+
+  def signature_defs(self) -> Tuple[int, Dict[str, meta_graph_pb2.SignatureDef]]:
+    return self._signature_defs(None)
+
+  def _signature_defs(self, version: Optional[int]):
+    """(version, SignatureDefs) from GET .../metadata; a version's are read once."""
+    if version is not None and version in self._signature_defs_by_version:
+      return version, self._signature_defs_by_version[version]
+    answer = self._request(f'{self._model_url(version)}/metadata', 'GetModelMetadata')
+    signature_defs = json_format.ParseDict(answer['metadata']['signature_def'],
+                                           get_model_metadata_pb2.SignatureDefMap())
+    version = int(answer['model_spec']['version'])
+    self._signature_defs_by_version[version] = dict(signature_defs.signature_def)
+    return version, self._signature_defs_by_version[version]
+
+  def version_states(self) -> List[get_model_status_pb2.ModelVersionStatus]:
+    response = json_format.ParseDict(self._request(self._model_url(), 'GetModelStatus'),
+                                     get_model_status_pb2.GetModelStatusResponse())
+    return list(response.model_version_status)

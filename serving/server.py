@@ -4,7 +4,8 @@ It implements PredictionService.Predict and GetModelMetadata and
 ModelService.GetModelStatus from tensorflow-serving-api's protos, with TF
 Serving's version resolution, status codes and messages; the other RPCs answer
 UNIMPLEMENTED. Clients written for TF Serving (vaetfx query included) work
-against it unchanged, so everything but the binary is tested here.
+against it unchanged, so everything but the binary is tested here. With a
+REST port, rest.py answers TF Serving's REST API through the same handlers.
 """
 import ctypes
 import dataclasses
@@ -12,6 +13,7 @@ import functools
 import logging
 import os
 import pathlib
+import ssl
 from concurrent import futures
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
@@ -23,10 +25,10 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from vaetfx.serving import batching, defaults
 from vaetfx.serving import limits as limits_lib
-from vaetfx.serving import status, tensors, versions
+from vaetfx.serving import rest, status, tensors, versions
 from vaetfx.serving import servable as servable_lib
 
-SIGNATURE_DEF_FIELD = 'signature_def'  # GetModelMetadataImpl::kSignatureDef
+SIGNATURE_DEF_FIELD = rest.SIGNATURE_DEF_FIELD  # GetModelMetadataImpl::kSignatureDef
 MAX_ERROR_CHARS = 1000  # An exception's text can quote a whole tensor.
 TRUNCATED = '... (cut)'
 
@@ -51,6 +53,7 @@ class ServerConfig:
   batching_parameters: Optional[batching.BatchingParameters] = None
   tls_cert_file: str = ''
   tls_key_file: str = ''
+  rest_port: Optional[int] = None  # TF Serving's REST API on this port too (0: any free one).
 
   @property
   def name(self) -> str:
@@ -195,6 +198,7 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):
     response = get_model_status_pb2.GetModelStatusResponse()
     for number, record in records.items():
       entry = response.model_version_status.add(version=number, state=record.state)
+      entry.status.SetInParent()  # OK with no message, as TF Serving's (its REST JSON shows it).
       if record.error:
         entry.status.error_code = record.error.code.value[0]
         entry.status.error_message = record.error.message
@@ -218,7 +222,9 @@ class ModelServer:
     self._batcher = (batching.BatchScheduler(config.batching_parameters)
                      if config.batching_parameters else None)
     self._server: Optional[grpc.Server] = None
+    self._rest: Optional[rest.RestServer] = None
     self.port = 0
+    self.rest_port = 0
 
   def start(self) -> int:
     """Loads the versions on disk, then listens; returns the port (useful with port 0)."""
@@ -234,14 +240,36 @@ class ModelServer:
                  ('grpc.max_send_message_length', limit),
                  ('grpc.so_reuseport', 0)])  # A port in use must fail, not be shared.
     models = _Models([self.manager])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        _PredictionService(models, self._batcher, self.config.limits), self._server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(models), self._server)
+    services = rest.Services(_PredictionService(models, self._batcher, self.config.limits),
+                             _ModelService(models), models.resolve)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(services.prediction,
+                                                                        self._server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(services.model, self._server)
     self.port = self._bind()
     self._server.start()
     log.info('Serving %s versions %s on %s', self.config.name, self.manager.available_versions,
              self.address)
+    if self.config.rest_port is not None:
+      self._start_rest(services)
     return self.port
+
+  def _start_rest(self, services: rest.Services):
+    """The REST API over the same services, with the gRPC port's message limit and TLS."""
+    context = None
+    if self.config.tls_cert_file:
+      context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+      context.load_cert_chain(self.config.tls_cert_file, self.config.tls_key_file)
+    try:
+      self._rest = rest.RestServer(
+          self.config.host, self.config.rest_port, services,
+          max_body_bytes=self.config.max_message_bytes, max_connections=self.config.threads,
+          read_timeout=rest.READ_TIMEOUT_SECONDS, ssl_context=context)
+    except OSError as e:
+      self.stop(0)
+      raise OSError(f'cannot listen on {_host_port(self.config.host, self.config.rest_port)} '
+                    f'(REST): {e.strerror or e}') from e
+    self.rest_port = self._rest.port
+    log.info('Serving the REST API on %s', self.rest_address)
 
   def _bind(self) -> int:
     address = _host_port(self.config.host, self.config.port)
@@ -265,10 +293,20 @@ class ModelServer:
     """host:port as clients dial it once started."""
     return _host_port(self.config.host, self.port)
 
+  @property
+  def rest_address(self) -> str:
+    """http(s)://host:port of the REST API once started."""
+    scheme = 'https' if self.config.tls_cert_file else 'http'
+    return f'{scheme}://{_host_port(self.config.host, self.rest_port)}'
+
   def stop(self, grace: Optional[float] = defaults.GRACE_SECONDS):
-    """Refuses new RPCs, lets running ones finish for up to `grace` seconds, then stops polling."""
-    if self._server is not None:
-      self._server.stop(grace).wait()
+    """Refuses new RPCs and REST requests, lets running ones finish for up to `grace` seconds,
+    then stops polling."""
+    stopped = self._server.stop(grace) if self._server is not None else None
+    if self._rest is not None:  # Meanwhile, gRPC's requests in flight finish.
+      self._rest.stop(grace)
+    if stopped is not None:
+      stopped.wait()
     if self._batcher is not None:
       self._batcher.stop()
     self.manager.stop()

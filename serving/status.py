@@ -7,6 +7,22 @@ turned into a message a user can act on.
 import grpc
 
 _CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+# The HTTP status TF Serving's REST API answers each code with (ToHTTPStatusCode in
+# model_servers/http_server.cc).
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400, grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500, grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+# An HTTP status back to the code a client can act on: the first (most common) code of each,
+# and 413 for a body over the REST port's message limit.
+_CODES_BY_HTTP = {**{http: code for code, http in reversed(HTTP_STATUS.items())},
+                  413: grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
 class ServingError(Exception):
@@ -21,6 +37,11 @@ class ServingError(Exception):
 def code_from_number(number: int) -> grpc.StatusCode:
   """TensorFlow's error codes are gRPC's numbers (tensorflow/core/protobuf/error_codes.proto)."""
   return _CODES_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+
+
+def code_from_http(http_status: int) -> grpc.StatusCode:
+  """The gRPC code behind a REST answer's HTTP status (UNKNOWN for others)."""
+  return _CODES_BY_HTTP.get(http_status, grpc.StatusCode.UNKNOWN)
 
 
 def invalid_argument(message: str) -> ServingError:

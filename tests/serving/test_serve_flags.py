@@ -11,6 +11,7 @@ from vaetfx.serving import limits, server
     ('--port', '-5', 'a whole number from 0 to 65535'),
     ('--port', '70000', 'a whole number from 0 to 65535'),
     ('--port', 'http', 'a whole number from 0 to 65535'),
+    ('--rest-port', '65536', 'a whole number from 0 to 65535'),
     ('--poll-seconds', '-1', 'a finite number >= 0'),
     ('--poll-seconds', 'nan', 'a finite number >= 0'),
     ('--grace-seconds', 'inf', 'a finite number >= 0'),
@@ -41,6 +42,10 @@ def test_limit_and_retry_flags_reach_the_server_config(tmp_path):
   assert config.limits == limits.Limits(max_batch_rows=300, max_decoded_bytes=5 << 20,
                                         max_sample_count=7, slice_rows=32)
   assert (config.port, config.max_load_retries, config.load_retry_seconds) == (0, 2, 0.5)
+  assert config.rest_port is None
+  rest_args = cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path),
+                                             '--rest-port', '8501'])
+  assert serving_cli._server_config(rest_args).rest_port == 8501  # pylint: disable=protected-access
 
 
 def test_defaults_are_tf_serving_and_the_issue_figures(tmp_path):

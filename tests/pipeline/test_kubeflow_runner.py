@@ -646,7 +646,7 @@ def test_compile_kubeflow_command_writes_the_spec_with_the_flags(tmp_path, capsy
 RUN_SETTINGS = ('--epochs', '3', '--latent-dim', '4', '--elbo-floor=-99', '--elbo-tolerance',
                 '1.5', '--keep-versions', '5', '--model-name', 'vae2', '--digits', '7,1',
                 '--no-cache')
-RUN_LOCATION_FLAGS = {'--data-dir', '--cache-dir', '--output-dir', '--serving-dir'}
+RUN_LOCATION_FLAGS = {'--data-dir', '--cache-dir', '--output-dir', '--serving-dir', '--metadata-db'}
 
 
 def _task_parameters(spec, task_name: str) -> Dict:
@@ -855,7 +855,7 @@ def test_a_local_run_with_every_folder_on_gs_pushes_lists_and_rolls_back(gcs, mn
   serving_dir = f'{BUCKET}/local-run/serving'
   run = ['run', '--data-dir', data_dir, '--output-dir', f'{BUCKET}/local-run/out',
          '--serving-dir', serving_dir, '--latent-dim', '2', '--epochs', '1',
-         '--batch-size', '32', '--eval-samples', '1', '--elbo-floor', '-1e6',
+         '--batch-size', '32', '--eval-samples', '1', '--elbo-floor=-1e6',
          '--elbo-tolerance', '1e6', '--likelihood-examples', '0']
   for seed in ('1', '2'):
     result = _vaetfx_in_bucket(gcs, tmp_path, *run, '--seed', seed)

@@ -3,19 +3,36 @@
 A separate process, as TF Serving would be: the candidate is loaded by the
 serving code and queried over gRPC, so what passes here is what a server can
 answer, and a model that crashes its server cannot take the validator down.
+
+How the child starts matters (issue 21):
+- No code runs between fork and exec (no preexec_fn). With a preexec_fn,
+  CPython must fork() instead of vfork(), and fork() runs gRPC's pthread_atfork
+  handlers. When this process uses gRPC (TFX's launcher runs an
+  ExecutionWatcher gRPC server around every executor; the validator has its
+  own clients), gRPC's child handler restarts its epoll poller thread in the
+  child; the child then closes every inherited descriptor before exec
+  (close_fds), the poller's epoll descriptor among them, and if that thread
+  polls before the exec, gRPC aborts the child: exit -6, `Epoll1Poller ...
+  epoll_wait error: Bad file descriptor` (grpc/grpc#43055, grpcio 1.80 on;
+  about 1 child in 20 with this process's gRPC busy, grpcio 1.85.1). vfork()
+  runs no fork handlers. The child sets its own parent-death signal instead,
+  at startup (child.die_with_parent).
+- It runs the installed package, whatever the working folder: `python -c`
+  puts the working folder first on sys.path, so CHILD_COMMAND removes it
+  before importing vaetfx (`python -m vaetfx.cli` would run a ./vaetfx/cli.py
+  found there). Environment variables pass unchanged (no -I).
 """
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import List, Optional
 
 import grpc
 import portpicker
 
+from vaetfx.components.serving_infra_validator import child
 from vaetfx.serving import client as client_lib
 from vaetfx.serving import status
 
@@ -23,17 +40,20 @@ HOST = '127.0.0.1'
 STOP_SECONDS = 10.0
 POLL_SECONDS = 0.2
 STDERR_TAIL_CHARS = 2000
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# `python -c` puts '' (the working folder) first on sys.path.
+CHILD_COMMAND = (f'import sys; del sys.path[0]; import {child.__name__} as child; '
+                 'sys.exit(child.main(sys.argv[1:]))')
 
 
 class ServerFailure(RuntimeError):
   """The server did not start, exited, or the version did not become AVAILABLE; says why."""
 
 
-def _die_with_parent():
-  """In the child before exec: Linux sends it SIGKILL when the validator dies, however it
-  dies (a SIGKILLed Kubeflow task included), so no orphaned server keeps a port and memory."""
-  ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+def spawn(command: List[str], output) -> subprocess.Popen:
+  """Starts `command`, its output into the file `output`, with no code run between fork and
+  exec, so CPython vfork()s and gRPC's fork handlers never run (the module docstring)."""
+  return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                          env={**os.environ, 'PYTHONUNBUFFERED': '1'})
 
 
 class ServerProcess:
@@ -49,13 +69,11 @@ class ServerProcess:
     self._log = tempfile.TemporaryFile(mode='w+')
     # No load retries: the candidate is whole on disk before the server starts, so a failed
     # load is the model's fault (TF Serving retries for versions still being copied in).
-    command = [sys.executable, '-m', 'vaetfx.cli', 'serve', '--model-dir', model_dir,
-               '--model-name', model_name, '--host', HOST,
+    command = [sys.executable, '-c', CHILD_COMMAND, str(os.getpid()), 'serve',
+               '--model-dir', model_dir, '--model-name', model_name, '--host', HOST,
                '--port', self.address.rsplit(':', 1)[1], '--poll-seconds', '0',
                '--max-num-load-retries', '0']
-    self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, 'PYTHONUNBUFFERED': '1'},
-                                     preexec_fn=_die_with_parent)
+    self._process = spawn(command, self._log)
 
   def client(self, timeout: float) -> client_lib.ServingClient:
     return client_lib.ServingClient(self.address, self.model_name, timeout=timeout)

@@ -18,6 +18,10 @@ from vaetfx.components.serving_infra_validator import executor
 
 DEFAULT_NUM_EXAMPLES = 8
 DEFAULT_MAX_LOADING_SECONDS = 300  # InfraValidator's _DEFAULT_MAX_LOADING_TIME_SEC.
+# Tries when the server, not the model, fails (TFX's ValidationSpec.num_tries is 5): with
+# independent failures 3 make a failed run unlikely, and a server that cannot run at all
+# fails the run within 3 * max_loading_seconds.
+DEFAULT_NUM_TRIES = 3
 
 
 class ServingInfraValidatorSpec(types.ComponentSpec):
@@ -27,6 +31,7 @@ class ServingInfraValidatorSpec(types.ComponentSpec):
       executor.MODEL_NAME_KEY: ExecutionParameter(type=str),
       executor.NUM_EXAMPLES_KEY: ExecutionParameter(type=int),
       executor.MAX_LOADING_SECONDS_KEY: ExecutionParameter(type=int),
+      executor.NUM_TRIES_KEY: ExecutionParameter(type=int),
       # Not read by the executor: it is in TFX's cache key, so editing the validator's or the
       # server's code re-runs it.
       'code_fingerprint': ExecutionParameter(type=str, optional=True),
@@ -54,18 +59,22 @@ class ServingInfraValidator(base_component.BaseComponent):
 
   def __init__(self, model: types.BaseChannel, examples: types.BaseChannel, model_name: str,
                num_examples: int = DEFAULT_NUM_EXAMPLES,
-               max_loading_seconds: int = DEFAULT_MAX_LOADING_SECONDS, code_fingerprint: str = ''):
+               max_loading_seconds: int = DEFAULT_MAX_LOADING_SECONDS,
+               num_tries: int = DEFAULT_NUM_TRIES, code_fingerprint: str = ''):
     """examples: ExampleGen's; the requests carry the first `num_examples` digits of `eval`.
 
     model_name: the name the model is served and its warmup requests are recorded under.
     max_loading_seconds: how long the server may take to load and warm up the model.
+    num_tries: how many times to serve it when the server fails (executor.py: which
+      failures are the server's); when all fail, the execution fails.
     code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
     """
-    if num_examples < 1 or max_loading_seconds < 1:
-      raise ValueError(f'num_examples ({num_examples}) and max_loading_seconds '
-                       f'({max_loading_seconds}) must be at least 1')
+    if min(num_examples, max_loading_seconds, num_tries) < 1:
+      raise ValueError(f'num_examples ({num_examples}), max_loading_seconds '
+                       f'({max_loading_seconds}) and num_tries ({num_tries}) must be at least 1')
     spec = ServingInfraValidatorSpec(
         model=model, examples=examples, model_name=model_name, num_examples=num_examples,
-        max_loading_seconds=max_loading_seconds, code_fingerprint=code_fingerprint or None,
+        max_loading_seconds=max_loading_seconds, num_tries=num_tries,
+        code_fingerprint=code_fingerprint or None,
         blessing=types.Channel(type=standard_artifacts.InfraBlessing))
     super().__init__(spec=spec)

@@ -15,6 +15,23 @@ Conventions are InfraValidator's (tfx/components/infra_validator/executor.py),
 so TFX's Pusher, given this blessing and no model, pushes the warmed-up copy.
 The failures are also the custom property `failures` (a JSON list of strings;
 a failure may span lines, e.g. the server's output), for the run summary.
+
+A blessing is a verdict on the model, and TFX's cache reuses it for the same
+model, so only the model's own failures make one. Steps 2 and 3 are a try,
+repeated up to `num_tries` times (TFX's ValidationSpec.num_tries) when the
+server, not the model, failed (server_process.ServerFailure): the server could
+not start, exited or was killed (SIGKILL, the OOM killer, a crash), its port was
+taken, it stopped answering (UNAVAILABLE, DEADLINE_EXCEEDED), or the version was
+not AVAILABLE within `max_loading_seconds`. When every try failed so, Do raises
+InfraValidationError: the execution fails, the run fails naming the cause, and
+a failed execution is never cached, so the next run validates again. A verdict
+(NOT blessed) is what the model alone decides: it does not load here, the
+server reports that its load or warmup failed (ModelLoadFailure: the copy is
+whole on disk and loads are not retried), or a signature answers with an error
+or with wrong outputs. A model that crashes the server process every time thus
+fails the run instead of being NOT blessed: from outside, that crash cannot be
+told from the machine's, and a wrongly cached verdict costs a retrain
+(--no-cache) where a failed run costs a re-run.
 """
 import json
 import os
@@ -40,6 +57,7 @@ from vaetfx.serving import status
 MODEL_NAME_KEY = 'model_name'
 NUM_EXAMPLES_KEY = 'num_examples'
 MAX_LOADING_SECONDS_KEY = 'max_loading_seconds'
+NUM_TRIES_KEY = 'num_tries'
 
 # InfraValidator's artifact conventions (tfx/components/infra_validator/executor.py).
 BLESSED_KEY = 'blessed'
@@ -50,6 +68,10 @@ NOT_BLESSED_FILE = 'INFRA_NOT_BLESSED'
 
 SERVED_VERSION = 1
 REQUEST_TIMEOUT_SECONDS = 60.0
+
+
+class InfraValidationError(RuntimeError):
+  """Every try failed for reasons outside the model: no verdict, so no blessing is written."""
 
 
 def read_heldout_records(split_uri: str, count: int) -> List[bytes]:
@@ -68,6 +90,7 @@ def query_every_signature(server: server_process.ServerProcess, saved_model,
       try:
         served = serving.predict(request.signature_name, request.inputs).outputs
       except status.ServingError as e:
+        server.check_answering(e)
         failures.append(f'{request.signature_name}: {e}')
         continue
       try:
@@ -82,7 +105,8 @@ def query_every_signature(server: server_process.ServerProcess, saved_model,
 def serve_and_check(model_path: str, model_name: str, saved_model,
                     requests: List[checks.SignatureRequest],
                     max_loading_seconds: float) -> List[str]:
-  """Serves a local copy of `model_path` as version 1 and queries it; returns the failures.
+  """One try: serves a local copy of `model_path` as version 1 and queries it; returns the
+  model's failures. Raises server_process.ServerFailure when the server failed instead.
 
   A copy, in TF Serving's `<base>/<name>/<version>/` layout, wherever the model
   lives (gs:// included): the server reads a local folder, as in InfraValidator.
@@ -93,11 +117,26 @@ def serve_and_check(model_path: str, model_name: str, saved_model,
     with server_process.ServerProcess(model_dir, model_name) as server:
       try:
         server.wait_until_available(SERVED_VERSION, max_loading_seconds)
-      except server_process.ServerFailure as e:
+      except server_process.ModelLoadFailure as e:
         return [str(e)]
       logging.info('Version %d of %s is AVAILABLE on %s; querying every signature.',
                    SERVED_VERSION, model_name, server.address)
       return query_every_signature(server, saved_model, requests)
+
+
+def serve_and_check_with_retries(num_tries: int, *args) -> List[str]:
+  """serve_and_check(*args) until a try ends in a verdict; InfraValidationError, naming the
+  last try's cause in one line, when all `num_tries` failed because of the server."""
+  for attempt in range(1, num_tries + 1):
+    try:
+      return serve_and_check(*args)
+    except server_process.ServerFailure as e:
+      logging.warning('Infra validation try %d of %d failed for a reason outside the model: %s',
+                      attempt, num_tries, e)
+      reason = e.reason
+  raise InfraValidationError(
+      f'the validation server failed in all {num_tries} tries for reasons outside the model, '
+      f'so there is no verdict and nothing is cached; the last try: {reason}')
 
 
 def write_warmup_model(model_path: str, stamped_path: str,
@@ -155,8 +194,13 @@ class Executor(base_executor.BaseExecutor):
                                      list(saved_model.signatures))
     stamped_path = path_utils.stamped_model_path(blessing.uri)
     write_warmup_model(model_path, stamped_path, requests, model_name)
-    failures = serve_and_check(stamped_path, model_name, saved_model, requests,
-                               exec_properties[MAX_LOADING_SECONDS_KEY])
+    try:
+      failures = serve_and_check_with_retries(
+          exec_properties[NUM_TRIES_KEY], stamped_path, model_name, saved_model, requests,
+          exec_properties[MAX_LOADING_SECONDS_KEY])
+    except InfraValidationError:
+      fileio.rmtree(stamped_path)
+      raise
     if failures:
       fileio.rmtree(stamped_path)
       mark_not_blessed(blessing, failures)

@@ -3,19 +3,37 @@
 A separate process, as TF Serving would be: the candidate is loaded by the
 serving code and queried over gRPC, so what passes here is what a server can
 answer, and a model that crashes its server cannot take the validator down.
+
+How the child starts matters (issue 21):
+- No code runs between fork and exec (no preexec_fn). With a preexec_fn,
+  CPython must fork() instead of vfork(), and fork() runs gRPC's pthread_atfork
+  handlers. When this process uses gRPC (TFX's launcher runs an
+  ExecutionWatcher gRPC server around every executor; the validator has its
+  own clients), gRPC's child handler restarts its epoll poller thread in the
+  child; the child then closes every inherited descriptor before exec
+  (close_fds), the poller's epoll descriptor among them, and if that thread
+  polls before the exec, gRPC aborts the child: exit -6, `Epoll1Poller ...
+  epoll_wait error: Bad file descriptor` (grpc/grpc#43055, grpcio 1.80 on;
+  about 1 child in 20 with this process's gRPC busy, grpcio 1.85.1). vfork()
+  runs no fork handlers. The child sets its own parent-death signal instead,
+  at startup (child.die_with_parent).
+- It runs the installed package, whatever the working folder: `python -c`
+  puts the working folder first on sys.path, so CHILD_COMMAND removes it
+  before importing vaetfx (`python -m vaetfx.cli` would run a ./vaetfx/cli.py
+  found there). Environment variables pass unchanged (no -I).
 """
-import ctypes
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import List
 
 import grpc
 import portpicker
 
+from vaetfx.components.serving_infra_validator import child
 from vaetfx.serving import client as client_lib
 from vaetfx.serving import status
 
@@ -23,24 +41,53 @@ HOST = '127.0.0.1'
 STOP_SECONDS = 10.0
 POLL_SECONDS = 0.2
 STDERR_TAIL_CHARS = 2000
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+REAP_SECONDS = 1.0  # A server that dropped a call and is dying has this long to exit.
+# `python -c` puts '' (the working folder) first on sys.path.
+CHILD_COMMAND = (f'import sys; del sys.path[0]; import {child.__name__} as child; '
+                 'sys.exit(child.main(sys.argv[1:]))')
+# Codes of a failed RPC that say the server is gone or stuck, not that the model answered wrong.
+SERVER_DOWN_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 class ServerFailure(RuntimeError):
-  """The server did not start, exited, or the version did not become AVAILABLE; says why."""
+  """The server, not the model, failed: it could not start, exited, was killed, or did not
+  answer in time. `reason` is one line; str() adds the server's output."""
+
+  def __init__(self, reason: str, output: str = ''):
+    super().__init__(f'{reason}; the server\'s output ends:\n{output}' if output else reason)
+    self.reason = reason
 
 
-def _die_with_parent():
-  """In the child before exec: Linux sends it SIGKILL when the validator dies, however it
-  dies (a SIGKILLed Kubeflow task included), so no orphaned server keeps a port and memory."""
-  ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+class ModelLoadFailure(Exception):
+  """The server ran and reported that the version failed to load or warm up: the model's fault
+  (the copy is whole on disk before the server starts)."""
+
+
+def _death(code: int) -> str:
+  """How a process with exit status `code` ended, as Popen.returncode reports it."""
+  if code < 0:
+    return f'died of {signal.Signals(-code).name} (exit {code})'
+  return f'exited with code {code}'
+
+
+def _last_line(output: str) -> str:
+  lines = output.strip().splitlines()
+  return lines[-1].strip() if lines else 'no output'
+
+
+def spawn(command: List[str], output) -> subprocess.Popen:
+  """Starts `command`, its output into the file `output`, with no code run between fork and
+  exec, so CPython vfork()s and gRPC's fork handlers never run (the module docstring)."""
+  return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                          env={**os.environ, 'PYTHONUNBUFFERED': '1'})
 
 
 class ServerProcess:
-  """`python -m vaetfx.cli serve` over `model_dir` (`<base>/<name>/<version>/`) on a free port.
+  """`vaetfx serve` over `model_dir` (`<base>/<name>/<version>/`) on a free port.
 
   The server loads once (--poll-seconds 0): nothing else will appear in its folder.
   Its output goes to a temporary file, quoted in ServerFailure messages.
+  Raises ServerFailure when the process cannot be started.
   """
 
   def __init__(self, model_dir: str, model_name: str):
@@ -49,13 +96,16 @@ class ServerProcess:
     self._log = tempfile.TemporaryFile(mode='w+')
     # No load retries: the candidate is whole on disk before the server starts, so a failed
     # load is the model's fault (TF Serving retries for versions still being copied in).
-    command = [sys.executable, '-m', 'vaetfx.cli', 'serve', '--model-dir', model_dir,
-               '--model-name', model_name, '--host', HOST,
+    command = [sys.executable, '-c', CHILD_COMMAND, str(os.getpid()), 'serve',
+               '--model-dir', model_dir, '--model-name', model_name, '--host', HOST,
                '--port', self.address.rsplit(':', 1)[1], '--poll-seconds', '0',
                '--max-num-load-retries', '0']
-    self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, 'PYTHONUNBUFFERED': '1'},
-                                     preexec_fn=_die_with_parent)
+    try:
+      self._process = spawn(command, self._log)
+    except OSError as e:
+      self._log.close()
+      raise ServerFailure(f'the server could not be started: {e}') from e
+    self.pid = self._process.pid
 
   def client(self, timeout: float) -> client_lib.ServingClient:
     return client_lib.ServingClient(self.address, self.model_name, timeout=timeout)
@@ -64,41 +114,64 @@ class ServerProcess:
     self._log.seek(0)
     return self._log.read()[-STDERR_TAIL_CHARS:]
 
-  def _exited(self) -> Optional[ServerFailure]:
+  def check_running(self):
+    """Raises ServerFailure, with the server's last line and output, if it has exited."""
     code = self._process.poll()
-    if code is None:
-      return None
-    return ServerFailure(f'the server exited with code {code} before the model was available; '
-                         f'its output ends:\n{self.output_tail()}')
+    if code is not None:
+      output = self.output_tail()
+      raise ServerFailure(f'the server {_death(code)}: {_last_line(output)}', output)
+
+  def check_answering(self, error: status.ServingError):
+    """Raises ServerFailure when a failed RPC says the server is at fault (SERVER_DOWN_CODES):
+    it died (named by its exit once reaped) or is unreachable or stuck; others are answers."""
+    if error.code not in SERVER_DOWN_CODES:
+      return
+    try:
+      self._process.wait(REAP_SECONDS)
+    except subprocess.TimeoutExpired:
+      raise ServerFailure(f'the server stopped answering: {error}', self.output_tail()) from None
+    self.check_running()
 
   def wait_until_available(self, version: int, timeout: float):
     """Polls GetModelStatus; returns once `version` is AVAILABLE.
 
-    Raises ServerFailure at once when the server exits or the load ends in an
-    error (a failed warmup included), or after `timeout` seconds.
+    Raises ModelLoadFailure at once when the load ends in an error (a failed
+    warmup included). Raises ServerFailure when the server exits, fails
+    GetModelStatus, or after `timeout` seconds, whether it never answered or the
+    version was still loading: on a machine busy with other work a load can
+    overrun any budget, and that is no verdict on the model.
     """
     deadline = time.monotonic() + timeout
+    answered = False
     with self.client(timeout=min(5.0, timeout)) as serving:
       while True:
-        failure = self._exited()
-        if failure:
-          raise failure
+        self.check_running()
         try:
-          for entry in serving.version_states():
-            if entry.version != version:
-              continue
-            if entry.state == client_lib.AVAILABLE:
-              return
-            if entry.state == client_lib.State.END and entry.status.error_code:
-              raise ServerFailure(f'version {version} failed to load: '
-                                  f'{entry.status.error_message}')
+          if self._is_available(serving, version):
+            return
+          answered = True
         except status.ServingError as e:
           if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
-            raise ServerFailure(f'GetModelStatus failed: {e}') from e
+            raise ServerFailure(f'GetModelStatus failed: {e}', self.output_tail()) from e
+          answered = answered or e.code == grpc.StatusCode.NOT_FOUND
         if time.monotonic() >= deadline:
-          raise ServerFailure(f'version {version} was not AVAILABLE within {timeout:g} s; the '
-                              f'server\'s output ends:\n{self.output_tail()}')
+          what = (f'version {version} was not AVAILABLE' if answered
+                  else f'the server did not answer on {self.address}')
+          raise ServerFailure(f'{what} within {timeout:g} s', self.output_tail())
         time.sleep(POLL_SECONDS)
+
+  @staticmethod
+  def _is_available(serving: client_lib.ServingClient, version: int) -> bool:
+    """Whether GetModelStatus reports `version` AVAILABLE; ModelLoadFailure if its load failed."""
+    for entry in serving.version_states():
+      if entry.version != version:
+        continue
+      if entry.state == client_lib.AVAILABLE:
+        return True
+      if entry.state == client_lib.State.END and entry.status.error_code:
+        raise ModelLoadFailure(f'version {version} failed to load: '
+                               f'{entry.status.error_message}')
+    return False
 
   def stop(self):
     """SIGTERM (the server finishes requests in flight), then SIGKILL if it lingers."""

@@ -9,8 +9,9 @@ per request. Requests join a batch checked, priced and decoded (the server
 does all three first); a batch that fails runs again one request at a time, so
 a request the model refuses fails alone. A request larger than
 `max_batch_size` is INVALID_ARGUMENT and a queue already holding
-`max_enqueued_batches` batches answers UNAVAILABLE, with TF Serving's messages. The knobs and their defaults are TF Serving's
-BatchingParameters, read from the same batching_parameters.txt.
+`max_enqueued_batches` batches answers UNAVAILABLE, with TF Serving's
+messages. The knobs and their defaults are TF Serving's BatchingParameters,
+read from the same batching_parameters.txt.
 """
 import collections
 import dataclasses

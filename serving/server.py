@@ -23,12 +23,16 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from vaetfx.serving import batching, defaults
 from vaetfx.serving import limits as limits_lib
-from vaetfx.serving import status, tensors, versions
+from vaetfx.serving import status, tensors, versions, warmup
 from vaetfx.serving import servable as servable_lib
 
 SIGNATURE_DEF_FIELD = 'signature_def'  # GetModelMetadataImpl::kSignatureDef
 MAX_ERROR_CHARS = 1000  # An exception's text can quote a whole tensor.
 TRUNCATED = '... (cut)'
+NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
+# A request waiting for room gives up this much before its deadline: the answer must travel.
+DEADLINE_MARGIN_FRACTION = 0.2
+MAX_DEADLINE_MARGIN_SECONDS = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class ServerConfig:
   max_load_retries: int = defaults.MAX_LOAD_RETRIES
   load_retry_seconds: float = defaults.LOAD_RETRY_SECONDS
   limits: limits_lib.Limits = limits_lib.Limits()
+  max_inflight_bytes: int = defaults.MAX_INFLIGHT_BYTES
   threads: int = defaults.SERVER_THREADS
   max_message_bytes: int = defaults.MAX_MESSAGE_BYTES
   batching_parameters: Optional[batching.BatchingParameters] = None
@@ -96,6 +101,16 @@ def _return_free_memory():
     trim(0)
 
 
+def _seconds_left(context) -> Optional[float]:
+  """How long the call may wait: until shortly before its deadline, so the client still gets
+  the server's answer and not its own DEADLINE_EXCEEDED; None when the client set no deadline
+  (gRPC reports years)."""
+  left = context.time_remaining()
+  if left is None or left > NO_DEADLINE_SECONDS:
+    return None
+  return left - min(DEADLINE_MARGIN_FRACTION * left, MAX_DEADLINE_MARGIN_SECONDS)
+
+
 def _require_model_spec(request):
   if not request.HasField('model_spec'):
     raise status.invalid_argument('Missing ModelSpec')
@@ -125,18 +140,22 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
 
   def __init__(self, models: _Models, batcher: Optional[batching.BatchScheduler],
-               limits: limits_lib.Limits):
+               limits: limits_lib.Limits, budget: limits_lib.Budget, max_message_bytes: int):
     self._models = models
     self._batcher = batcher
     self._limits = limits
+    self._budget = budget
+    self._max_message_bytes = max_message_bytes
 
   @_answers_errors
   def Predict(self, request, context):
     _require_model_spec(request)
     servable = self._models.resolve(request.model_spec)
     signature = servable.signature(request.model_spec.signature_name)
-    inputs = signature.parse_inputs(request.inputs, self._limits)
-    outputs = signature.output_names(list(request.output_filter))
+    outputs, price = signature.admit(request.inputs, list(request.output_filter), self._limits)
+    limits_lib.check_answer(price, self._max_message_bytes)
+    self._hold(price, context)
+    inputs = signature.decode(request.inputs)
     if signature.rows(inputs) > self._limits.slice_rows:
       context.add_callback(_return_free_memory)
     results = self._run(servable, signature, inputs, outputs)
@@ -147,6 +166,13 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     for alias in outputs:
       tensors.to_proto(results[alias], response.outputs[alias])
     return response
+
+  def _hold(self, price: limits_lib.Price, context):
+    """Takes the request's price from the budget, waiting up to its deadline, until gRPC has
+    sent its answer (or the call ended otherwise)."""
+    release = self._budget.hold(price.in_memory, _seconds_left(context))
+    if not context.add_callback(release):
+      release()
 
   def _run(self, servable, signature, inputs, outputs) -> Dict[str, np.ndarray]:
     """Batchable signatures go through the batcher when there is one; others run inline, as in
@@ -211,10 +237,13 @@ class ModelServer:
 
   def __init__(self, config: ServerConfig):
     self.config = config
+    # Shared by Predict and the warmup of versions loaded while serving.
+    self.budget = limits_lib.Budget(config.max_inflight_bytes)
     self.manager = versions.ModelManager(
         config.name, config.model_dir, config.version_policy, config.version_labels,
         config.poll_seconds, versions.RetryPolicy(config.max_load_retries,
-                                                  config.load_retry_seconds))
+                                                  config.load_retry_seconds),
+        functools.partial(warmup.load_warmed_up, limits=config.limits, budget=self.budget))
     self._batcher = (batching.BatchScheduler(config.batching_parameters)
                      if config.batching_parameters else None)
     self._server: Optional[grpc.Server] = None
@@ -235,7 +264,8 @@ class ModelServer:
                  ('grpc.so_reuseport', 0)])  # A port in use must fail, not be shared.
     models = _Models([self.manager])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        _PredictionService(models, self._batcher, self.config.limits), self._server)
+        _PredictionService(models, self._batcher, self.config.limits, self.budget,
+                           self.config.max_message_bytes), self._server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(models), self._server)
     self.port = self._bind()
     self._server.start()

@@ -7,7 +7,8 @@ import pytest
 from tensorflow_serving.apis import prediction_log_pb2
 from tfx.utils import io_utils
 
-from vaetfx.serving import tensors, versions, warmup
+from tests.serving.helpers import running_server
+from vaetfx.serving import limits, tensors, versions, warmup
 
 
 def _predict_log(signature_name, **inputs):
@@ -78,3 +79,21 @@ def test_more_records_than_tf_serving_allows_fail_the_load(model_dir, monkeypatc
   manager = _load(model_dir)
   assert manager.available_versions == []
   assert 'exceeds the maximum (2)' in manager.statuses()[1].error.message
+
+
+@pytest.mark.parametrize('server_limits, warmup_log, loads', [
+    (limits.Limits(max_sample_count=2000),
+     _predict_log('sample', count=np.array(1500, np.int32), seed=np.array(0, np.int64)), True),
+    (limits.Limits(max_batch_rows=4),
+     _predict_log('encode', images=np.zeros((8, 28, 28), np.uint8)), False),
+], ids=['raised sample count', 'lowered row limit'])
+def test_warmup_runs_under_the_servers_own_limits(model_dir, server_limits, warmup_log, loads):
+  """Was: replayed under the default limits whatever the server's flags (sample count 1,000,
+  10,000 rows)."""
+  _write_warmup(model_dir, warmup_log)
+  with running_server(os.path.dirname(model_dir), limits=server_limits, poll_seconds=0,
+                      max_load_retries=0) as model_server:
+    assert model_server.manager.available_versions == ([1] if loads else [])
+    if not loads:
+      assert ('input images declares 8 rows; this server takes at most 4 per request '
+              '(--max-batch-rows)') in model_server.manager.statuses()[1].error.message

@@ -208,7 +208,7 @@ def _join(names) -> str:
   return ','.join(sorted(names))
 
 
-def _specs(tensor_infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> Dict[str, TensorSpec]:
+def tensor_specs(tensor_infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> Dict[str, TensorSpec]:
   """By alias, in sorted order: the order outputs are answered in."""
   return {alias: TensorSpec.from_tensor_info(tensor_infos[alias]) for alias in sorted(tensor_infos)}
 
@@ -234,8 +234,8 @@ class Servable:
     self.signature_defs = read_signature_defs(path)
     self._model = tf.saved_model.load(path, tags=[SERVE_TAG])
     self._signatures = {
-        key: Signature(key, _specs(signature_def.inputs), _specs(signature_def.outputs),
-                       self._model.signatures[key])
+        key: Signature(key, tensor_specs(signature_def.inputs),
+                       tensor_specs(signature_def.outputs), self._model.signatures[key])
         for key, signature_def in self.signature_defs.items() if key in self._model.signatures}
 
   def signature(self, name: str) -> Signature:

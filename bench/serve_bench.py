@@ -253,7 +253,7 @@ def request_price(name: str, signature_def, inputs) -> limits.Price:
   request = predict_pb2.PredictRequest()
   for alias, array in inputs.items():
     tensors.to_proto(array, request.inputs[alias])
-  return signature.admit(request.inputs, (), limits.Limits())[1]
+  return signature.admit(request.inputs, (), limits.Limits(), request.ByteSize())[1]
 
 
 def print_large(kinds, prices, peak, sampled, before, alone, alongside, seconds):

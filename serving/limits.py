@@ -37,8 +37,10 @@ ANSWER_COPIES = 3
 @dataclasses.dataclass(frozen=True)
 class Price:
   """What a request costs in bytes, known before any value is converted."""
-  sent: int  # The input TensorProtos as parsed: every value, surplus ones too (tensors.price).
-  decoded: int  # The inputs decoded at their declared shapes.
+  # The message's serialized size, plus what its input tensors' repeated values take parsed
+  # beyond it (tensors.parsed_bytes): every value, surplus ones too.
+  sent: int
+  decoded: int  # The inputs decoded at their declared shapes (tensors.decoded_bytes).
   answer: int  # The outputs it asks for: rows x element size per output.
 
   @property

@@ -80,20 +80,23 @@ class Signature:
     return all(spec.batched for spec in self.inputs.values())
 
   def admit(self, request_inputs: Mapping, output_filter: Sequence[str],
-            limits: limits_lib.Limits) -> Tuple[Tuple[str, ...], limits_lib.Price]:
-    """(output names, price) of a request, in TF Serving's order of checks: aliases, dtypes and
-    declared shapes against the signature, then the output filter; then its sizes against
-    `limits`. Only a scalar sample count is converted: it sets the answer's rows."""
+            limits: limits_lib.Limits,
+            wire_bytes: int) -> Tuple[Tuple[str, ...], limits_lib.Price]:
+    """(output names, price) of a request of `wire_bytes` serialized, in TF Serving's order of
+    checks: aliases, dtypes and declared shapes against the signature, then the output filter;
+    then its sizes against `limits`. Only a scalar sample count is converted: it sets the
+    answer's rows."""
     self._check_aliases(request_inputs)
     shapes = {alias: self._declared_shape(alias, request_inputs[alias]) for alias in self.inputs}
     outputs = self.output_names(output_filter)
     limits.check_rows(
         {alias: shape[0] for alias, shape in shapes.items() if self.inputs[alias].batched})
-    prices = [tensors.price(request_inputs[alias], shape) for alias, shape in shapes.items()]
     rows = self._answer_rows(request_inputs, shapes, limits)
-    price = limits_lib.Price(sum(sent for sent, _ in prices),
-                             sum(decoded for _, decoded in prices),
-                             sum(self.outputs[alias].answer_bytes(rows) for alias in outputs))
+    price = limits_lib.Price(
+        wire_bytes + sum(tensors.parsed_bytes(request_inputs[alias]) for alias in shapes),
+        sum(tensors.decoded_bytes(request_inputs[alias], shape, wire_bytes)
+            for alias, shape in shapes.items()),
+        sum(self.outputs[alias].answer_bytes(rows) for alias in outputs))
     limits.check_inputs(price)
     return outputs, price
 

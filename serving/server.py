@@ -13,7 +13,7 @@ import logging
 import os
 import pathlib
 from concurrent import futures
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import grpc
 import numpy as np
@@ -27,6 +27,7 @@ from vaetfx.serving import status, tensors, versions, warmup
 from vaetfx.serving import servable as servable_lib
 
 SIGNATURE_DEF_FIELD = 'signature_def'  # GetModelMetadataImpl::kSignatureDef
+PREDICTION_SERVICE = 'tensorflow.serving.PredictionService'  # The gRPC service's full name.
 MAX_ERROR_CHARS = 1000  # An exception's text can quote a whole tensor.
 TRUNCATED = '... (cut)'
 NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
@@ -147,6 +148,27 @@ class _Models:
     return manager.statuses(version) if manager else {}
 
 
+class _SizedRequest(NamedTuple):
+  """A PredictRequest and its size on the wire, which only the deserializer sees: what the
+  request carries, priced without walking its values (protobuf's ByteSize takes seconds on
+  40 million packed int_val values)."""
+  message: predict_pb2.PredictRequest
+  wire_bytes: int
+
+  @classmethod
+  def parse(cls, data: bytes) -> '_SizedRequest':
+    return cls(predict_pb2.PredictRequest.FromString(data), len(data))
+
+
+def _predict_handler(service) -> grpc.GenericRpcHandler:
+  """Predict with _SizedRequest.parse as its deserializer; added before the generated handlers
+  (which answer PredictionService's other methods), so it is the one gRPC finds."""
+  return grpc.method_handlers_generic_handler(PREDICTION_SERVICE, {
+      'Predict': grpc.unary_unary_rpc_method_handler(
+          service.Predict, request_deserializer=_SizedRequest.parse,
+          response_serializer=predict_pb2.PredictResponse.SerializeToString)})
+
+
 class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
   """Predict and GetModelMetadata; Classify, Regress and MultiInference stay UNIMPLEMENTED."""
 
@@ -159,11 +181,14 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     self._max_message_bytes = max_message_bytes
 
   @_answers_errors
-  def Predict(self, request, context):
+  def Predict(self, sized: _SizedRequest, context):
+    """Registered with _SizedRequest.parse as its deserializer (_predict_handler)."""
+    request = sized.message
     _require_model_spec(request)
     servable = self._models.resolve(request.model_spec)
     signature = servable.signature(request.model_spec.signature_name)
-    outputs, price = signature.admit(request.inputs, list(request.output_filter), self._limits)
+    outputs, price = signature.admit(request.inputs, list(request.output_filter), self._limits,
+                                     sized.wire_bytes)
     limits_lib.check_answer(price, self._max_message_bytes)
     self._hold(price, context)
     inputs = signature.decode(request.inputs)
@@ -275,9 +300,10 @@ class ModelServer:
                  ('grpc.max_send_message_length', limit),
                  ('grpc.so_reuseport', 0)])  # A port in use must fail, not be shared.
     models = _Models([self.manager])
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        _PredictionService(models, self._batcher, self.config.limits, self.budget,
-                           self.config.max_message_bytes), self._server)
+    predictions = _PredictionService(models, self._batcher, self.config.limits, self.budget,
+                                     self.config.max_message_bytes)
+    self._server.add_generic_rpc_handlers((_predict_handler(predictions),))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, self._server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(models), self._server)
     self.port = self._bind()
     self._server.start()

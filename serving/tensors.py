@@ -10,8 +10,8 @@ back), otherwise the typed value field, where fewer values than elements
 repeat the last one and none at all means zeros. More values than elements
 are not an error, as in TensorFlow: the first ones fill the shape and the
 rest are ignored, never converted, so decoding costs what the declared shape
-costs whatever the request carries (the server prices the surplus with
-`price`, before decoding). Encoding writes `tensor_content` (strings go in
+costs whatever the request carries (the server prices the surplus before
+decoding, with `parsed_bytes`). Encoding writes `tensor_content` (strings go in
 `string_val`), which TF Serving's clients and tf.make_ndarray read alike.
 """
 import math
@@ -100,26 +100,28 @@ def element_bytes(data_type: int) -> int:
   return _FORMATS[data_type][0].itemsize
 
 
-def price(proto: tensor_pb2.TensorProto, shape: Tuple[int, ...]) -> Tuple[int, int]:
-  """(sent, decoded): the bytes a TensorProto of `shape` (from declared_shape) holds as parsed
-  and would take decoded, read from sizes alone before any value is converted.
+def parsed_bytes(proto: tensor_pb2.TensorProto) -> int:
+  """What a TensorProto's repeated values take in the parsed message beyond their serialized
+  bytes, in every field, read by its dtype or not: values beyond the shape cost memory too,
+  though decoding ignores them. Read from the fields' lengths alone, nothing converted."""
+  return sum(len(getattr(proto, field)) * value_bytes
+             for field, value_bytes in _REPEATED_FIELDS.items())
 
-  Sent is its serialized size plus what each repeated value takes in the parsed message, in
-  every field, read by its dtype or not: values beyond the shape cost memory too, though
-  decoding ignores them. Decoded is the declared shape's array, so one repeated value
-  declaring a billion elements costs a billion elements; strings count their bytes (at most
-  the serialized size, plus the last one repeated to fill the shape) and STRING_ELEMENT_BYTES
-  each.
-  """
-  serialized = proto.ByteSize()
-  sent = serialized + sum(len(getattr(proto, field)) * value_bytes
-                          for field, value_bytes in _REPEATED_FIELDS.items())
-  decoded = math.prod(shape) * element_bytes(proto.dtype)
+
+def decoded_bytes(proto: tensor_pb2.TensorProto, shape: Tuple[int, ...],
+                  string_bytes: int) -> int:
+  """What a TensorProto of `shape` (from declared_shape) takes decoded, before any value is
+  converted: one repeated value declaring a billion elements costs a billion elements. A
+  string costs STRING_ELEMENT_BYTES and its bytes: `string_bytes`, what the caller knows the
+  strings sent take at most (the message's size), plus the last string_val value again for
+  each element it fills."""
+  count = math.prod(shape)
+  decoded = count * element_bytes(proto.dtype)
   if proto.dtype != types_pb2.DT_STRING:
-    return sent, decoded
-  values, count = proto.string_val, math.prod(shape)
+    return decoded
+  values = proto.string_val
   repeated = (count - len(values)) * len(values[-1]) if values and count > len(values) else 0
-  return sent, decoded + serialized + repeated
+  return decoded + string_bytes + repeated
 
 
 def to_array(proto: tensor_pb2.TensorProto) -> np.ndarray:

@@ -56,7 +56,8 @@ def replay(servable: servable_lib.Servable, requests: List[predict_pb2.PredictRe
   for index, request in enumerate(requests):
     try:
       signature = servable.signature(request.model_spec.signature_name)
-      outputs, price = signature.admit(request.inputs, list(request.output_filter), limits)
+      outputs, price = signature.admit(request.inputs, list(request.output_filter), limits,
+                                       request.ByteSize())
       release = budget.hold(price.in_memory, timeout=None)
       try:
         signature.run(signature.decode(request.inputs), outputs, limits.slice_rows)

@@ -71,7 +71,7 @@ CASES = {
     'decoded bytes: 10,000 examples of 10 kB each in one string_val': (
         _request('from_examples', examples=_tensor(types_pb2.DT_STRING, [10_000],
                                                    string_val=[b'x' * 10_000])), EXHAUSTED,
-        'the inputs take 100330064 bytes (10052 as sent, 100320012 once decoded); this server '
+        'the inputs take 100330140 bytes (10090 as sent, 100320050 once decoded); this server '
         'takes at most 67108864 (64 MiB) per request (--max-decoded-mb)'),
     'sample count over the limit (took the server to 4.3 GB)': (
         _sample(20_000), EXHAUSTED,
@@ -194,7 +194,7 @@ def test_values_beyond_the_shape_are_priced_as_sent_and_refused_over_the_limit(s
   with pytest.raises(grpc.RpcError) as raised:
     stub.Predict(request, timeout=60)
   assert (raised.value.code(), raised.value.details()) == (
-      EXHAUSTED, 'the inputs take 70000805 bytes (70000021 as sent, 784 once decoded); this '
+      EXHAUSTED, 'the inputs take 70000847 bytes (70000063 as sent, 784 once decoded); this '
                  'server takes at most 67108864 (64 MiB) per request (--max-decoded-mb)')
   assert serving.score(digits).shape == (8,), 'the server answers the next request'
 

@@ -50,7 +50,7 @@ def test_defaults_are_tf_serving_and_the_issue_figures(tmp_path):
   config = serving_cli._server_config(  # pylint: disable=protected-access
       cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path)]))
   assert config.limits == limits.Limits()
-  assert config.max_inflight_bytes == 192 << 20
+  assert config.max_inflight_bytes == 160 << 20
   assert config.limits.max_batch_rows >= 10_000
   assert (config.max_load_retries, config.load_retry_seconds) == (5, 60.0)
   assert isinstance(config, server.ServerConfig)

@@ -7,16 +7,23 @@ batching (serving/deploy/batching_parameters.txt); in the same run, a gRPC round
 trip without model work (GetModelStatus), the in-process call made that round
 trip after the previous one (the idle gap a server's model calls have), and the
 server's peak resident memory while answering batches of 1, 64 and 10,000 rows,
-with its memory before and after. Prints two tables.
+with its memory before and after; and 32 concurrent requests each just under every
+per-request limit of the server's defaults (10,000 rows, --max-decoded-mb, --max-sample-count),
+with the server's peak resident memory (VmHWM, and VmRSS sampled every 10 ms), every answer
+checked against the model in-process, and the p50/p99 of batch-1 requests sent alongside
+against the same requests without them. Prints three tables.
 
   python bench/serve_bench.py --model-dir outputs/serving/vae      (make bench-serve)
+  python bench/serve_bench.py --only-large-requests                (the last case alone)
 """
 import argparse
+import itertools
 import os
 import subprocess
 import sys
 import threading
 import time
+from concurrent import futures
 
 os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -24,13 +31,21 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import portpicker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tensorflow_serving.apis import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+    predict_pb2)
 
 from vaetfx import storage  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vaetfx.serving import client  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaetfx.models import features  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaetfx.serving import (  # pylint: disable=g-import-not-at-top,wrong-import-position
+    client, defaults, limits, servable, tensors)
 
 BATCHING_FILE = os.path.join(os.path.dirname(client.__file__), 'deploy', 'batching_parameters.txt')
 CLIENTS = 16
 MEMORY_BATCHES = {1: 100, 64: 20, 10_000: 1}  # Rows per request: requests sent.
+LARGE_CLIENTS = 32
+LARGE_ROWS = defaults.MAX_BATCH_ROWS
+# Examples padded so a request of LARGE_ROWS of them sits just under --max-decoded-mb.
+EXAMPLES_FILL = 0.99
 
 
 def percentiles_ms(call, repeats: int, pause_seconds: float = 0.0):
@@ -132,6 +147,62 @@ class LocalServer:
         rows.append((size, before, peak, self._memory('VmRSS')))
     return rows
 
+  def large_requests_case(self, model_name: str, images: np.ndarray, version_dir: str):
+    """LARGE_CLIENTS concurrent large_requests (each kind in turn), batch-1 requests alongside.
+
+    Returns (kinds, prices, VmHWM peak, sampled VmRSS peak, VmRSS before, batch-1 p50/p99
+    alone, p50/p99 alongside, seconds).
+    """
+    model = tf.saved_model.load(version_dir)
+    latent_dim = int(model.signatures['decode'].structured_input_signature[1]['latent'].shape[1])
+    kinds = large_requests(images, latent_dim)
+    expected = {name: {k: v.numpy() for k, v in model.signatures[name](**inputs).items()}
+                for name, inputs in kinds}
+    with client.ServingClient(self.address, model_name) as probe:
+      defs = probe.signature_defs()[1]
+    prices = [request_price(name, defs[name], inputs) for name, inputs in kinds]
+    del model
+    with client.ServingClient(self.address, model_name, timeout=600) as serving:
+      small = lambda: serving.predict('serving_default', {'images': images[:1]})
+      alone = percentiles_ms(small, 200)
+      before = self._memory('VmRSS')
+      with open(f'/proc/{self._process.pid}/clear_refs', 'w', encoding='ascii') as f:
+        f.write('5')
+      stop, sampled, latencies = threading.Event(), [0], []
+
+      def sample():
+        while not stop.wait(0.01):
+          sampled[0] = max(sampled[0], self._memory('VmRSS'))
+
+      def alongside():
+        while not stop.is_set():
+          start = time.perf_counter()
+          small()
+          latencies.append(time.perf_counter() - start)
+
+      def large(kind):
+        name, inputs = kind
+        outputs = serving.predict(name, inputs).outputs
+        for key, value in expected[name].items():
+          np.testing.assert_allclose(outputs[key], value, rtol=1e-4, atol=1e-3,
+                                     err_msg=f'{name} {key}')
+
+      helpers = [threading.Thread(target=sample), threading.Thread(target=alongside)]
+      for thread in helpers:
+        thread.start()
+      start = time.perf_counter()
+      try:
+        with futures.ThreadPoolExecutor(LARGE_CLIENTS) as pool:
+          list(pool.map(large, itertools.islice(itertools.cycle(kinds), LARGE_CLIENTS)))
+      finally:
+        seconds = time.perf_counter() - start
+        stop.set()
+        for thread in helpers:
+          thread.join()
+      with_load = tuple(float(np.percentile(latencies, q)) * 1e3 for q in (50, 99))
+      return (kinds, prices, self._memory('VmHWM'), sampled[0], before, alone, with_load,
+              seconds)
+
   def round_trip_ms(self, model_name: str, repeats: int) -> float:
     """p50 of GetModelStatus, an RPC without model work: the transport's share on this machine."""
     with client.ServingClient(self.address, model_name) as serving:
@@ -143,6 +214,59 @@ class LocalServer:
       serving = client.ServingClient(self.address, model_name, timeout=60)
       return lambda images: serving.predict('serving_default', {'images': images}).outputs
     return make_call
+
+
+def _example(image: np.ndarray, padding: int) -> bytes:
+  """An image as ExampleGen writes it, plus a feature the model does not read, `padding` bytes
+  long, so a request of examples can be as large as the limits allow."""
+  feature = {features.IMAGE_KEY: tf.train.Feature(
+      int64_list=tf.train.Int64List(value=image.reshape(-1).tolist())),
+             'padding': tf.train.Feature(bytes_list=tf.train.BytesList(value=[b'p' * padding]))}
+  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _examples_just_under_the_limit(images: np.ndarray) -> np.ndarray:
+  """LARGE_ROWS examples whose request is priced (tensors.price) just under --max-decoded-mb:
+  as sent and decoded, a string costs about twice its bytes plus 72."""
+  plain = len(_example(images[0], 0))
+  per_row = EXAMPLES_FILL * defaults.MAX_DECODED_BYTES / (2 * LARGE_ROWS) - 40
+  one = np.array([_example(images[0], int(per_row) - plain)], dtype=object)
+  return np.resize(one, LARGE_ROWS)
+
+
+def large_requests(images: np.ndarray, latent_dim: int):
+  """(signature, inputs) of each kind just under the default per-request limits."""
+  rows = np.resize(images, (LARGE_ROWS, *images.shape[1:]))
+  latent = np.resize(np.linspace(-2, 2, 64 * latent_dim, dtype=np.float32),
+                     (LARGE_ROWS, latent_dim))
+  return [('serving_default', {'images': rows}), ('encode', {'images': rows}),
+          ('decode', {'latent': latent}),
+          ('sample', {'count': np.array(defaults.MAX_SAMPLE_COUNT, np.int32),
+                      'seed': np.array(1, np.int64)}),
+          ('from_examples', {'examples': _examples_just_under_the_limit(images)})]
+
+
+def request_price(name: str, signature_def, inputs) -> limits.Price:
+  """What the server charges the request: its own Signature.admit, under the default limits."""
+  signature = servable.Signature(name, servable.tensor_specs(signature_def.inputs),
+                                 servable.tensor_specs(signature_def.outputs), function=None)
+  request = predict_pb2.PredictRequest()
+  for alias, array in inputs.items():
+    tensors.to_proto(array, request.inputs[alias])
+  return signature.admit(request.inputs, (), limits.Limits(), request.ByteSize())[1]
+
+
+def print_large(kinds, prices, peak, sampled, before, alone, alongside, seconds):
+  print(f'\n{LARGE_CLIENTS} concurrent requests just under every per-request limit, '
+        f'{seconds:.0f} s, all answers equal the in-process model\'s')
+  print(f'{"kind":<18}{"sent MB":>9}{"decoded MB":>12}{"answer MB":>11}{"held MB":>9}')
+  for (name, _), price in zip(kinds, prices):
+    print(f'{name:<18}{price.sent / 1e6:>9.1f}{price.decoded / 1e6:>12.1f}'
+          f'{price.answer / 1e6:>11.1f}{price.in_memory / 1e6:>9.1f}')
+  print(f'Server resident memory: {before >> 20} MiB before, peak {peak >> 20} MiB (VmHWM), '
+        f'{sampled >> 20} MiB sampled every 10 ms')
+  print(f'Batch-1 requests: p50 {alone[0]:.2f} ms, p99 {alone[1]:.2f} ms alone; alongside: '
+        f'p50 {alongside[0]:.2f} ms, p99 {alongside[1]:.2f} ms')
 
 
 def print_memory(rows):
@@ -177,6 +301,8 @@ def main(argv=None) -> int:
                       help='<serving_dir>/<model_name> with pushed versions; the newest is used.')
   parser.add_argument('--repeats', type=int, default=500, help='Calls per batch-1 percentile.')
   parser.add_argument('--seconds', type=float, default=5.0, help='Duration of each throughput run.')
+  parser.add_argument('--only-large-requests', action='store_true',
+                      help=f'Run only the {LARGE_CLIENTS} concurrent large requests.')
   args = parser.parse_args(argv)
   if not os.path.isdir(args.model_dir) or not storage.version_dirs(args.model_dir):
     print(f'error: no pushed model under {args.model_dir}: run the pipeline (make run), or '
@@ -188,6 +314,10 @@ def main(argv=None) -> int:
   images = (np.random.default_rng(0).random((64, 28, 28)) * 255).astype(np.uint8)
   print(f'Model {model_name} version {max(newest)}; {os.cpu_count()} CPUs; '
         f'load average {os.getloadavg()[0]:.1f} (other processes skew the numbers)')
+  if args.only_large_requests:
+    with LocalServer(args.model_dir) as server:
+      print_large(*server.large_requests_case(model_name, images, newest[max(newest)]))
+    return 0
   in_process = in_process_calls(newest[max(newest)])
   rows = [('in-process (floor)', measure(in_process, images, args))]
   with LocalServer(args.model_dir) as server:
@@ -197,8 +327,11 @@ def main(argv=None) -> int:
   paused_ms = paused_in_process_ms(in_process, images, round_trip_ms, args.repeats)
   with LocalServer(args.model_dir, ['--batching-parameters-file', BATCHING_FILE]) as server:
     rows.append(('vaetfx serve, batching', measure(server.calls(model_name), images, args)))
+  with LocalServer(args.model_dir) as server:
+    large = server.large_requests_case(model_name, images, newest[max(newest)])
   print_table(rows, round_trip_ms, paused_ms)
   print_memory(memory)
+  print_large(*large)
   return 0
 
 

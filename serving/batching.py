@@ -5,10 +5,13 @@ A batch closes when it holds `max_batch_size` rows or when its first request
 has waited `batch_timeout_micros`; `num_batch_threads` threads run closed
 batches: inputs concatenated along dimension 0, padded up to the next
 `allowed_batch_sizes` entry with copies of the first row, outputs split back
-per request. A request larger than `max_batch_size` is INVALID_ARGUMENT and a
-queue already holding `max_enqueued_batches` batches answers UNAVAILABLE, with
-TF Serving's messages. The knobs and their defaults are TF Serving's
-BatchingParameters, read from the same batching_parameters.txt.
+per request. Requests join a batch checked, priced and decoded (the server
+does all three first); a batch that fails runs again one request at a time, so
+a request the model refuses fails alone. A request larger than
+`max_batch_size` is INVALID_ARGUMENT and a queue already holding
+`max_enqueued_batches` batches answers UNAVAILABLE, with TF Serving's
+messages. The knobs and their defaults are TF Serving's BatchingParameters,
+read from the same batching_parameters.txt.
 """
 import collections
 import dataclasses
@@ -154,22 +157,31 @@ class BatchScheduler:
       self._process(batch)
 
   def _process(self, batch: _Batch):
-    try:
-      outputs = batch.run(self._merge(batch))
-      self._split(batch, outputs)
-    except Exception as e:  # pylint: disable=broad-except
-      for task in batch.tasks:
-        task.error = e
+    self._answer(batch.run, batch.tasks)
     for task in batch.tasks:
       task.done.set()
 
-  def _merge(self, batch: _Batch) -> Arrays:
+  def _answer(self, run: Callable[[Arrays], Arrays], tasks: List[_Task]):
+    """Runs `tasks` as one batch. If it fails, each task of a shared batch runs again alone, so
+    one bad request (a string the model cannot parse, say) fails only itself and its
+    neighbours get their answers."""
+    try:
+      self._split(tasks, run(self._merge(tasks)))
+    except Exception as e:  # pylint: disable=broad-except
+      if len(tasks) == 1:
+        tasks[0].error = e
+        return
+      for task in tasks:
+        self._answer(run, [task])
+
+  def _merge(self, tasks: List[_Task]) -> Arrays:
     """The tasks' rows in order, padded with copies of the batch's first row (zeros when no
     task has a row) up to the allowed size."""
-    padding = self.parameters.padded_size(batch.size) - batch.size
+    size = sum(task.size for task in tasks)
+    padding = self.parameters.padded_size(size) - size
     merged = {}
-    for name in batch.tasks[0].inputs:
-      parts = [task.inputs[name] for task in batch.tasks]
+    for name in tasks[0].inputs:
+      parts = [task.inputs[name] for task in tasks]
       rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
       if padding:
         filler = rows[:1] if len(rows) else np.zeros((1, *rows.shape[1:]), rows.dtype)
@@ -177,8 +189,8 @@ class BatchScheduler:
       merged[name] = rows
     return merged
 
-  def _split(self, batch: _Batch, outputs: Arrays):
-    rows = self.parameters.padded_size(batch.size)
+  def _split(self, tasks: List[_Task], outputs: Arrays):
+    rows = self.parameters.padded_size(sum(task.size for task in tasks))
     for name, array in outputs.items():
       if not array.ndim or len(array) != rows:
         raise status.ServingError(
@@ -186,7 +198,7 @@ class BatchScheduler:
             f'Batched output tensor {name} has shape {list(array.shape)}: its 0th dimension '
             f'does not equal the {rows} rows of the batched inputs')
     offset = 0
-    for task in batch.tasks:
+    for task in tasks:
       task.outputs = {name: array[offset:offset + task.size] for name, array in outputs.items()}
       offset += task.size
 

@@ -104,8 +104,9 @@ def _add_serve_parser(subparsers):
                       help='Most rows (images, latents, examples) in one Predict.')
   limits.add_argument('--max-decoded-mb', type=flags.positive_int,
                       default=defaults.MAX_DECODED_BYTES >> 20,
-                      help='Most MiB a request\'s inputs may take once decoded (a tensor of one '
-                           'repeated value counts at its declared shape).')
+                      help='Most MiB a request\'s inputs may take as sent (every value of every '
+                           'field, surplus ones too) plus once decoded (a tensor of one repeated '
+                           'value counts at its declared shape).')
   limits.add_argument('--max-sample-count', type=flags.positive_int,
                       default=defaults.MAX_SAMPLE_COUNT,
                       help='Most images one `sample` call may ask for.')
@@ -113,6 +114,12 @@ def _add_serve_parser(subparsers):
                       help='Rows per model call: bigger requests run in slices of this many, '
                            'which bounds a request\'s memory; answers equal one call\'s up to '
                            'float rounding.')
+  serve.add_argument('--max-inflight-mb', type=flags.positive_int,
+                     default=defaults.MAX_INFLIGHT_BYTES >> 20,
+                     help='Most MiB all admitted requests may hold at once: inputs as sent and '
+                          'decoded, and answers (three copies each) until sent. A request that '
+                          'does not fit waits for room up to its deadline, then gets '
+                          'RESOURCE_EXHAUSTED; one bigger than this gets it at once.')
   serve.add_argument('--enable-batching', action='store_true',
                      help='Batch concurrent Predict calls of a signature together, as TF '
                           'Serving\'s --enable_batching (signatures with scalar inputs, like '
@@ -150,6 +157,7 @@ def _server_config(args):
       load_retry_seconds=args.load_retry_interval_seconds, threads=args.threads,
       max_message_bytes=args.max_message_mb << 20, batching_parameters=parameters,
       tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, rest_port=args.rest_port,
+      max_inflight_bytes=args.max_inflight_mb << 20,
       limits=limits.Limits(args.max_batch_rows, args.max_decoded_mb << 20,
                            args.max_sample_count, args.slice_rows))
 

@@ -73,11 +73,16 @@ class _HttpError(Exception):
 
 
 class _Context:
-  """The part of grpc.ServicerContext the servicers use: abort raises the status, and callbacks
-  run once the answer is sent."""
+  """The part of grpc.ServicerContext the servicers use: abort raises the status, callbacks
+  run once the answer is sent, and the deadline (REST has none from the client) is
+  READ_TIMEOUT_SECONDS, how long the server waits for a client too."""
 
   def __init__(self):
     self.callbacks: List[Callable[[], None]] = []
+    self._deadline = time.monotonic() + READ_TIMEOUT_SECONDS
+
+  def time_remaining(self) -> float:
+    return max(0.0, self._deadline - time.monotonic())
 
   def abort(self, code: grpc.StatusCode, details: str):
     raise status.ServingError(code, details)
@@ -153,7 +158,7 @@ class Api:
     path names) turn the JSON into a PredictRequest, which the gRPC handler answers."""
     with self._parsing.take(len(body)):
       request, rows = self._predict_request(target, body)
-    response = self._services.prediction.Predict(request, context)
+    response = self._services.prediction.predict_message(request, context)
     return json_tensors.answer(
         {alias: tensors.to_array(proto) for alias, proto in response.outputs.items()}, rows)
 

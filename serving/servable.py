@@ -1,13 +1,16 @@
 """One loaded model version: its SignatureDefs, and Predict's checks and call as in TF Serving.
 
 Every request tensor is checked against the SignatureDef's dtype and shape,
-and its declared size against the server's limits (limits.py), before it is
-decoded: TF Serving leaves the checks to the TensorFlow runtime, but with TF
-2.16 some wrong-rank inputs to a convolution abort the process instead of
-raising, and a small request may declare a huge tensor. The model then runs
-in slices of rows, so a large request's memory stays that of a slice.
+and the request's price (what it sent, its inputs decoded, its answer) against
+the server's limits (limits.py), before any value is converted: TF Serving
+leaves the checks to the TensorFlow runtime, but with TF 2.16 some wrong-rank
+inputs to a convolution abort the process instead of raising, and a small
+request may declare a huge tensor or carry far more values than its shape. The
+model then runs in slices of rows, so a large request's memory stays that of a
+slice.
 """
 import dataclasses
+import math
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import grpc
@@ -33,13 +36,13 @@ def describe_shape(shape: Shape) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class InputSpec:
-  """What a signature declares for one input: DataType enum and shape."""
+class TensorSpec:
+  """What a signature declares for one input or output: DataType enum and shape."""
   dtype: int
   shape: Shape
 
   @classmethod
-  def from_tensor_info(cls, info: meta_graph_pb2.TensorInfo) -> 'InputSpec':
+  def from_tensor_info(cls, info: meta_graph_pb2.TensorInfo) -> 'TensorSpec':
     if info.tensor_shape.unknown_rank:
       return cls(info.dtype, None)
     return cls(info.dtype, tuple(None if dim.size < 0 else dim.size
@@ -56,31 +59,67 @@ class InputSpec:
     """Dimension 0 is a free batch dimension, so requests can be concatenated along it."""
     return bool(self.shape) and self.shape[0] is None
 
+  def answer_bytes(self, rows: int) -> int:
+    """Its size as an output of `rows` rows (an open batch dimension); other open dimensions
+    are unknown until the model runs and count as 1."""
+    sizes = [rows if index == 0 and size is None else 1 if size is None else size
+             for index, size in enumerate(self.shape or ())]
+    return math.prod(sizes) * tensors.element_bytes(self.dtype)
+
 
 @dataclasses.dataclass(frozen=True)
 class Signature:
-  """A signature ready to run: checked inputs in, numpy outputs out."""
+  """A signature ready to run: checked and priced inputs in, numpy outputs out."""
   name: str
-  inputs: Mapping[str, InputSpec]
-  outputs: Tuple[str, ...]
+  inputs: Mapping[str, TensorSpec]
+  outputs: Mapping[str, TensorSpec]
   function: Callable
 
   @property
   def batchable(self) -> bool:
     return all(spec.batched for spec in self.inputs.values())
 
-  def parse_inputs(self, request_inputs: Mapping,
-                   limits: limits_lib.Limits) -> Dict[str, np.ndarray]:
-    """Request TensorProtos -> arrays: aliases, dtypes and declared shapes are checked against
-    the signature, and the declared sizes against `limits`, before anything is decoded."""
+  def admit(self, request_inputs: Mapping, output_filter: Sequence[str],
+            limits: limits_lib.Limits,
+            wire_bytes: int) -> Tuple[Tuple[str, ...], limits_lib.Price]:
+    """(output names, price) of a request of `wire_bytes` serialized, in TF Serving's order of
+    checks: aliases, dtypes and declared shapes against the signature, then the output filter;
+    then its sizes against `limits`. Only a scalar sample count is converted: it sets the
+    answer's rows."""
     self._check_aliases(request_inputs)
     shapes = {alias: self._declared_shape(alias, request_inputs[alias]) for alias in self.inputs}
-    limits.check_sizes(
-        {alias: shape[0] for alias, shape in shapes.items() if self.inputs[alias].batched},
-        sum(tensors.decoded_bytes(request_inputs[alias], shape)
-            for alias, shape in shapes.items()))
-    arrays = {alias: tensors.to_array(request_inputs[alias]) for alias in self.inputs}
-    limits.check_sample_count(self.name, arrays)
+    outputs = self.output_names(output_filter)
+    limits.check_rows(
+        {alias: shape[0] for alias, shape in shapes.items() if self.inputs[alias].batched})
+    rows = self._answer_rows(request_inputs, shapes, limits)
+    price = limits_lib.Price(
+        wire_bytes + sum(tensors.parsed_bytes(request_inputs[alias]) for alias in shapes),
+        sum(tensors.decoded_bytes(request_inputs[alias], shape, wire_bytes)
+            for alias, shape in shapes.items()),
+        sum(self.outputs[alias].answer_bytes(rows) for alias in outputs))
+    limits.check_inputs(price)
+    return outputs, price
+
+  def _answer_rows(self, request_inputs: Mapping, shapes: Mapping[str, Tuple[int, ...]],
+                   limits: limits_lib.Limits) -> int:
+    """Rows of the answer: the inputs' (batchable signatures), or `sample`'s count."""
+    if self.batchable:
+      return max(shape[0] for shape in shapes.values())
+    if self.name != limits_lib.SAMPLE_SIGNATURE or limits_lib.SAMPLE_COUNT_INPUT not in shapes:
+      return 1
+    count = int(tensors.to_array(request_inputs[limits_lib.SAMPLE_COUNT_INPUT]))
+    limits.check_sample_count(count)
+    return count
+
+  def decode(self, request_inputs: Mapping) -> Dict[str, np.ndarray]:
+    """The admitted request's inputs as arrays; a string tensor_content TensorFlow could not
+    read is a tensor parsing error, as in TF Serving."""
+    arrays = {}
+    for alias in self.inputs:
+      try:
+        arrays[alias] = tensors.to_array(request_inputs[alias])
+      except tensors.TensorError as e:
+        raise status.invalid_argument(f'tensor parsing error: {alias} ({e})') from e
     return arrays
 
   def _declared_shape(self, alias: str, proto) -> Tuple[int, ...]:
@@ -125,7 +164,7 @@ class Signature:
             f'the set {{{_join(self.outputs)}}}.')
       if alias in output_filter[:i]:
         raise status.invalid_argument(f'duplicate output tensor alias: {alias}')
-    return tuple(output_filter) or self.outputs
+    return tuple(output_filter) or tuple(self.outputs)
 
   def rows(self, inputs: Mapping[str, np.ndarray]) -> int:
     """Dimension 0 of the inputs of a batchable signature; 0 for others."""
@@ -172,6 +211,11 @@ def _join(names) -> str:
   return ','.join(sorted(names))
 
 
+def tensor_specs(tensor_infos: Mapping[str, meta_graph_pb2.TensorInfo]) -> Dict[str, TensorSpec]:
+  """By alias, in sorted order: the order outputs are answered in."""
+  return {alias: TensorSpec.from_tensor_info(tensor_infos[alias]) for alias in sorted(tensor_infos)}
+
+
 def read_signature_defs(path: str) -> Dict[str, meta_graph_pb2.SignatureDef]:
   """The SignatureDefs of the `serve` MetaGraph, as TF Serving reads them from saved_model.pb."""
   with tf.io.gfile.GFile(tf.io.gfile.join(path, 'saved_model.pb'), 'rb') as f:
@@ -193,11 +237,8 @@ class Servable:
     self.signature_defs = read_signature_defs(path)
     self._model = tf.saved_model.load(path, tags=[SERVE_TAG])
     self._signatures = {
-        key: Signature(key,
-                       {alias: InputSpec.from_tensor_info(info)
-                        for alias, info in signature_def.inputs.items()},
-                       tuple(sorted(signature_def.outputs)),
-                       self._model.signatures[key])
+        key: Signature(key, tensor_specs(signature_def.inputs),
+                       tensor_specs(signature_def.outputs), self._model.signatures[key])
         for key, signature_def in self.signature_defs.items() if key in self._model.signatures}
 
   def signature(self, name: str) -> Signature:

@@ -10,7 +10,7 @@ server answers Predict only, and any other log type fails the load, as an
 unsupported one does in TF Serving.
 """
 import os
-from typing import List
+from typing import List, Optional
 
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -49,21 +49,30 @@ def read_warmup_requests(saved_model_dir: str) -> List[predict_pb2.PredictReques
 
 
 def replay(servable: servable_lib.Servable, requests: List[predict_pb2.PredictRequest],
-           limits: limits_lib.Limits = limits_lib.Limits()):
-  """Runs every request on `servable`, checked as Predict checks it (within `limits`); the
-  first failure raises."""
+           limits: limits_lib.Limits, budget: limits_lib.Budget):
+  """Runs every request on `servable`, admitted as Predict admits it: within the server's
+  `limits`, holding its price in the server's `budget` (a version loading while others serve
+  takes memory from the same pool); the first failure raises."""
   for index, request in enumerate(requests):
     try:
       signature = servable.signature(request.model_spec.signature_name)
-      signature.run(signature.parse_inputs(request.inputs, limits),
-                    signature.output_names(list(request.output_filter)), limits.slice_rows)
+      outputs, price = signature.admit(request.inputs, list(request.output_filter), limits,
+                                       request.ByteSize())
+      release = budget.hold(price.in_memory, timeout=None)
+      try:
+        signature.run(signature.decode(request.inputs), outputs, limits.slice_rows)
+      finally:
+        release()
     except Exception as e:  # pylint: disable=broad-except
       name = request.model_spec.signature_name or servable_lib.DEFAULT_SIGNATURE
       raise WarmupError(f'warmup request {index} ({name}) failed on {servable.path}: {e}') from e
 
 
-def load_warmed_up(name: str, version: int, path: str) -> servable_lib.Servable:
-  """Loads a version and replays its warmup requests: what TF Serving's loader does."""
+def load_warmed_up(name: str, version: int, path: str,
+                   limits: limits_lib.Limits = limits_lib.Limits(),
+                   budget: Optional[limits_lib.Budget] = None) -> servable_lib.Servable:
+  """Loads a version and replays its warmup requests: what TF Serving's loader does. The
+  server passes its own limits and budget; without them, the defaults' and a budget of its own."""
   servable = servable_lib.Servable(name, version, path)
-  replay(servable, read_warmup_requests(path))
+  replay(servable, read_warmup_requests(path), limits, budget or limits_lib.Budget())
   return servable

@@ -241,19 +241,19 @@ def push_model(model_path: str, model_dir: str, provenance: Dict[str, Any]) -> s
   return push_in_place(model_path, model_dir, provenance)
 
 
-def remove_version(version: serving_folder.Version):
+def remove_version(model_dir: str, version: int):
   """On local disk the version is first renamed away, so TF Serving sees it vanish at once
   rather than poll a directory that is half deleted, and an interrupted delete leaves
   only a name the next push cleans up. Symlinks are never removed (prune_versions skips them;
   this is the last guard)."""
-  if version.is_link:
-    raise ValueError(f'{version.path} is a symlink; the Pusher never removes one')
-  model_dir = os.path.dirname(version.path)
+  version_dir = os.path.join(model_dir, str(version))
+  if serving_folder.is_link(version_dir):
+    raise ValueError(f'{version_dir} is a symlink; the Pusher never removes one')
   if storage.is_uri(model_dir):
-    fileio.rmtree(version.path)
+    fileio.rmtree(version_dir)
     return
-  retired_dir = os.path.join(model_dir, f'{RETIRED_PREFIX}{version.number}-{uuid.uuid4().hex}')
-  os.rename(version.path, retired_dir)
+  retired_dir = os.path.join(model_dir, f'{RETIRED_PREFIX}{version}-{uuid.uuid4().hex}')
+  os.rename(version_dir, retired_dir)
   fileio.rmtree(retired_dir)
 
 
@@ -275,7 +275,7 @@ def prune_versions(model_dir: str, keep_versions: int, pushed_version: int) -> L
     if version.number in protected:
       continue
     try:
-      remove_version(version)
+      remove_version(model_dir, version.number)
     except Exception as e:  # pylint: disable=broad-except
       logging.error('Could not remove old version %s of %s (the push succeeded): %s',
                     version.number, model_dir, e)

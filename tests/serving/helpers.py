@@ -16,7 +16,8 @@ def push(saved_model_dir: str, serving_dir: str, version: int) -> str:
   model_dir = os.path.join(serving_dir, MODEL_NAME)
   os.makedirs(model_dir, exist_ok=True)
   version_dir = os.path.join(model_dir, str(version))
-  os.rename(pusher.stage(saved_model_dir, model_dir), version_dir)
+  record = {'producer': 'vaetfx', 'version': version}
+  os.rename(pusher.stage(saved_model_dir, model_dir, record), version_dir)
   return version_dir
 
 

@@ -67,6 +67,36 @@ def test_concurrent_requests_share_a_batch_and_get_their_own_rows():
   assert model.sizes == [16], 'one batch of 7 rows padded to the allowed size 16'
 
 
+class _Picky(_Recorder):
+  """A model that refuses any batch holding a negative value, as TensorFlow refuses a batch
+  holding one example it cannot parse."""
+
+  def __call__(self, inputs):
+    if (inputs['x'] < 0).any():
+      raise status.invalid_argument(f'bad rows {inputs["x"][:, 0].tolist()}')
+    return super().__call__(inputs)
+
+
+def test_a_request_that_fails_a_merged_batch_fails_alone():
+  """Three requests share a batch; the bad one breaks it; each is run again alone, so the two
+  good ones get their own rows and the bad one gets an error quoting only its own rows."""
+  scheduler = batching.BatchScheduler(batching.BatchingParameters(
+      max_batch_size=4, batch_timeout_micros=10_000_000, num_batch_threads=1))
+  model = _Picky()
+  rows = [np.full((1, 3), 1.0, np.float32), np.full((2, 3), -1.0, np.float32),
+          np.full((1, 3), 3.0, np.float32)]
+  try:
+    with futures.ThreadPoolExecutor(3) as pool:
+      calls = [pool.submit(scheduler.run, 'key', model, {'x': x}) for x in rows]
+      first, bad, last = (call.exception(timeout=30) or call.result() for call in calls)
+  finally:
+    scheduler.stop()
+  np.testing.assert_array_equal(first['y'], np.full((1, 3), 2.0))
+  np.testing.assert_array_equal(last['y'], np.full((1, 3), 6.0))
+  assert isinstance(bad, status.ServingError) and str(bad) == 'bad rows [-1.0, -1.0]'
+  assert model.sizes == [1, 1], 'the merged batch failed; the good requests ran alone'
+
+
 def test_full_batch_runs_without_waiting_for_the_timeout():
   scheduler = batching.BatchScheduler(batching.BatchingParameters(
       max_batch_size=4, batch_timeout_micros=60_000_000, num_batch_threads=1))
@@ -191,3 +221,24 @@ def test_batching_server_merges_concurrent_clients_and_answers_like_the_model(
   for name in ('reconstruction', 'latent_mean', 'elbo'):
     np.testing.assert_allclose(np.concatenate([a[name] for a in answers]),
                                expected[name].numpy(), rtol=1e-4, atol=1e-3, err_msg=name)
+
+
+def test_a_client_sending_bad_examples_does_not_fail_its_batch_neighbours(
+    serving_dir, reference, examples):
+  """Was: every client of the batch got `Could not parse example input, value: <the bad
+  client's bytes>`. Now the batch runs again request by request: only the bad one fails."""
+  parameters = batching.BatchingParameters(
+      max_batch_size=3, batch_timeout_micros=10_000_000, num_batch_threads=1)
+  sent = [examples[:1], np.array([b'not an example'], dtype=object), examples[1:2]]
+  with running_server(serving_dir, batching_parameters=parameters) as model_server:
+    with client.ServingClient(model_server.address, MODEL_NAME, timeout=30) as serving:
+      with futures.ThreadPoolExecutor(3) as pool:
+        calls = [pool.submit(serving.predict, 'from_examples', {'examples': rows})
+                 for rows in sent]
+        first, bad, last = (call.exception(timeout=60) or call.result() for call in calls)
+  assert isinstance(bad, status.ServingError) and bad.code == grpc.StatusCode.INVALID_ARGUMENT
+  assert 'not an example' in str(bad)
+  expected = reference.signatures['from_examples'](examples=examples[:2])
+  for index, answer in enumerate((first, last)):
+    np.testing.assert_allclose(answer.outputs['elbo'], expected['elbo'].numpy()[index:index + 1],
+                               rtol=1e-4, atol=1e-3)

@@ -1,11 +1,16 @@
 """A seeded fuzz of `vaetfx serve` in its own process, so a crash shows as a dead process.
 
-Threads send generated PredictRequests for a bounded time, valid ones mixed with hostile ones:
-every dtype, random and huge declared shapes with tiny payloads, tensor_content too short or
-too long, missing, extra and misnamed inputs and fields, unknown signatures and versions, huge
-counts, strings where numbers belong. Every answer must be a response or a gRPC error with a
-code TF Serving gives bad requests; the server's resident memory, sampled from /proc, stays
-under RSS_LIMIT_BYTES; afterwards the process is alive and answers as before.
+Concurrent clients send generated PredictRequests for a bounded time, valid ones mixed with
+hostile ones: every dtype, random and huge declared shapes with tiny payloads, payloads that
+lie about their size in every field kind (each typed value field, numeric tensor_content,
+string tensor_content whose lengths do not add up; a few values, or up to LIE_VALUES beyond
+the shape), string and numeric tensors swapped, missing, extra and misnamed inputs and
+fields, unknown signatures and versions, huge counts. The server batches (TF Serving's deploy
+parameters), so hostile requests share batches with valid ones. Every answer must be a
+response or a gRPC error with a code TF Serving gives bad requests, and every valid request
+must be answered whatever its batch neighbours sent; the server's resident memory, sampled
+from /proc throughout, stays under RSS_LIMIT_BYTES; afterwards the process is alive and
+answers as before.
 """
 import os
 import signal
@@ -14,6 +19,7 @@ import sys
 import threading
 import time
 from concurrent import futures
+from typing import Tuple
 
 import grpc
 import numpy as np
@@ -26,7 +32,7 @@ from tests.serving.helpers import MODEL_NAME
 from vaetfx.serving import client, tensors
 
 SEED = 20240612
-THREADS = 4
+THREADS = 6
 MAX_REQUESTS = 3000
 FUZZ_SECONDS = 20.0
 MAX_BATCH_ROWS = 2000  # Below the default, so requests at the limit cost little CPU here.
@@ -38,6 +44,11 @@ DTYPES = [value for value in types_pb2.DataType.values() if value] + [0, 99, 100
 SIZES = [0, 1, 2, 3, 27, 28, 29, MAX_BATCH_ROWS, MAX_BATCH_ROWS + 1, 1 << 31, 1 << 40, 1 << 62]
 VALUE_FIELDS = ['float_val', 'double_val', 'int_val', 'int64_val', 'bool_val', 'string_val',
                 'half_val', 'uint32_val', 'uint64_val']
+PAYLOAD_KINDS = VALUE_FIELDS + ['tensor_content', 'string tensor_content']
+LIE_VALUES = 1 << 20  # At most this many values in a lying payload (4 to 8 MB of numbers).
+LIE_STRINGS = 10_000  # At most this many string lengths in a lying string tensor_content.
+BATCHING_FILE = os.path.join(os.path.dirname(tensors.__file__), 'deploy',
+                             'batching_parameters.txt')
 
 
 def _vm_bytes(pid: int, field: str) -> int:
@@ -76,13 +87,16 @@ class _Generator:
       tensors.to_proto(array, request.inputs[alias])
     return request
 
-  def request(self) -> predict_pb2.PredictRequest:
+  def request(self) -> Tuple[predict_pb2.PredictRequest, int]:
+    """A request and the number of hostile edits made to it (0: it is valid)."""
     request = self.valid()
     edits = [self._dtype, self._shape, self._broadcast, self._content, self._strings,
-             self._inputs, self._spec, self._outputs, self._count, self._fields]
-    for _ in range(int(self.rng.integers(0, 4))):
+             self._inputs, self._spec, self._outputs, self._count, self._fields, self._lie,
+             self._swap_kind]
+    count = int(self.rng.integers(0, 4))
+    for _ in range(count):
       edits[int(self.rng.integers(len(edits)))](request)
-    return request
+    return request, count
 
   def _tensor(self, request) -> tensor_pb2.TensorProto:
     if not request.inputs:
@@ -163,12 +177,54 @@ class _Generator:
       count.tensor_content = b''
       count.int_val.append(int(self.rng.choice([-(1 << 31), -1, 0, 1001, 20_000, (1 << 31) - 1])))
 
+  def _lie(self, request):
+    """A payload of one kind only, in a size that disagrees with the declared shape: none, one,
+    one short of or one over a digit, or up to LIE_VALUES."""
+    proto = self._tensor(request)
+    kind = str(self.rng.choice(PAYLOAD_KINDS))
+    count = int(self.rng.choice([0, 1, 783, 785, int(self.rng.integers(1, LIE_VALUES))]))
+    for name in VALUE_FIELDS:
+      proto.ClearField(name)
+    proto.tensor_content = b''
+    if kind == 'tensor_content':
+      proto.tensor_content = self.rng.bytes(count)
+    elif kind == 'string tensor_content':
+      proto.dtype = types_pb2.DT_STRING
+      proto.tensor_content = self._string_content(min(count, LIE_STRINGS))
+    elif kind == 'string_val':
+      proto.string_val.extend([b'x' * int(self.rng.integers(0, 100))] * count)
+    elif kind == 'bool_val':
+      proto.bool_val.extend([True] * count)
+    else:
+      getattr(proto, kind).extend(self.rng.integers(0, 100, count).tolist())
+
+  def _string_content(self, count: int) -> bytes:
+    """TensorFlow's string encoding of `count` strings, its bytes often off by a few or many."""
+    lengths = self.rng.integers(0, 1 << int(self.rng.integers(1, 16)), count)
+    off = int(self.rng.choice([0, 0, -1, 1, 1000, -int(lengths.sum())]))
+    header = b''.join(_varint(int(length)) for length in lengths)
+    return header + self.rng.bytes(max(0, int(lengths.sum()) + off))
+
+  def _swap_kind(self, request):
+    """A numeric tensor declared a string one, or a string one numeric, its payload kept."""
+    proto = self._tensor(request)
+    proto.dtype = int(self.rng.choice([types_pb2.DT_UINT8, types_pb2.DT_FLOAT])
+                      if proto.dtype == types_pb2.DT_STRING else types_pb2.DT_STRING)
+
   def _fields(self, request):
     """Typed values in a field the dtype does not read, or many more values than elements."""
     proto = self._tensor(request)
     field = str(self.rng.choice(VALUE_FIELDS))
     values = [b'7'] if field == 'string_val' else [True] if field == 'bool_val' else [7]
     getattr(proto, field).extend(values * int(self.rng.integers(1, 5000)))
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while value >= 0x80:
+    out.append(value & 0x7f | 0x80)
+    value >>= 7
+  return bytes(out + bytes([value]))
 
 
 @pytest.fixture(scope='module')
@@ -180,7 +236,8 @@ def server_process(serving_dir, tmp_path_factory):
     process = subprocess.Popen(
         [sys.executable, '-m', 'vaetfx.cli', 'serve', '--model-dir',
          os.path.join(serving_dir, MODEL_NAME), '--port', str(port),
-         '--max-batch-rows', str(MAX_BATCH_ROWS)], stdout=log, stderr=subprocess.STDOUT)
+         '--max-batch-rows', str(MAX_BATCH_ROWS), '--batching-parameters-file', BATCHING_FILE],
+        stdout=log, stderr=subprocess.STDOUT)
   address = f'127.0.0.1:{port}'
   try:
     with client.ServingClient(address) as serving:
@@ -216,7 +273,7 @@ def test_fuzzed_requests_get_answers_and_the_server_survives(server_process, dig
       for _ in range(MAX_REQUESTS // THREADS):
         if time.monotonic() > deadline:
           break
-        request = generator.request()
+        request, edits = generator.request()
         try:
           response = stub.Predict(request, timeout=60)
           assert isinstance(response, predict_pb2.PredictResponse)
@@ -224,6 +281,7 @@ def test_fuzzed_requests_get_answers_and_the_server_survives(server_process, dig
         except grpc.RpcError as e:
           code = e.code()
           assert code in ANSWERS, f'{code.name}: {e.details()}\nfor {request}'[:3000]
+          assert edits, f'a valid request failed: {code.name}: {e.details()}'[:3000]
         codes[code] = codes.get(code, 0) + 1
     return codes
 

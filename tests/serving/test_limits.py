@@ -1,6 +1,13 @@
 """Admission over real gRPC: each limit refuses with its exact status and message before any
-work, and the server answers the next request; big requests run in slices with the same answer;
-an unexpected exception is INTERNAL, not a crash."""
+work, and the server answers the next request; what a request sends is priced with what it
+declares, surplus values are ignored as in TensorFlow, answers too big to send are refused
+before the model runs, and the in-flight budget makes requests wait up to their deadline; big
+requests run in slices with the same answer; an unexpected exception is INTERNAL, not a
+crash."""
+import threading
+import time
+from concurrent import futures
+
 import grpc
 import numpy as np
 import pytest
@@ -64,8 +71,8 @@ CASES = {
     'decoded bytes: 10,000 examples of 10 kB each in one string_val': (
         _request('from_examples', examples=_tensor(types_pb2.DT_STRING, [10_000],
                                                    string_val=[b'x' * 10_000])), EXHAUSTED,
-        'the inputs declare 100320000 bytes once decoded; this server takes at most 67108864 '
-        '(64 MiB) per request (--max-decoded-mb)'),
+        'the inputs take 100330140 bytes (10090 as sent, 100320050 once decoded); this server '
+        'takes at most 67108864 (64 MiB) per request (--max-decoded-mb)'),
     'sample count over the limit (took the server to 4.3 GB)': (
         _sample(20_000), EXHAUSTED,
         'sample count 20000 is over this server\'s limit of 1000 (--max-sample-count): ask for '
@@ -176,3 +183,143 @@ def test_an_unexpected_exception_is_internal_and_the_server_carries_on(stub, ser
 def test_limits_must_be_positive(field):
   with pytest.raises(ValueError, match=f'{field} must be at least 1, got 0'):
     limits.Limits(**{field: 0})
+
+
+def test_values_beyond_the_shape_are_priced_as_sent_and_refused_over_the_limit(stub, serving,
+                                                                             digits):
+  """Was: 38 MiB of packed int_val for [1, 28, 28] priced at 784 bytes, then all converted
+  (870 MiB, 15.9 s of a handler thread). Now what the parsed message holds counts."""
+  request = _request('serving_default', images=_tensor(types_pb2.DT_UINT8, [1, 28, 28]))
+  request.inputs['images'].int_val.extend(np.ones(14_000_000, np.int32))
+  with pytest.raises(grpc.RpcError) as raised:
+    stub.Predict(request, timeout=60)
+  assert (raised.value.code(), raised.value.details()) == (
+      EXHAUSTED, 'the inputs take 70000847 bytes (70000063 as sent, 784 once decoded); this '
+                 'server takes at most 67108864 (64 MiB) per request (--max-decoded-mb)')
+  assert serving.score(digits).shape == (8,), 'the server answers the next request'
+
+
+def test_values_beyond_the_shape_within_the_limits_are_ignored_as_tensorflow_does(
+    stub, reference, digits):
+  """Tensor::FromProto fills the shape with the first values and ignores the rest."""
+  pixels = digits[:2].reshape(-1).astype(np.int32)
+  request = _request('serving_default', images=_tensor(
+      types_pb2.DT_UINT8, [2, 28, 28], int_val=np.concatenate([pixels, pixels[::-1]])))
+  response = stub.Predict(request, timeout=30)
+  expected = reference.signatures['serving_default'](images=digits[:2])
+  np.testing.assert_allclose(tensors.to_array(response.outputs['elbo']),
+                             expected['elbo'].numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_examples_in_string_tensor_content_are_read_as_tensorflow_reads_them(
+    stub, reference, examples):
+  """Was: read as empty strings, so the model failed to parse them."""
+  content = b''.join(_varint(len(e)) for e in examples) + b''.join(examples)
+  request = _request('from_examples', examples=_tensor(
+      types_pb2.DT_STRING, [len(examples)], tensor_content=content))
+  response = stub.Predict(request, timeout=30)
+  expected = reference.signatures['from_examples'](examples=examples)
+  np.testing.assert_allclose(tensors.to_array(response.outputs['elbo']),
+                             expected['elbo'].numpy(), rtol=1e-5, atol=1e-4)
+  request.inputs['examples'].tensor_content = content[:-1]
+  with pytest.raises(grpc.RpcError) as raised:
+    stub.Predict(request, timeout=30)
+  assert (raised.value.code(), raised.value.details()) == (
+      INVALID, f'tensor parsing error: examples (tensor_content has {len(content) - 1} bytes, '
+               f'but the 8 string lengths it starts with give {len(content)})')
+
+
+def _varint(value: int) -> bytes:
+  out = bytearray()
+  while value >= 0x80:
+    out.append(value & 0x7f | 0x80)
+    value >>= 7
+  return bytes(out + bytes([value]))
+
+
+def _recording_run(monkeypatch, release: threading.Event = None):
+  """Replaces Signature.run with one that records its calls and waits for `release`."""
+  calls = []
+  healthy = servable_lib.Signature.run
+
+  def run(self, inputs, outputs, slice_rows):
+    calls.append(self.name)
+    if release is not None:
+      assert release.wait(60)
+    return healthy(self, inputs, outputs, slice_rows)
+
+  monkeypatch.setattr(servable_lib.Signature, 'run', run)
+  return calls
+
+
+def test_an_answer_too_big_to_send_is_refused_before_the_model_runs(serving_dir, digits,
+                                                                   monkeypatch):
+  """Was: the whole computation ran, then gRPC refused to send the answer."""
+  calls = _recording_run(monkeypatch)
+  images = np.resize(digits, (400, 28, 28))
+  with running_server(serving_dir, max_message_bytes=1 << 20) as model_server:
+    with client.ServingClient(model_server.address, timeout=30) as serving:
+      with pytest.raises(status.ServingError) as raised:
+        serving.predict('serving_default', {'images': images})
+      assert raised.value.code == EXHAUSTED
+      assert ('the answer would take 1266496 bytes; this server sends at most 1048576 (1 MiB) '
+              'per message (--max-message-mb): ask for fewer rows or filter the outputs'
+              ) in str(raised.value)
+      assert not calls
+      assert serving.score(images).shape == (400,), 'one output of the same rows fits'
+  assert calls == ['serving_default']
+
+
+def test_the_inflight_budget_makes_requests_wait_up_to_their_deadline(serving_dir, digits,
+                                                                     monkeypatch):
+  """A budget of 16 KiB holds one request of one image and every output (about 11 KB with its
+  answer): a second waits for room until its deadline; one of 8 images never fits."""
+  release = threading.Event()
+  _recording_run(monkeypatch, release)
+
+  def predict(serving, images):
+    return serving.predict('serving_default', {'images': images}).outputs['elbo'].shape
+
+  with running_server(serving_dir, max_inflight_bytes=16 << 10) as model_server:
+    with client.ServingClient(model_server.address, timeout=60) as serving, \
+        client.ServingClient(model_server.address, timeout=1) as hurried:
+      with pytest.raises(status.ServingError, match=r'the request needs \d+ bytes in memory; '
+                         r'this server holds at most 16384 \(0.015625 MiB\) for all requests in '
+                         r'flight \(--max-inflight-mb\)') as raised:
+        predict(serving, digits)
+      assert raised.value.code == EXHAUSTED
+      with futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(predict, serving, digits[:1])
+        while not model_server.budget.held:
+          time.sleep(0.01)
+        with pytest.raises(status.ServingError, match=r'waited 0\.\d+ s \(until just before its '
+                           r'deadline\) while others held \d+ of this server\'s 16384'
+                           ) as raised:
+          predict(hurried, digits[1:2])
+        assert raised.value.code == EXHAUSTED
+        waiting = pool.submit(predict, serving, digits[1:2])
+        time.sleep(0.5)
+        assert not waiting.done()
+        release.set()
+        assert first.result(timeout=60) == waiting.result(timeout=60) == (1,)
+    deadline = time.monotonic() + 10
+    while model_server.budget.held and time.monotonic() < deadline:
+      time.sleep(0.01)
+    assert model_server.budget.held == 0, 'every request gave its bytes back once answered'
+
+
+def test_budget_wakes_a_waiting_request_and_releases_once():
+  budget = limits.Budget(100)
+  release = budget.hold(60, timeout=None)
+  with futures.ThreadPoolExecutor(1) as pool:
+    waiting = pool.submit(budget.hold, 50, 10)
+    time.sleep(0.1)
+    assert not waiting.done()
+    release()
+    release()
+    second = waiting.result(timeout=10)
+  assert budget.held == 50
+  second()
+  assert budget.held == 0
+  with pytest.raises(ValueError, match='at least 1 byte, got 0'):
+    limits.Budget(0)

@@ -20,6 +20,7 @@ from vaetfx.serving import limits, server
     ('--max-batch-rows', '0', 'a whole number >= 1'),
     ('--max-decoded-mb', '-1', 'a whole number >= 1'),
     ('--max-sample-count', '1.5', 'a whole number >= 1'),
+    ('--max-inflight-mb', '0', 'a whole number >= 1'),
     ('--slice-rows', '0', 'a whole number >= 1'),
     ('--max-num-load-retries', '-1', 'a whole number >= 0'),
     ('--load-retry-interval-seconds', '-0.5', 'a finite number >= 0'),
@@ -37,11 +38,13 @@ def test_limit_and_retry_flags_reach_the_server_config(tmp_path):
   args = cli.build_parser().parse_args([
       'serve', '--model-dir', str(tmp_path), '--port', '0', '--max-batch-rows', '300',
       '--max-decoded-mb', '5', '--max-sample-count', '7', '--slice-rows', '32',
-      '--max-num-load-retries', '2', '--load-retry-interval-seconds', '0.5'])
+      '--max-num-load-retries', '2', '--load-retry-interval-seconds', '0.5',
+      '--max-inflight-mb', '100'])
   config = serving_cli._server_config(args)  # pylint: disable=protected-access
   assert config.limits == limits.Limits(max_batch_rows=300, max_decoded_bytes=5 << 20,
                                         max_sample_count=7, slice_rows=32)
   assert (config.port, config.max_load_retries, config.load_retry_seconds) == (0, 2, 0.5)
+  assert config.max_inflight_bytes == 100 << 20
   assert config.rest_port is None
   rest_args = cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path),
                                              '--rest-port', '8501'])
@@ -52,6 +55,7 @@ def test_defaults_are_tf_serving_and_the_issue_figures(tmp_path):
   config = serving_cli._server_config(  # pylint: disable=protected-access
       cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path)]))
   assert config.limits == limits.Limits()
+  assert config.max_inflight_bytes == 160 << 20
   assert config.limits.max_batch_rows >= 10_000
   assert (config.max_load_retries, config.load_retry_seconds) == (5, 60.0)
   assert isinstance(config, server.ServerConfig)

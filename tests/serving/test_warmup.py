@@ -7,7 +7,8 @@ import pytest
 from tensorflow_serving.apis import prediction_log_pb2
 from tfx.utils import io_utils
 
-from vaetfx.serving import tensors, versions, warmup
+from tests.serving.helpers import running_server
+from vaetfx.serving import limits, tensors, versions, warmup
 
 
 def _predict_log(signature_name, **inputs):
@@ -78,3 +79,25 @@ def test_more_records_than_tf_serving_allows_fail_the_load(model_dir, monkeypatc
   manager = _load(model_dir)
   assert manager.available_versions == []
   assert 'exceeds the maximum (2)' in manager.statuses()[1].error.message
+
+
+@pytest.mark.parametrize('config, warmup_log, error', [
+    ({'limits': limits.Limits(max_sample_count=2000)},
+     _predict_log('sample', count=np.array(1500, np.int32), seed=np.array(0, np.int64)), ''),
+    ({'limits': limits.Limits(max_batch_rows=4)},
+     _predict_log('encode', images=np.zeros((8, 28, 28), np.uint8)),
+     'input images declares 8 rows; this server takes at most 4 per request (--max-batch-rows)'),
+    ({'max_inflight_bytes': 4096},
+     _predict_log('encode', images=np.zeros((8, 28, 28), np.uint8)),
+     'this server holds at most 4096 (0.00390625 MiB) for all requests in flight '
+     '(--max-inflight-mb)'),
+], ids=['raised sample count', 'lowered row limit', 'small in-flight budget'])
+def test_warmup_runs_under_the_servers_own_limits(model_dir, config, warmup_log, error):
+  """Was: replayed under the default limits whatever the server's flags (sample count 1,000,
+  10,000 rows, no budget)."""
+  _write_warmup(model_dir, warmup_log)
+  with running_server(os.path.dirname(model_dir), poll_seconds=0, max_load_retries=0,
+                      **config) as model_server:
+    assert model_server.manager.available_versions == ([] if error else [1])
+    if error:
+      assert error in model_server.manager.statuses()[1].error.message

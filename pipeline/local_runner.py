@@ -2,7 +2,7 @@
 import contextlib
 import sys
 import time
-from typing import Iterator, List, Optional
+from typing import Iterator, List
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2

@@ -18,7 +18,6 @@ SIZE = features.IMAGE_SIZE
 # claim billions of pixels); 40 megapixels still takes any camera's photo.
 MAX_PIXELS = 40_000_000
 PIL_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.gif')
-TEXT_SUFFIXES = ('.txt', '.csv')
 
 
 class InputFileError(ValueError):

@@ -17,7 +17,7 @@ import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
 import time  # pylint: disable=g-import-not-at-top,wrong-import-position
 import warnings  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from vaetfx import flags, serving_folder, storage  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaetfx import flags, serving_folder, storage  # pylint: disable=wrong-import-position
 
 DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'vaetfx', 'mnist')
 DEFAULT_METADATA_CACHE = os.path.join('~', '.cache', 'vaetfx', 'metadata')

@@ -1,4 +1,4 @@
-"""What a TF Serving model folder, `<serving-dir>/<model-name>/`, holds, read as TF Serving reads it.
+"""What a TF Serving model folder, `<serving-dir>/<model-name>/`, holds, as TF Serving reads it.
 
 TF Serving's default version policy serves the newest version: the highest
 integer-named entry of the model folder, whoever put it there. Every decision

@@ -1,4 +1,4 @@
-"""ServedModelImporter: the model TF Serving serves, as a Model artifact for the Evaluator's baseline.
+"""ServedModelImporter: the model TF Serving serves, as the Evaluator's baseline Model.
 
 TFX's LatestBlessedModelStrategy resolver finds the last model this pipeline
 blessed in its own ML Metadata; TF Serving serves whatever is newest in the

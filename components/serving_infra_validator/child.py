@@ -1,7 +1,9 @@
 """The validation server's entry point in its child process (server_process.CHILD_COMMAND).
 
-Kept free of heavy imports: `vaetfx.cli` must be the first to import TensorFlow,
-since it sets TF_USE_LEGACY_KERAS and silences TensorFlow before that import.
+Kept free of heavy imports until TF_USE_LEGACY_KERAS is set (TensorFlow reads it
+once, at its first import). It parses only the `serve` command (serving/cli.py),
+not the whole `vaetfx` command line: the infra validator's code fingerprint
+(pipeline/code_fingerprint.py) then covers the server, not every other command.
 """
 import ctypes
 import os
@@ -27,5 +29,10 @@ def die_with_parent(parent_pid: int):
 def main(argv: List[str]) -> int:
   """argv: the validator's pid, then `vaetfx` arguments (`serve ...`)."""
   die_with_parent(int(argv[0]))
-  from vaetfx import cli  # pylint: disable=g-import-not-at-top
-  return cli.main(argv[1:])
+  os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+  from vaetfx import flags  # pylint: disable=g-import-not-at-top
+  from vaetfx.serving import cli as serving_cli  # pylint: disable=g-import-not-at-top
+  parser = flags.Parser(prog='vaetfx')
+  serving_cli.add_subcommands(parser.add_subparsers(dest='command', required=True))
+  args = parser.parse_args(argv[1:])
+  return args.handler(args)

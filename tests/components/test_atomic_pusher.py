@@ -527,7 +527,8 @@ def test_component_wires_pusher_channels():
       serving_dir='/srv/models', model_name=MODEL_NAME, code_fingerprint='abc')
   assert pusher.outputs['pushed_model'].type is standard_artifacts.PushedModel
   assert pusher.exec_properties == {'serving_dir': '/srv/models', 'model_name': MODEL_NAME,
-                                    'keep_versions': 3, 'code_fingerprint': 'abc', 'provenance': None}
+                                    'keep_versions': 3, 'code_fingerprint': 'abc',
+                                    'provenance': None}
 
 
 def test_component_rejects_keeping_no_version():

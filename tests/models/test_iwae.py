@@ -96,8 +96,10 @@ def test_same_seed_same_numbers_whatever_the_batch_size(digits, monkeypatch):
   rebatched = iwae.heldout_log_likelihood(encode, decode_logits, images, labels, 10, seed=5)
   other_seed = iwae.heldout_log_likelihood(encode, decode_logits, images, labels, 10, seed=6)
   for count in (1, 10):
-    np.testing.assert_array_equal(first.bounds[count], rebatched.bounds[count])
-    assert not np.array_equal(first.bounds[count], other_seed.bounds[count])
+    # The same samples; float32 sums of other batch shapes may round differently (oneDNN picks
+    # kernels by shape: 6e-5 nats of ~100 seen on an AVX-512 machine), a different seed does not.
+    np.testing.assert_allclose(first.bounds[count], rebatched.bounds[count], rtol=1e-6)
+    assert not np.allclose(first.bounds[count], other_seed.bounds[count], rtol=1e-3)
 
 
 def test_bound_rises_with_k_and_stays_below_zero_on_a_trained_model(exported_model_dir,

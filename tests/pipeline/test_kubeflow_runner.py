@@ -501,7 +501,8 @@ def test_a_second_run_gates_against_the_served_version_in_the_bucket(kfp_run, ve
   [version] = kfp_run.gcs.listdir(model_dir)
   baseline = run.kfp.recorded[('ServedModelImporter', 'baseline_model')]
   assert baseline.metadata['served_version'] == int(version)
-  assert json.loads(baseline.metadata['provenance'])['pipeline_name'] == kfp_run.config.pipeline_name
+  story = json.loads(baseline.metadata['provenance'])
+  assert story['pipeline_name'] == kfp_run.config.pipeline_name
   evaluator_inputs = run.inputs['Evaluator'].inputs.artifacts
   assert all(a.artifacts[0].type.instance_schema for a in evaluator_inputs.values())
   assert evaluator_inputs['baseline_model'].artifacts[0].uri == baseline.uri

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from vaetfx import cli, flags, model_versions, serving_folder
+from vaetfx import cli, flags, serving_folder
 
 
 def _version(model_dir, number, payload, **story):
@@ -18,9 +18,9 @@ def _version(model_dir, number, payload, **story):
     f.write(payload)
   with open(os.path.join(path, serving_folder.SAVED_MODEL_FILE), 'w') as f:
     f.write(f'graph of {payload}')
-  if story is not None and story.get('foreign') is None:
-    record = {'producer': 'vaetfx', 'version': number, 'pipeline_name': 'a', 'run_id': f'run-{number}',
-              'pushed_at': f'2026-12-0{number % 9 + 1}T10:00:00+00:00',
+  if not story.pop('foreign', False):
+    record = {'producer': 'vaetfx', 'version': number, 'pipeline_name': 'a',
+              'run_id': f'run-{number}', 'pushed_at': f'2026-12-0{number % 9 + 1}T10:00:00+00:00',
               'model': {'kind': 'conv', 'score_key': 'elbo'},
               'scores': {'metric': 'mean_elbo', 'candidate': -100.0 - number, 'baseline': None},
               'data': {'root': '/data/mnist'}, 'rollback_of': None, **story}

@@ -21,6 +21,15 @@ def push(saved_model_dir: str, serving_dir: str, version: int) -> str:
   return version_dir
 
 
+def varint(value: int) -> bytes:
+  """Protobuf's base-128 varint, as TensorFlow prefixes each string of a DT_STRING tensor_content."""
+  out = bytearray()
+  while value >= 0x80:
+    out.append(value & 0x7f | 0x80)
+    value >>= 7
+  return bytes(out + bytes([value]))
+
+
 @contextlib.contextmanager
 def running_server(serving_dir: str, **config):
   """A local server over `<serving_dir>/vae` on a free port of 127.0.0.1, stopped on exit."""

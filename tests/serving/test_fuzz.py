@@ -28,7 +28,7 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.serving.helpers import MODEL_NAME
+from tests.serving.helpers import MODEL_NAME, varint
 from vaetfx.serving import client, tensors
 
 SEED = 20240612
@@ -202,7 +202,7 @@ class _Generator:
     """TensorFlow's string encoding of `count` strings, its bytes often off by a few or many."""
     lengths = self.rng.integers(0, 1 << int(self.rng.integers(1, 16)), count)
     off = int(self.rng.choice([0, 0, -1, 1, 1000, -int(lengths.sum())]))
-    header = b''.join(_varint(int(length)) for length in lengths)
+    header = b''.join(varint(int(length)) for length in lengths)
     return header + self.rng.bytes(max(0, int(lengths.sum()) + off))
 
   def _swap_kind(self, request):
@@ -217,14 +217,6 @@ class _Generator:
     field = str(self.rng.choice(VALUE_FIELDS))
     values = [b'7'] if field == 'string_val' else [True] if field == 'bool_val' else [7]
     getattr(proto, field).extend(values * int(self.rng.integers(1, 5000)))
-
-
-def _varint(value: int) -> bytes:
-  out = bytearray()
-  while value >= 0x80:
-    out.append(value & 0x7f | 0x80)
-    value >>= 7
-  return bytes(out + bytes([value]))
 
 
 @pytest.fixture(scope='module')

@@ -14,7 +14,7 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.serving.helpers import MODEL_NAME, running_server
+from tests.serving.helpers import MODEL_NAME, running_server, varint
 from vaetfx.serving import client, limits, status, tensors
 from vaetfx.serving import servable as servable_lib
 
@@ -214,7 +214,7 @@ def test_values_beyond_the_shape_within_the_limits_are_ignored_as_tensorflow_doe
 def test_examples_in_string_tensor_content_are_read_as_tensorflow_reads_them(
     stub, reference, examples):
   """Was: read as empty strings, so the model failed to parse them."""
-  content = b''.join(_varint(len(e)) for e in examples) + b''.join(examples)
+  content = b''.join(varint(len(e)) for e in examples) + b''.join(examples)
   request = _request('from_examples', examples=_tensor(
       types_pb2.DT_STRING, [len(examples)], tensor_content=content))
   response = stub.Predict(request, timeout=30)
@@ -227,14 +227,6 @@ def test_examples_in_string_tensor_content_are_read_as_tensorflow_reads_them(
   assert (raised.value.code(), raised.value.details()) == (
       INVALID, f'tensor parsing error: examples (tensor_content has {len(content) - 1} bytes, '
                f'but the 8 string lengths it starts with give {len(content)})')
-
-
-def _varint(value: int) -> bytes:
-  out = bytearray()
-  while value >= 0x80:
-    out.append(value & 0x7f | 0x80)
-    value >>= 7
-  return bytes(out + bytes([value]))
 
 
 def _recording_run(monkeypatch, release: threading.Event = None):

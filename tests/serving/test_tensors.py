@@ -8,6 +8,7 @@ import tensorflow as tf
 from google.protobuf.descriptor import FieldDescriptor
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from tests.serving.helpers import varint
 from vaetfx.serving import tensors
 
 ARRAYS = [
@@ -61,14 +62,6 @@ def test_malformed_protos_are_errors():
   assert tensors.dtype_name(types_pb2.DT_FLOAT) == 'float'
 
 
-def _varint(value: int) -> bytes:
-  out = bytearray()
-  while value >= 0x80:
-    out.append(value & 0x7f | 0x80)
-    value >>= 7
-  return bytes(out + bytes([value]))
-
-
 def _string_content_proto(content: bytes, count: int) -> tensor_pb2.TensorProto:
   proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, tensor_content=content)
   proto.tensor_shape.dim.add().size = count
@@ -82,7 +75,7 @@ STRINGS = [[b'example-1', b'example-22'], [b'', b'x' * 200, b'\xff\x00'], [b'y' 
 def test_string_tensor_content_decodes_as_tensorflow_decodes_it(strings):
   """TensorFlow's encoding: every length as a varint32, then the bytes (lengths of 200 and
   20,000 take two and three bytes)."""
-  content = b''.join(_varint(len(s)) for s in strings) + b''.join(strings)
+  content = b''.join(varint(len(s)) for s in strings) + b''.join(strings)
   proto = _string_content_proto(content, len(strings))
   expected = tf.io.parse_tensor(proto.SerializeToString(), tf.string).numpy()
   decoded = tensors.to_array(proto)
@@ -173,7 +166,7 @@ def test_every_value_sent_is_priced_whatever_the_dtype_reads(field):
 
 
 def test_strings_are_priced_by_their_bytes_and_repeats():
-  strings = _string_content_proto(_varint(1 << 20) + _varint(0) + b'z' * (1 << 20), 2)
+  strings = _string_content_proto(varint(1 << 20) + varint(0) + b'z' * (1 << 20), 2)
   assert tensors.decoded_bytes(strings, (2,), 1 << 20) == (1 << 20) + 2 * 32
   repeated = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b'q' * 1000])
   repeated.tensor_shape.dim.add().size = 5000

@@ -124,20 +124,6 @@ def _uri(text: str) -> str:
   return text.rstrip('/')
 
 
-def _positive_float(text: str) -> float:
-  value = float(text)
-  if value <= 0:
-    raise argparse.ArgumentTypeError(f'{text!r}: expected a number above 0')
-  return value
-
-
-def _gpu_count(text: str) -> int:
-  value = int(text)
-  if value < 0:
-    raise argparse.ArgumentTypeError(f'{text!r}: expected 0 or more GPUs')
-  return value
-
-
 def _spec_file(text: str) -> str:
   if not text.endswith(SPEC_SUFFIXES):
     raise argparse.ArgumentTypeError(
@@ -151,7 +137,8 @@ def _add_compile_parser(subparsers) -> None:
       description='Compiles the pipeline with TFX\'s KubeflowV2DagRunner into a pipeline spec '
                   'whose tasks run in IMAGE (built by `make image`).',
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  parser.add_argument('--image', required=True, help='Pipeline image, pullable by the cluster.')
+  parser.add_argument('--image', required=True, type=flags.non_empty,
+                      help='Pipeline image, pullable by the cluster.')
   parser.add_argument('--pipeline-root', type=_uri, required=True,
                       help='Where the tasks write their artifacts, e.g. gs://bucket/tfx.')
   parser.add_argument('--serving-dir', type=_uri, required=True,
@@ -160,14 +147,14 @@ def _add_compile_parser(subparsers) -> None:
                       help='Folder with MNIST\'s four IDX files (gzip or not) or mnist.npz.')
   parser.add_argument('--output', type=_spec_file, default=DEFAULT_PACKAGE,
                       help='The compiled pipeline: .yaml for KFP 2.x, .json for Vertex AI.')
-  parser.add_argument('--gpu-type', default=DEFAULT_GPU_TYPE,
+  parser.add_argument('--gpu-type', default=DEFAULT_GPU_TYPE, type=flags.non_empty,
                       help='Trainer accelerator: its Kubernetes resource name on KFP 2.x, '
                            'a type such as NVIDIA_TESLA_T4 on Vertex AI.')
-  parser.add_argument('--gpu-count', type=_gpu_count, default=1,
+  parser.add_argument('--gpu-count', type=flags.non_negative_int, default=1,
                       help='GPUs for the Trainer (0: train on CPU).')
-  parser.add_argument('--trainer-cpu', type=_positive_float, default=4.0,
+  parser.add_argument('--trainer-cpu', type=flags.positive_float, default=4.0,
                       help='Trainer CPU limit (cores).')
-  parser.add_argument('--trainer-memory', type=_positive_float, default=16.0,
+  parser.add_argument('--trainer-memory', type=flags.positive_float, default=16.0,
                       help='Trainer memory limit (GB).')
   # The settings `vaetfx run` takes, from the same definitions; the data components run on
   # the DirectRunner inside their pod unless e.g. --beam-arg=--runner=DataflowRunner.
@@ -176,6 +163,11 @@ def _add_compile_parser(subparsers) -> None:
 
 
 def _compile(args) -> int:
+  try:
+    flags.writable_dir(os.path.dirname(os.path.abspath(args.output)), '--output\'s folder')
+  except flags.BadPath as e:
+    print(f'vaetfx compile-kubeflow: error: {e}', file=sys.stderr)
+    return flags.EXIT_BAD_INPUT
   config = flags.pipeline_config(args, data_dir=args.data_root, serving_dir=args.serving_dir,
                                  pipeline_root_uri=args.pipeline_root)
   resources = trainer_resources(args.trainer_cpu, args.trainer_memory, args.gpu_type,

@@ -747,6 +747,10 @@ def test_compile_kubeflow_defaults_to_the_ignored_build_folder(tmp_path, monkeyp
     ('--data-root', 'relative/mnist'),
     ('--gpu-count', '-1'),
     ('--trainer-memory', '0'),
+    ('--trainer-memory', 'inf'),
+    ('--trainer-cpu', 'nan'),
+    ('--image', ''),
+    ('--gpu-type', ' '),
     ('--output', 'pipeline.txt'),
 ])
 def test_compile_kubeflow_rejects_bad_flags(tmp_path, flag, value, capsys):
@@ -758,7 +762,15 @@ def test_compile_kubeflow_rejects_bad_flags(tmp_path, flag, value, capsys):
   with pytest.raises(SystemExit) as exit_info:
     cli.main(args)
   assert exit_info.value.code == 2
-  assert value in capsys.readouterr().err
+  assert repr(value) in capsys.readouterr().err
+
+
+def test_compile_kubeflow_refuses_an_unwritable_output_folder_before_compiling(tmp_path, capsys):
+  args = _compile_args(tmp_path)
+  (tmp_path / 'file').write_text('not a folder')
+  args[args.index('--output') + 1] = str(tmp_path / 'file' / 'vae.yaml')
+  assert cli.main(args) == 2
+  assert '--output\'s folder' in capsys.readouterr().err
 
 
 class FakeClient:

@@ -76,12 +76,23 @@ def parse_idx(data: bytes, path: str, ndim: int) -> np.ndarray:
   return np.frombuffer(data, np.uint8, offset=header_size).reshape(shape)
 
 
+def _check_twins(plain: str, compressed: str):
+  """Refuses `x` next to an `x.gz` that holds other data: which one is meant is unknowable.
+
+  Identical twins (a gunzip -k leftover) are fine; they are compared decompressed.
+  """
+  if read_file_bytes(plain) != read_file_bytes(compressed):
+    raise MnistFormatError(
+        f'{plain} and {compressed} hold different data: keep only one of them')
+
+
 def _find(directory: str, name: str) -> str:
-  for candidate in (name, name + '.gz'):
-    path = os.path.join(directory, candidate)
-    if storage.exists(path):
-      return path
-  return ''
+  """`name` or `name.gz` in `directory`, whichever is there (the same data when both are)."""
+  plain, compressed = (os.path.join(directory, name + ext) for ext in ('', '.gz'))
+  found = [path for path in (plain, compressed) if storage.exists(path)]
+  if len(found) == 2:
+    _check_twins(plain, compressed)
+  return found[0] if found else ''
 
 
 def check_split(images: np.ndarray, labels: np.ndarray, images_source: str, labels_source: str):

@@ -191,3 +191,20 @@ def test_damaged_npz_names_the_file_and_the_fault(tmp_path, damage, fault):
   path = _write(str(tmp_path), 'mnist.npz', damage(_npz_bytes(tmp_path)))
   with pytest.raises(MnistFormatError, match=f'^{re.escape(path)}: {fault}'):
     mnist_files.load_split(str(tmp_path), 'train')
+
+
+def test_gz_and_plain_twins_with_different_data_are_refused_naming_both(tmp_path):
+  _write_split(str(tmp_path), compress=True)
+  _write_split(str(tmp_path), labels=LABELS[::-1], compress=False)
+  labels = os.path.join(str(tmp_path), 'train-labels-idx1-ubyte')
+  with pytest.raises(MnistFormatError, match=re.escape(
+      f'{labels} and {labels}.gz hold different data: keep only one of them')):
+    mnist_files.load_split(str(tmp_path), 'train')
+
+
+def test_identical_gz_and_plain_twins_are_read(tmp_path):
+  _write_split(str(tmp_path), compress=True)
+  _write_split(str(tmp_path), compress=False)
+  images, labels = mnist_files.load_split(str(tmp_path), 'train')
+  np.testing.assert_array_equal(images, IMAGES)
+  np.testing.assert_array_equal(labels, LABELS)

@@ -1,17 +1,19 @@
 """MnistExampleGen: a FileBasedExampleGen whose executor reads MNIST's IDX or npz files.
 
-Being a FileBasedExampleGen keeps TFX's file driver: the input files are
-fingerprinted, so a re-run over unchanged files is served from the cache and a
-changed file triggers a new execution (and Kubeflow V2 runs that driver too).
+Being a FileBasedExampleGen keeps TFX's file driver: spans are resolved from
+`{SPAN}` in the split pattern and the input files are fingerprinted, so a
+re-run over unchanged files is served from the cache and a changed file or a
+new span triggers a new execution. The local driver fingerprints the files'
+content (driver.py); Kubeflow V2 runs TFX's own driver, by sizes and mtimes.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 from google.protobuf import any_pb2, struct_pb2
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
-from tfx.proto import example_gen_pb2
+from tfx.proto import example_gen_pb2, range_config_pb2
 
-from vaetfx.components.mnist_example_gen import executor
+from vaetfx.components.mnist_example_gen import driver, executor
 from vaetfx.models import features
 
 
@@ -26,13 +28,28 @@ def _digits_config(digits: Sequence[int], code_fingerprint: str) -> example_gen_
   return example_gen_pb2.CustomConfig(custom_config=packed)
 
 
+def _span_range(span: int) -> Optional[range_config_pb2.RangeConfig]:
+  """Exactly span `span`; None (0) lets TFX's driver take the newest span the pattern matches."""
+  if not span:
+    return None
+  return range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+      start_span_number=span, end_span_number=span))
+
+
 class MnistExampleGen(FileBasedExampleGen):
   """Emits `train` (MNIST's train files) and `eval` (its t10k files) splits of tf.Examples."""
 
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)  # see executor.py: runs no Beam
+  DRIVER_CLASS = driver.ContentFingerprintDriver
 
-  def __init__(self, input_base: str, digits: Sequence[int] = (), code_fingerprint: str = ''):
+  def __init__(self, input_base: str, digits: Sequence[int] = (), code_fingerprint: str = '',
+               pattern: str = '*', span: int = 0):
     """input_base: a folder with the four IDX files (gzip or not) or mnist.npz.
+
+    pattern: the files of both splits under input_base: '*', or e.g. 'span-{SPAN}/*'
+    for one such folder per span (a span's pattern names a folder, then '*').
+
+    span: with `{SPAN}` in the pattern, read this span; 0 reads the newest.
 
     digits: keep only these digits in both splits (seed 003 shows 1, 5, 6); empty keeps all.
 
@@ -41,9 +58,10 @@ class MnistExampleGen(FileBasedExampleGen):
     # Both splits fingerprint the whole folder: which file feeds which split is
     # decided by the executor from MNIST's own file names.
     input_config = example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name=features.TRAIN_SPLIT, pattern='*'),
-        example_gen_pb2.Input.Split(name=features.EVAL_SPLIT, pattern='*'),
+        example_gen_pb2.Input.Split(name=features.TRAIN_SPLIT, pattern=pattern),
+        example_gen_pb2.Input.Split(name=features.EVAL_SPLIT, pattern=pattern),
     ])
     super().__init__(input_base=input_base, input_config=input_config,
                      output_config=example_gen_pb2.Output(),
-                     custom_config=_digits_config(digits, code_fingerprint))
+                     custom_config=_digits_config(digits, code_fingerprint),
+                     range_config=_span_range(span))

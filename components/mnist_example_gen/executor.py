@@ -97,6 +97,19 @@ def load_kept_split(input_base: str, split: str,
   return images, labels
 
 
+def split_folder(input_base: str, pattern: str) -> str:
+  """The folder a split's resolved pattern names ('span-3/*' -> <input_base>/span-3).
+
+  The driver has already filled `{SPAN}` in, so the executor reads the span it resolved.
+  """
+  folder, files = os.path.split(pattern)
+  if files != '*':
+    raise mnist_files.MnistFormatError(
+        f'{input_base}: split pattern {pattern!r} must name a folder then \'*\' '
+        f'(MNIST\'s own file names say which file is which split)')
+  return os.path.join(input_base, folder) if folder else input_base
+
+
 def _serialized_chunks(images: np.ndarray, labels: np.ndarray) -> Iterator[List[bytes]]:
   for start in range(0, len(images), CHUNK_SIZE):
     yield serialize_examples(images[start:start + CHUNK_SIZE], labels[start:start + CHUNK_SIZE])
@@ -125,7 +138,8 @@ class Executor(base_executor.BaseExecutor):
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     digits = digits_from_custom_config(exec_properties)
     split_names = utils.generate_output_split_names(input_config, output_config)
-    splits = {name: load_kept_split(input_base, name, digits) for name in split_names}
+    folders = {split.name: split_folder(input_base, split.pattern) for split in input_config.splits}
+    splits = {name: load_kept_split(folders[name], name, digits) for name in split_names}
     examples = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.EXAMPLES_KEY])
     examples.split_names = artifact_utils.encode_split_names(split_names)

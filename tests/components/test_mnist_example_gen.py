@@ -1,10 +1,15 @@
 """MnistExampleGen's executor, run as the launcher runs it, on drawn digits."""
 import os
+import re
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import message
+from ml_metadata import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+from tfx import v1 as tfx
+from tfx.components.example_gen import driver as example_gen_driver
 from tfx.components.util import examples_utils
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
@@ -16,16 +21,42 @@ from vaetfx.components.mnist_example_gen import executor, mnist_files
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
 
 
-def _run_executor(input_base, output_uri, digits=()):
-  component = MnistExampleGen(input_base=input_base, digits=digits)
-  exec_properties = {
+def _exec_properties(component):
+  return {
       key: proto_utils.proto_to_json(value) if isinstance(value, message.Message) else value
       for key, value in component.exec_properties.items()
   }
+
+
+def _run_executor(input_base, output_uri, digits=()):
+  component = MnistExampleGen(input_base=input_base, digits=digits)
   examples = standard_artifacts.Examples()
   examples.uri = output_uri
-  executor.Executor().Do({}, {'examples': [examples]}, exec_properties)
+  executor.Executor().Do({}, {'examples': [examples]}, _exec_properties(component))
   return examples
+
+
+def _run_driver_and_executor(output_uri, **component_args):
+  """The component's driver resolves span and fingerprint, then its executor runs, as TFX does."""
+  component = MnistExampleGen(**component_args)
+  exec_properties = component.DRIVER_CLASS(None).resolve_exec_properties(
+      _exec_properties(component), None, None)
+  examples = standard_artifacts.Examples()
+  examples.uri = output_uri
+  example_gen_driver.update_output_artifact(exec_properties, examples.mlmd_artifact)
+  executor.Executor().Do({}, {'examples': [examples]}, exec_properties)
+  return examples, exec_properties
+
+
+def _labels(examples, split='eval'):
+  return sorted(_decode(e)[1] for e in artifacts.read_examples(examples.uri, split))
+
+
+def _write_spans(data_dir, counts):
+  """span-<n>/ folders of IDX files, each with its own number of eval images."""
+  for span, count in counts.items():
+    synthetic_mnist.write_mnist_idx(os.path.join(data_dir, f'span-{span}'),
+                                    synthetic_mnist.make_splits(20, count, seed=span))
 
 
 def _decode(example):
@@ -104,3 +135,114 @@ def test_bad_input_fails_before_writing_anything(tmp_path, mnist_splits):
   with pytest.raises(mnist_files.MnistFormatError, match='t10k-labels-idx1-ubyte.gz: named .gz'):
     _run_executor(data_dir, str(output_uri))
   assert not output_uri.exists() or not any(output_uri.rglob('*.gz'))
+
+
+def test_newest_span_is_ingested_with_tfx_span_property(tmp_path):
+  _write_spans(str(tmp_path / 'data'), {1: 11, 2: 12, 10: 13})
+  examples, properties = _run_driver_and_executor(
+      str(tmp_path / 'out'), input_base=str(tmp_path / 'data'), pattern='span-{SPAN}/*')
+  assert len(_labels(examples)) == 13
+  assert examples.get_int_custom_property('span') == 10
+  assert not examples.mlmd_artifact.custom_properties['version'].HasField('int_value')
+  assert 'pattern:span-10/*,' in properties['input_fingerprint']
+
+
+def test_span_n_picks_that_span(tmp_path):
+  _write_spans(str(tmp_path / 'data'), {1: 11, 2: 12, 3: 13})
+  examples, _ = _run_driver_and_executor(
+      str(tmp_path / 'out'), input_base=str(tmp_path / 'data'), pattern='span-{SPAN}/*', span=2)
+  assert len(_labels(examples)) == 12
+  assert examples.get_int_custom_property('span') == 2
+
+
+def test_a_missing_span_fails_in_the_driver(tmp_path):
+  _write_spans(str(tmp_path / 'data'), {1: 11})
+  with pytest.raises(ValueError, match=re.escape('Cannot find matching for split train')):
+    _run_driver_and_executor(str(tmp_path / 'out'), input_base=str(tmp_path / 'data'),
+                             pattern='span-{SPAN}/*', span=7)
+
+
+def test_a_folder_without_spans_is_span_0(tmp_path, mnist_idx_dir, mnist_splits):
+  examples, _ = _run_driver_and_executor(str(tmp_path / 'out'), input_base=mnist_idx_dir)
+  assert _labels(examples) == sorted(mnist_splits['eval'][1].tolist())
+  assert examples.get_int_custom_property('span') == 0
+
+
+def _rewrite_last_label_keeping_size_and_times(labels_path) -> os.stat_result:
+  """Changes the last label of an uncompressed IDX file in place, then restores its times.
+
+  Returns the file's stat from before the rewrite.
+  """
+  stat = os.stat(labels_path)
+  with open(labels_path, 'r+b') as f:
+    f.seek(-1, os.SEEK_END)
+    last = f.read(1)[0]
+    f.seek(-1, os.SEEK_END)
+    f.write(bytes([(last + 1) % 10]))
+  os.utime(labels_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+  assert os.stat(labels_path).st_size == stat.st_size
+  return stat
+
+
+def test_fingerprint_changes_with_content_even_when_size_and_mtime_are_kept(tmp_path):
+  data_dir = synthetic_mnist.write_mnist_idx(str(tmp_path / 'data'),
+                                             synthetic_mnist.make_splits(20, 10), compress=False)
+  labels_path = os.path.join(data_dir, 't10k-labels-idx1-ubyte')
+  fingerprint = lambda: _run_driver_and_executor(str(tmp_path / 'out'), input_base=data_dir)[1][
+      'input_fingerprint']
+  before = fingerprint()
+  stat = _rewrite_last_label_keeping_size_and_times(labels_path)
+  rewritten = fingerprint()
+  assert rewritten != before
+  os.utime(labels_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5 * 10**9))
+  assert fingerprint() == rewritten  # touched, not changed: nothing new to ingest
+
+
+def _run_pipeline(tmp_path, data_dir, **component_args):
+  """A pipeline of MnistExampleGen alone, cached, with ML Metadata under tmp_path."""
+  connection = tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      str(tmp_path / 'metadata.db'))
+  example_gen = MnistExampleGen(input_base=data_dir, **component_args)
+  tfx.orchestration.LocalDagRunner().run(tfx.dsl.Pipeline(
+      pipeline_name='spans', pipeline_root=str(tmp_path / 'root'), components=[example_gen],
+      enable_cache=True, metadata_connection_config=connection))
+
+
+def _executions(tmp_path):
+  """(state, span of the Examples it output) of each MnistExampleGen execution, in order."""
+  store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(
+      str(tmp_path / 'metadata.db')))
+  [execution_type] = [t for t in store.get_execution_types() if t.name.endswith('MnistExampleGen')]
+  runs = []
+  for execution in sorted(store.get_executions_by_type(execution_type.name), key=lambda e: e.id):
+    outputs = [e.artifact_id for e in store.get_events_by_execution_ids([execution.id])
+               if e.type == metadata_store_pb2.Event.OUTPUT]
+    [examples] = store.get_artifacts_by_id(outputs)
+    runs.append((metadata_store_pb2.Execution.State.Name(execution.last_known_state),
+                 examples.custom_properties['span'].int_value))
+  return runs
+
+
+def test_a_new_span_is_a_new_execution_and_an_unchanged_rerun_is_cached(tmp_path):
+  data_dir = str(tmp_path / 'data')
+  _write_spans(data_dir, {1: 11})
+  for _ in range(2):
+    _run_pipeline(tmp_path, data_dir, pattern='span-{SPAN}/*')
+  _write_spans(data_dir, {2: 12})
+  _run_pipeline(tmp_path, data_dir, pattern='span-{SPAN}/*')
+  _run_pipeline(tmp_path, data_dir, pattern='span-{SPAN}/*')
+  # --span 1 changes the component's range_config, so it is a new execution of the old span.
+  _run_pipeline(tmp_path, data_dir, pattern='span-{SPAN}/*', span=1)
+  assert _executions(tmp_path) == [('COMPLETE', 1), ('CACHED', 1), ('COMPLETE', 2), ('CACHED', 2),
+                                   ('COMPLETE', 1)]
+
+
+def test_a_same_size_rewrite_with_its_mtime_kept_is_ingested_again(tmp_path):
+  """As `cp -p`, `rsync -t` or `tar x` of new data of the same size leaves it."""
+  data_dir = synthetic_mnist.write_mnist_idx(str(tmp_path / 'data'),
+                                             synthetic_mnist.make_splits(20, 10), compress=False)
+  for _ in range(2):
+    _run_pipeline(tmp_path, data_dir)
+  _rewrite_last_label_keeping_size_and_times(os.path.join(data_dir, 't10k-labels-idx1-ubyte'))
+  _run_pipeline(tmp_path, data_dir)
+  assert _executions(tmp_path) == [('COMPLETE', 0), ('CACHED', 0), ('COMPLETE', 0)]

@@ -21,6 +21,10 @@ ON_INCOMPARABLE_BASELINE = ('stop', 'floor')
 # apache_beam.options.pipeline_options.DirectOptions' defaults.
 BEAM_DEFAULT_RUNNING_MODE = 'in_memory'
 BEAM_DEFAULT_NUM_WORKERS = 1
+# MnistExampleGen's split patterns: every file of the data folder, or, for a folder
+# of span-1/, span-2/, ... folders, one of them (TFX's driver fills {SPAN} in).
+ALL_FILES_PATTERN = '*'
+SPAN_PATTERN = 'span-{SPAN}/*'
 
 
 def default_names(hparams: TrainingHparams) -> Tuple[str, str]:
@@ -134,6 +138,10 @@ class PipelineConfig:
   output_dir: str
   pipeline_name: str = PIPELINE_NAME
   digits: Tuple[int, ...] = ()
+  # SPAN_PATTERN when data_dir holds span folders, decided when the pipeline is built.
+  data_pattern: str = ALL_FILES_PATTERN
+  # With SPAN_PATTERN: the span to read; 0 reads the newest.
+  span: int = 0
   hparams: TrainingHparams = TrainingHparams()
   gate: GateConfig = GateConfig()
   push: PushConfig = PushConfig()
@@ -166,6 +174,8 @@ class PipelineConfig:
         pipeline_name=self.pipeline_name,
         pipeline_root=self.pipeline_root,
         data_root=self.data_dir,
+        data_pattern=self.data_pattern,
+        span=self.span,
         serving_dir=self.serving_dir,
         trainer_custom_config=self.hparams.to_custom_config(),
         elbo_floor=self.gate.elbo_floor,

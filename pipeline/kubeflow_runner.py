@@ -144,7 +144,9 @@ def _add_compile_parser(subparsers) -> None:
   parser.add_argument('--serving-dir', type=_uri, required=True,
                       help='Where blessed models are pushed for TF Serving.')
   parser.add_argument('--data-root', type=_uri, required=True,
-                      help='Folder with MNIST\'s four IDX files (gzip or not) or mnist.npz.')
+                      help='Folder with MNIST\'s four IDX files (gzip or not) or mnist.npz; '
+                           'with --span N, its span-N/ folder of them (the compiler does not '
+                           'list the bucket, so spans are read only when named).')
   parser.add_argument('--output', type=_spec_file, default=DEFAULT_PACKAGE,
                       help='The compiled pipeline: .yaml for KFP 2.x, .json for Vertex AI.')
   parser.add_argument('--gpu-type', default=DEFAULT_GPU_TYPE, type=flags.non_empty,
@@ -168,8 +170,10 @@ def _compile(args) -> int:
   except flags.BadPath as e:
     print(f'vaetfx compile-kubeflow: error: {e}', file=sys.stderr)
     return flags.EXIT_BAD_INPUT
-  config = flags.pipeline_config(args, data_dir=args.data_root, serving_dir=args.serving_dir,
-                                 pipeline_root_uri=args.pipeline_root)
+  config = flags.pipeline_config(
+      args, data_dir=args.data_root, serving_dir=args.serving_dir,
+      pipeline_root_uri=args.pipeline_root,
+      data_pattern=configs.SPAN_PATTERN if args.span else configs.ALL_FILES_PATTERN)
   resources = trainer_resources(args.trainer_cpu, args.trainer_memory, args.gpu_type,
                                 args.gpu_count)
   job = compile_pipeline(config, args.image, args.output, resources)

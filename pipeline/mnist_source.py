@@ -5,12 +5,15 @@ its checksum matched, so an interrupted or corrupt download never looks like dat
 """
 import hashlib
 import os
+import re
 import sys
 import urllib.error
 import urllib.request
-from typing import Optional
+from typing import List, Optional
 
+from vaetfx import storage
 from vaetfx.components.mnist_example_gen import mnist_files
+from vaetfx.pipeline import configs
 
 MNIST_URL = 'https://storage.googleapis.com/cvdf-datasets/mnist/'
 MNIST_MD5 = {
@@ -20,6 +23,8 @@ MNIST_MD5 = {
     't10k-labels-idx1-ubyte.gz': 'ec29112dd5afa0611ce80d1b7f02629c',
 }
 CONNECT_TIMEOUT_S = 10
+# The folders configs.SPAN_PATTERN matches (TFX's {SPAN} is a run of digits).
+SPAN_FOLDER = re.compile(r'span-([0-9]+)')
 
 
 class MnistUnavailableError(RuntimeError):
@@ -33,6 +38,26 @@ def has_mnist(directory: str) -> bool:
   return all(
       any(os.path.isfile(os.path.join(directory, name + ext)) for ext in ('', '.gz'))
       for names in mnist_files.IDX_FILES.values() for name in names)
+
+
+def span_numbers(directory: str) -> List[int]:
+  """The numbers of `directory`'s span-<N>/ folders, sorted; empty for a folder without spans
+  (or a URI that is no folder: ExampleGen then says what is missing)."""
+  if not storage.isdir(directory):
+    return []
+  matches = (SPAN_FOLDER.fullmatch(name) for name in storage.listdir(directory))
+  return sorted(int(match.group(1)) for match in matches
+                if match and storage.isdir(os.path.join(directory, match.group(0))))
+
+
+def data_pattern(directory: str, span: int) -> str:
+  """MnistExampleGen's split pattern for `directory`: one span folder if it has any, else all
+  its files. A --span the folder does not hold fails here, before the pipeline starts."""
+  spans = span_numbers(directory)
+  if span and span not in spans:
+    held = f'its spans are {spans}' if spans else 'it has no span-<N>/ folders'
+    raise MnistUnavailableError(f'--span {span}: {directory} has no span-{span}/ folder ({held})')
+  return configs.SPAN_PATTERN if spans else configs.ALL_FILES_PATTERN
 
 
 def _progress(name: str, done: int, total: int):
@@ -84,11 +109,11 @@ def check_data_dir(directory: str, source: str) -> str:
     raise MnistUnavailableError(f'{source} {directory}: is a file, expected a folder')
   if not os.access(path, os.R_OK | os.X_OK):
     raise MnistUnavailableError(f'{source} {directory}: the folder is not readable')
-  if not has_mnist(path):
+  if not has_mnist(path) and not span_numbers(path):
     raise MnistUnavailableError(
         f'{source} {directory}: holds no MNIST: expected the four IDX files '
         f'({", ".join(n for names in mnist_files.IDX_FILES.values() for n in names)}, '
-        f'gzip or not) or {mnist_files.NPZ_FILE}')
+        f'gzip or not) or {mnist_files.NPZ_FILE}, or span-<N>/ folders of them')
   return path
 
 

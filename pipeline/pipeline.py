@@ -127,6 +127,8 @@ def create_pipeline(
     likelihood_samples: int,
     on_incomparable_baseline: str = 'stop',
     digits: Sequence[int] = (),
+    data_pattern: str = '*',
+    span: int = 0,
     beam_pipeline_args: Optional[List[str]] = None,
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     enable_cache: bool = True,
@@ -147,6 +149,9 @@ def create_pipeline(
   likelihood_examples, likelihood_samples: the report's held-out log-likelihood
   (see configs.ReportConfig).
 
+  data_pattern, span: MnistExampleGen's split pattern under data_root ('*', or
+  'span-{SPAN}/*' for a folder of span folders) and the span to read (0: the newest).
+
   code_fingerprints: {component id: hash of the code it runs}
   (code_fingerprint.component_fingerprints()), put among each component's
   execution properties so that TFX's cache (and KFP's) re-runs it when its code
@@ -162,7 +167,7 @@ def create_pipeline(
   training = hparams.TrainingHparams.from_custom_config(trainer_custom_config)
   is_autoencoder = training.is_autoencoder
   score_key = training.score_key
-  example_gen = MnistExampleGen(input_base=data_root, digits=digits,
+  example_gen = MnistExampleGen(input_base=data_root, digits=digits, pattern=data_pattern, span=span,
                                 code_fingerprint=fingerprints.get('MnistExampleGen', ''))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs['statistics'])

@@ -54,7 +54,8 @@ def _add_run_parser(subparsers):
       epilog=flags.EXIT_CODES_HELP,
       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   run.add_argument('--data-dir', help='Folder with MNIST: the four IDX files (gzip or not) or '
-                   'mnist.npz. Default: $MNIST_DIR, then the cache, then a download into it.')
+                   'mnist.npz, or span-1/, span-2/, ... folders of them (see --span). '
+                   'Default: $MNIST_DIR, then the cache, then a download into it.')
   run.add_argument('--cache-dir', default=DEFAULT_CACHE_DIR,
                    help='Where MNIST is downloaded to when no folder is given.')
   run.add_argument('--output-dir', default='outputs',
@@ -80,7 +81,8 @@ def _checked_config(args):
       args.data_dir, os.environ.get('MNIST_DIR'), os.path.expanduser(args.cache_dir))
   config = dataclasses.replace(
       flags.pipeline_config(args, data_dir=data_dir, output_dir=output_dir,
-                            serving_dir=serving_dir),
+                            serving_dir=serving_dir,
+                            data_pattern=mnist_source.data_pattern(data_dir, args.span)),
       metadata_db=_metadata_db(args.metadata_db, output_dir))
   flags.writable_dir(config.serving_dir, '--serving-dir' if serving_dir else
                      '--output-dir\'s serving folder')

@@ -225,6 +225,10 @@ def add_settings_flags(parser: argparse.ArgumentParser):
                            'for --model ae.')
   parser.add_argument('--digits', type=_digits, default=(),
                       help='Keep only these digits in both splits, e.g. 1,5,6. Default: all.')
+  parser.add_argument('--span', type=non_negative_int, default=0, metavar='N',
+                      help='When the data folder holds span-1/, span-2/, ... (each a folder of '
+                           'MNIST files), ingest span-N/; 0 ingests the newest span. A folder '
+                           'without span folders is read whole (span 0).')
   add_beam_flags(parser)
   parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
   _add_dataclass_flags(parser, configs.TrainingHparams, 'training (the Trainer\'s custom_config)')
@@ -260,8 +264,11 @@ def add_settings_flags(parser: argparse.ArgumentParser):
 
 
 def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: str = '',
-                    pipeline_root_uri: str = '') -> configs.PipelineConfig:
+                    pipeline_root_uri: str = '',
+                    data_pattern: str = configs.ALL_FILES_PATTERN) -> configs.PipelineConfig:
   """The PipelineConfig of `add_settings_flags`' flags, at the locations the command resolved.
+
+  data_pattern: configs.SPAN_PATTERN when the command found span folders in data_dir.
 
   An autoencoder and a VAE get different pipeline and serving model names unless
   told otherwise: neither is gated against nor served in place of the other.
@@ -276,6 +283,8 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
       output_dir=output_dir,
       pipeline_name=getattr(args, 'pipeline_name', default_pipeline_name),
       digits=args.digits,
+      data_pattern=data_pattern,
+      span=args.span,
       hparams=training,
       gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance,
                               args.on_incomparable_baseline, args.digit_tolerance),

@@ -100,3 +100,13 @@ def test_help_names_each_models_defaults():
   training = help_text.split("training (the Trainer's custom_config):")[1]
   training = training.split('evaluator gate')[0]
   assert '(default: None)' not in training
+
+
+def test_span_and_data_pattern_reach_create_pipeline():
+  args = cli.build_parser().parse_args(['run', '--span', '4'])
+  config = flags.pipeline_config(args, data_dir='data', output_dir='out',
+                                 data_pattern=configs.SPAN_PATTERN)
+  pipeline_args = config.create_pipeline_args()
+  assert (pipeline_args['data_pattern'], pipeline_args['span']) == ('span-{SPAN}/*', 4)
+  default = _run_config().create_pipeline_args()
+  assert (default['data_pattern'], default['span']) == ('*', 0)

@@ -672,6 +672,16 @@ def test_compile_kubeflow_puts_runs_settings_into_the_spec(tmp_path):
   assert not any(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
 
 
+def test_compile_kubeflow_with_a_span_reads_that_span_folder(tmp_path):
+  assert cli.main(_compile_args(tmp_path, '--span', '3')) == 0
+  spec = _parse_spec(kubeflow_runner.load_spec(str(tmp_path / 'vae.yaml')))
+  parameters = _task_parameters(spec, EXAMPLE_GEN)
+  splits = json.loads(parameters['input_config'])['splits']
+  assert {split['pattern'] for split in splits} == {'span-{SPAN}/*'}
+  assert json.loads(parameters['range_config']) == {
+      'static_range': {'start_span_number': 3, 'end_span_number': 3}}
+
+
 def test_compile_kubeflow_puts_the_autoencoder_into_the_spec(tmp_path):
   """Seed 003's flags reach the Trainer, the gate's metric, the scorer and the serving name."""
   assert cli.main(_compile_args(tmp_path, '--model', 'ae', '--digits', '1,5,6',

@@ -3,6 +3,7 @@ import functools
 import hashlib
 import http.server
 import os
+import re
 import threading
 import time
 
@@ -78,3 +79,29 @@ def test_checksum_mismatch_keeps_nothing(tmp_path, mnist_http_server, monkeypatc
   with pytest.raises(mnist_source.MnistUnavailableError, match='checksum mismatch'):
     mnist_source.resolve_data_dir(None, None, str(cache), base_url=url)
   assert os.listdir(cache) == []
+
+
+def test_a_folder_of_span_folders_reads_a_span_and_names_a_missing_one(tmp_path, mnist_splits):
+  for span in (1, 2, 10):
+    synthetic_mnist.write_mnist_npz(str(tmp_path / f'span-{span}'), mnist_splits)
+  (tmp_path / 'span-3').write_text('a file, not a span folder')
+  (tmp_path / 'span-x').mkdir()
+  assert mnist_source.check_data_dir(str(tmp_path), '--data-dir') == str(tmp_path)
+  assert mnist_source.span_numbers(str(tmp_path)) == [1, 2, 10]
+  assert mnist_source.data_pattern(str(tmp_path), 0) == 'span-{SPAN}/*'
+  assert mnist_source.data_pattern(str(tmp_path), 2) == 'span-{SPAN}/*'
+  with pytest.raises(mnist_source.MnistUnavailableError, match=re.escape(
+      f'--span 3: {tmp_path} has no span-3/ folder (its spans are [1, 2, 10])')):
+    mnist_source.data_pattern(str(tmp_path), 3)
+
+
+def test_a_folder_without_spans_is_read_whole_and_refuses_a_span(tmp_path, mnist_splits):
+  data_dir = synthetic_mnist.write_mnist_idx(str(tmp_path / 'data'), mnist_splits)
+  assert mnist_source.data_pattern(data_dir, 0) == '*'
+  with pytest.raises(mnist_source.MnistUnavailableError, match=re.escape(
+      f'--span 1: {data_dir} has no span-1/ folder (it has no span-<N>/ folders)')):
+    mnist_source.data_pattern(data_dir, 1)
+
+
+def test_a_missing_uri_has_no_spans(ram_fileio_root):
+  assert mnist_source.data_pattern(f'{ram_fileio_root}/nothing', 0) == '*'

@@ -143,7 +143,7 @@ def test_newest_span_is_ingested_with_tfx_span_property(tmp_path):
       str(tmp_path / 'out'), input_base=str(tmp_path / 'data'), pattern='span-{SPAN}/*')
   assert len(_labels(examples)) == 13
   assert examples.get_int_custom_property('span') == 10
-  assert not examples.mlmd_artifact.custom_properties['version'].HasField('int_value')
+  assert 'version' not in examples.mlmd_artifact.custom_properties  # no {VERSION}: as TFX's
   assert 'pattern:span-10/*,' in properties['input_fingerprint']
 
 
@@ -160,6 +160,23 @@ def test_a_missing_span_fails_in_the_driver(tmp_path):
   with pytest.raises(ValueError, match=re.escape('Cannot find matching for split train')):
     _run_driver_and_executor(str(tmp_path / 'out'), input_base=str(tmp_path / 'data'),
                              pattern='span-{SPAN}/*', span=7)
+
+
+def test_differing_gz_and_plain_twins_stop_example_gen_naming_both(tmp_path, mnist_splits):
+  data_dir = synthetic_mnist.write_mnist_idx(str(tmp_path / 'data'), mnist_splits)
+  labels = mnist_splits['eval'][1]
+  synthetic_mnist.write_file(os.path.join(data_dir, 't10k-labels-idx1-ubyte'),
+                             synthetic_mnist.idx_bytes(labels[::-1]), compress=False)
+  labels_path = os.path.join(data_dir, 't10k-labels-idx1-ubyte')
+  with pytest.raises(mnist_files.MnistFormatError, match=re.escape(
+      f'{labels_path} and {labels_path}.gz hold different data')):
+    _run_driver_and_executor(str(tmp_path / 'out'), input_base=data_dir)
+
+
+def test_a_pattern_that_names_files_is_refused(tmp_path, mnist_idx_dir):
+  with pytest.raises(mnist_files.MnistFormatError, match=re.escape(
+      "split pattern 'span-{SPAN}/*.gz' must name a folder then '*'")):
+    executor.split_folder(mnist_idx_dir, 'span-{SPAN}/*.gz')
 
 
 def test_a_folder_without_spans_is_span_0(tmp_path, mnist_idx_dir, mnist_splits):

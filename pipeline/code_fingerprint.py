@@ -24,7 +24,9 @@ from typing import Dict, Iterable, List, Set
 PACKAGE = 'vaetfx'
 # The modules whose code each component runs; what they import is followed from there.
 ENTRY_MODULES = {
-    'MnistExampleGen': (f'{PACKAGE}.components.mnist_example_gen.executor',),
+    # Its driver fingerprints the input files: a change to how is a change to the cache key.
+    'MnistExampleGen': (f'{PACKAGE}.components.mnist_example_gen.executor',
+                        f'{PACKAGE}.components.mnist_example_gen.driver'),
     'Transform': (f'{PACKAGE}.models.preprocessing',),
     'Trainer': (f'{PACKAGE}.models.trainer',),
     # The Evaluator runs the SavedModel (a changed model is a new Model artifact

@@ -29,7 +29,6 @@ SAVED_MODEL_FILE = 'saved_model.pb'
 SAVED_MODEL_FILES = (SAVED_MODEL_FILE, 'saved_model.pbtxt')
 PROVENANCE_FILE = os.path.join('assets.extra', 'vaetfx_provenance.json')
 PRODUCER = 'vaetfx'
-_READ_CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,19 +132,11 @@ def model_files(directory: str) -> Dict[str, str]:
   return files
 
 
-def file_digest(path: str) -> str:
-  digest = hashlib.sha256()
-  with storage.open_file(path, 'rb') as f:
-    for chunk in iter(lambda: f.read(_READ_CHUNK), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
 def content_digest(directory: str) -> str:
   """SHA-256 over the model's files (names and bytes), the provenance record left out."""
   digest = hashlib.sha256()
   for relative, path in sorted(model_files(directory).items()):
-    digest.update(f'{relative}\0{file_digest(path)}\0'.encode())
+    digest.update(f'{relative}\0{storage.file_sha256(path)}\0'.encode())
   return digest.hexdigest()
 
 
@@ -156,7 +147,7 @@ def same_content(left: str, right: str) -> bool:
   if left_files.keys() != right_files.keys() or any(
       storage.size(left_files[name]) != storage.size(right_files[name]) for name in left_files):
     return False
-  return all(file_digest(left_files[name]) == file_digest(right_files[name])
+  return all(storage.file_sha256(left_files[name]) == storage.file_sha256(right_files[name])
              for name in left_files)
 
 

@@ -5,11 +5,13 @@ imported only for them: it imports TensorFlow (seconds), and the CLI's
 up-front checks, `vaetfx query` and the server's local model folders must not
 pay for it.
 """
+import hashlib
 import os
 import re
 from typing import IO, Dict, List
 
 VERSION_NAME = re.compile('[0-9]+')
+READ_CHUNK_BYTES = 1 << 20
 
 
 def is_uri(path: str) -> bool:
@@ -39,6 +41,15 @@ def listdir(path: str) -> List[str]:
   """Entry names, without the trailing '/' some filesystems give folders."""
   names = gfile().listdir(path) if is_uri(path) else os.listdir(path)
   return [name.rstrip('/') for name in names]
+
+
+def file_sha256(path: str) -> str:
+  """The hex SHA-256 of a file's bytes, read 1 MiB at a time: no whole file sits in memory."""
+  digest = hashlib.sha256()
+  with open_file(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(READ_CHUNK_BYTES), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def walk(path: str):

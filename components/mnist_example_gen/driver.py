@@ -8,7 +8,6 @@ hashes every matched file's bytes, so the cache key changes exactly when the
 data does; a touched but unchanged file no longer re-runs the pipeline.
 Span and version resolution stay TFX's own.
 """
-import hashlib
 import os
 from typing import Iterable, List, Optional
 
@@ -16,18 +15,7 @@ from tfx.components.example_gen import driver, input_processor
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2, range_config_pb2
 
-# Bytes read at a time while hashing: a whole MNIST file never sits in memory.
-READ_SIZE = 1 << 20
-
-
-def file_sha256(path: str) -> str:
-  """The hex sha256 of a file's bytes, streamed through fileio so URIs (gs://) work too."""
-  digest = hashlib.sha256()
-  with fileio.open(path, 'rb') as f:
-    for block in iter(lambda: f.read(READ_SIZE), b''):
-      digest.update(block)
-  return digest.hexdigest()
-
+from vaetfx import storage
 
 def split_fingerprint(split_name: str, input_base: str, pattern: str) -> str:
   """One split's fingerprint: its resolved pattern, then each matched file's name and content
@@ -37,7 +25,7 @@ def split_fingerprint(split_name: str, input_base: str, pattern: str) -> str:
   """
   files = sorted(path for path in fileio.glob(os.path.join(input_base, pattern))
                  if not fileio.isdir(path))
-  hashes = ','.join(f'{os.path.basename(path)}:{file_sha256(path)}' for path in files)
+  hashes = ','.join(f'{os.path.basename(path)}:{storage.file_sha256(path)}' for path in files)
   return f'split:{split_name},pattern:{pattern},num_files:{len(files)},sha256:{hashes}'
 
 

@@ -1,6 +1,9 @@
 """What the serving tests do more than once: push a version, run a server on a free port."""
 import contextlib
 import os
+import threading
+from concurrent import futures
+from typing import Callable, List, Tuple
 
 import portpicker
 
@@ -19,6 +22,36 @@ def push(saved_model_dir: str, serving_dir: str, version: int) -> str:
   record = {'producer': 'vaetfx', 'version': version}
   os.rename(pusher.stage(saved_model_dir, model_dir, record), version_dir)
   return version_dir
+
+
+def vm_bytes(pid: int, field: str) -> int:
+  """VmRSS (now) or VmHWM (the peak so far) of a process, from /proc."""
+  with open(f'/proc/{pid}/status', encoding='ascii') as f:
+    for line in f:
+      if line.startswith(field + ':'):
+        return int(line.split()[1]) * 1024
+  raise ValueError(f'{field} not in /proc/{pid}/status')
+
+
+def clients_while_sampling_rss(pid: int, clients: int,
+                               client: Callable[[int], dict]) -> Tuple[List[dict], int]:
+  """Runs client(0), ..., client(clients - 1) at once while sampling the server's VmRSS every
+  20 ms; returns each client's result and the highest sample."""
+  peak, stop = [0], threading.Event()
+
+  def sample_rss():
+    while not stop.wait(0.02):
+      peak[0] = max(peak[0], vm_bytes(pid, 'VmRSS'))
+
+  sampler = threading.Thread(target=sample_rss, daemon=True)
+  sampler.start()
+  try:
+    with futures.ThreadPoolExecutor(clients) as pool:
+      results = [future.result() for future in [pool.submit(client, i) for i in range(clients)]]
+  finally:
+    stop.set()
+    sampler.join()
+  return results, peak[0]
 
 
 def varint(value: int) -> bytes:

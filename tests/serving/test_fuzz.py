@@ -16,9 +16,7 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from concurrent import futures
 from typing import Tuple
 
 import grpc
@@ -28,7 +26,7 @@ import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from tests.serving.helpers import MODEL_NAME, varint
+from tests.serving.helpers import MODEL_NAME, clients_while_sampling_rss, varint, vm_bytes
 from vaetfx.serving import client, tensors
 
 SEED = 20240612
@@ -49,15 +47,6 @@ LIE_VALUES = 1 << 20  # At most this many values in a lying payload (4 to 8 MB o
 LIE_STRINGS = 10_000  # At most this many string lengths in a lying string tensor_content.
 BATCHING_FILE = os.path.join(os.path.dirname(tensors.__file__), 'deploy',
                              'batching_parameters.txt')
-
-
-def _vm_bytes(pid: int, field: str) -> int:
-  """VmRSS (now) or VmHWM (the peak so far) of a process, from /proc."""
-  with open(f'/proc/{pid}/status', encoding='ascii') as f:
-    for line in f:
-      if line.startswith(field + ':'):
-        return int(line.split()[1]) * 1024
-  raise ValueError(f'{field} not in /proc/{pid}/status')
 
 
 class _Generator:
@@ -250,12 +239,6 @@ def test_fuzzed_requests_get_answers_and_the_server_survives(server_process, dig
                                                              latent_dim):
   process, address = server_process
   before = _answers(address, digits)
-  peak, stop = [0], threading.Event()
-
-  def sample_rss():
-    while not stop.wait(0.02):
-      peak[0] = max(peak[0], _vm_bytes(process.pid, 'VmRSS'))
-
   def fuzz(index):
     generator = _Generator([SEED, index], latent_dim, examples)
     codes, deadline = {}, time.monotonic() + FUZZ_SECONDS
@@ -277,22 +260,15 @@ def test_fuzzed_requests_get_answers_and_the_server_survives(server_process, dig
         codes[code] = codes.get(code, 0) + 1
     return codes
 
-  sampler = threading.Thread(target=sample_rss, daemon=True)
-  sampler.start()
-  try:
-    with futures.ThreadPoolExecutor(THREADS) as pool:
-      counts = [future.result() for future in [pool.submit(fuzz, i) for i in range(THREADS)]]
-  finally:
-    stop.set()
-    sampler.join()
+  counts, peak = clients_while_sampling_rss(process.pid, THREADS, fuzz)
   totals = {code.name: sum(c.get(code, 0) for c in counts) for code in ANSWERS}
   assert process.poll() is None, f'the server died: {totals}'
   assert sum(totals.values()) >= 200, f'too few requests to mean anything: {totals}'
   assert totals['OK'] and totals['INVALID_ARGUMENT'] and totals['RESOURCE_EXHAUSTED'], totals
-  high_water = _vm_bytes(process.pid, 'VmHWM')
-  print(f'fuzz: {totals}; server RSS peak sampled {peak[0] >> 20} MiB, VmHWM {high_water >> 20} '
+  high_water = vm_bytes(process.pid, 'VmHWM')
+  print(f'fuzz: {totals}; server RSS peak sampled {peak >> 20} MiB, VmHWM {high_water >> 20} '
         f'MiB')
-  assert max(peak[0], high_water) < RSS_LIMIT_BYTES, (peak[0], high_water, totals)
+  assert max(peak, high_water) < RSS_LIMIT_BYTES, (peak, high_water, totals)
   after = _answers(address, digits)
   for name, value in before[0].items():
     np.testing.assert_array_equal(after[0][name], value, err_msg=name)

@@ -14,17 +14,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from concurrent import futures
 
 import numpy as np
 import portpicker
 import pytest
 
-from tests.serving.helpers import MODEL_NAME
-from tests.serving.test_fuzz import (MAX_BATCH_ROWS, RSS_LIMIT_BYTES, SEED, THREADS, _Generator,
-                                     _vm_bytes)
+from tests.serving.helpers import MODEL_NAME, clients_while_sampling_rss, vm_bytes
+from tests.serving.test_fuzz import MAX_BATCH_ROWS, RSS_LIMIT_BYTES, SEED, THREADS, _Generator
 from vaetfx.serving import client, json_tensors, tensors
 
 MAX_REQUESTS = 2000
@@ -197,12 +194,6 @@ def test_fuzzed_rest_requests_get_answers_and_the_server_survives(rest_process, 
                                                                   examples, latent_dim):
   process, address, rest_port = rest_process
   before = _answers(address, rest_port, digits)
-  peak, stop = [0], threading.Event()
-
-  def sample_rss():
-    while not stop.wait(0.02):
-      peak[0] = max(peak[0], _vm_bytes(process.pid, 'VmRSS'))
-
   def fuzz(index):
     generator = _JsonGenerator([SEED, index, 1], latent_dim, examples)
     codes, deadline = {}, time.monotonic() + FUZZ_SECONDS
@@ -215,22 +206,15 @@ def test_fuzzed_rest_requests_get_answers_and_the_server_survives(rest_process, 
       codes[code] = codes.get(code, 0) + 1
     return codes
 
-  sampler = threading.Thread(target=sample_rss, daemon=True)
-  sampler.start()
-  try:
-    with futures.ThreadPoolExecutor(THREADS) as pool:
-      counts = [future.result() for future in [pool.submit(fuzz, i) for i in range(THREADS)]]
-  finally:
-    stop.set()
-    sampler.join()
+  counts, peak = clients_while_sampling_rss(process.pid, THREADS, fuzz)
   totals = {code: sum(c.get(code, 0) for c in counts) for code in sorted(ANSWERS)}
   assert process.poll() is None, f'the server died: {totals}'
   assert sum(totals.values()) >= 200, f'too few requests to mean anything: {totals}'
   assert all(totals[code] for code in (200, 400, 404, 413, 429)), totals
-  high_water = _vm_bytes(process.pid, 'VmHWM')
-  print(f'REST fuzz: {totals}; server RSS peak sampled {peak[0] >> 20} MiB, VmHWM '
+  high_water = vm_bytes(process.pid, 'VmHWM')
+  print(f'REST fuzz: {totals}; server RSS peak sampled {peak >> 20} MiB, VmHWM '
         f'{high_water >> 20} MiB')
-  assert max(peak[0], high_water) < RSS_LIMIT_BYTES, (peak[0], high_water, totals)
+  assert max(peak, high_water) < RSS_LIMIT_BYTES, (peak, high_water, totals)
   after = _answers(address, rest_port, digits)
   for name, value in before[0].items():
     np.testing.assert_array_equal(after[0][name], value, err_msg=name)

@@ -8,7 +8,6 @@ rename; on gs:// a copy with saved_model.pb last), so TF Serving sees the
 rolled-back model appear whole, as a new newest version.
 """
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -157,8 +156,7 @@ def rollback(model_dir: str, to: Optional[int]) -> str:
     target = rollback_target(versions, to)
     served = serving_folder.served_version(versions)
     record = {**target.provenance,
-              'pushed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(
-                  timespec='seconds'),
+              'pushed_at': serving_folder.pushed_at_now(),
               'run_id': 'vaetfx rollback', 'replaced': served.number if served else None,
               'rollback_of': target.number}
     return pusher.push_model(target.path, model_dir, record)

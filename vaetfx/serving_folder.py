@@ -18,6 +18,7 @@ It imports no TensorFlow for local folders (`vaetfx models` lists without it);
 URIs go through storage, which loads TensorFlow's filesystems for them.
 """
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
@@ -67,17 +68,19 @@ def holds_saved_model(directory: str) -> bool:
 def read_provenance(version_dir: str) -> Optional[dict]:
   """The version's provenance record, None when it has none this product wrote."""
   path = os.path.join(version_dir, PROVENANCE_FILE)
+  if not storage.exists(path):
+    return None
   try:
     with storage.open_file(path, 'rb') as f:
       record = json.loads(f.read())
-  except (OSError, ValueError):
+  except (OSError, ValueError):  # unreadable, or not JSON: not a record this product wrote
     return None
-  except Exception as e:  # pylint: disable=broad-except
-    # tf.io.gfile raises tf.errors.NotFoundError, which is no OSError.
-    if type(e).__name__ == 'NotFoundError':
-      return None
-    raise
   return record if isinstance(record, dict) and record.get('producer') == PRODUCER else None
+
+
+def pushed_at_now() -> str:
+  """A provenance record's `pushed_at`: UTC, to the second, ISO 8601."""
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
 
 
 def list_versions(model_dir: str) -> List[Version]:

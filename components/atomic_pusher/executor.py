@@ -40,7 +40,6 @@ That is best effort, not atomic, and logged as such. Every path operation goes
 through TFX's fileio, so the same code runs on any filesystem it supports.
 """
 import contextlib
-import datetime
 import errno
 import fcntl
 import json
@@ -314,7 +313,7 @@ def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optio
       **static,
       'producer': serving_folder.PRODUCER,
       'run_id': run_id or '',
-      'pushed_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+      'pushed_at': serving_folder.pushed_at_now(),
       'scores': _scores(input_dict),
       'data': data,
       'replaced': served.number if served else None,

@@ -8,7 +8,7 @@ and so on, so installing the project never puts a module named `models` or
 """
 import setuptools
 
-FOLDERS = ('pipeline', 'components', 'models', 'serving')
+FOLDERS = ('pipeline', 'components', 'models', 'serving', 'shared')
 
 
 def _packages():

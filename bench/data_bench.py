@@ -93,7 +93,7 @@ def convert_idx_to_tfrecords(data_dir: str, records_dir: str):
   """IDX files -> one TFRecord file of tf.Examples (raw pixel bytes, label) per split."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import stock_transform_module as module  # pylint: disable=g-import-not-at-top
-  from vaetfx.components.mnist_example_gen import mnist_files  # pylint: disable=g-import-not-at-top
+  from vaetfx.shared import mnist_files  # pylint: disable=g-import-not-at-top
   for split in mnist_files.IDX_FILES:
     images, labels = mnist_files.load_split(data_dir, split)
     os.makedirs(os.path.join(records_dir, split))
@@ -109,7 +109,7 @@ def convert_idx_to_tfrecords(data_dir: str, records_dir: str):
 def run_stock(data_dir: str, work_dir: str, beam_args: List[str]) -> Dict[str, float]:
   """Stock TFX components on TFRecords converted from the same IDX files."""
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
-  from vaetfx.models import features  # pylint: disable=g-import-not-at-top
+  from vaetfx.shared import features  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   records_dir = os.path.join(work_dir, 'tfrecords')
   convert_idx_to_tfrecords(data_dir, records_dir)
@@ -140,7 +140,7 @@ def run_stock(data_dir: str, work_dir: str, beam_args: List[str]) -> Dict[str, f
 def transformed_digest(work_dir: str) -> Dict[str, List[float]]:
   """[rows, sum of pixels] per split of the transformed examples Transform wrote."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from vaetfx.models import features  # pylint: disable=g-import-not-at-top
+  from vaetfx.shared import features  # pylint: disable=g-import-not-at-top
   digest = {}
   for split in (features.TRAIN_SPLIT, features.EVAL_SPLIT):
     files = sorted(glob.glob(os.path.join(

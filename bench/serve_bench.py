@@ -34,10 +34,9 @@ import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-posi
 from tensorflow_serving.apis import (  # pylint: disable=g-import-not-at-top,wrong-import-position
     predict_pb2)
 
-from vaetfx import storage  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vaetfx.models import features  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vaetfx.serving import (  # pylint: disable=g-import-not-at-top,wrong-import-position
     client, defaults, limits, servable, tensors)
+from vaetfx.shared import features, storage  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 BATCHING_FILE = os.path.join(os.path.dirname(client.__file__), 'deploy', 'batching_parameters.txt')
 CLIENTS = 16

@@ -31,10 +31,11 @@ from typing import Iterator, List, Optional  # pylint: disable=g-import-not-at-t
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from vaetfx.components.mnist_example_gen import mnist_files  # pylint: disable=g-import-not-at-top,wrong-import-position
-from vaetfx.models import features, preprocessing, trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaetfx.models import preprocessing, trainer  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vaetfx.models import vae as vae_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from vaetfx.models.hparams import TrainingHparams  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaetfx.shared import mnist_files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from vaetfx.shared import features  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TUTORIAL_LATENT_DIM = 2
 TUTORIAL_BATCH_SIZE = 32

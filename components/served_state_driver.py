@@ -20,7 +20,7 @@ from tfx.orchestration.portable import data_types
 from tfx.orchestration import data_types_utils
 from tfx.proto.orchestration import driver_output_pb2
 
-from vaetfx import serving_folder
+from vaetfx.shared import serving_folder
 
 SERVING_DIR_KEY = 'serving_dir'
 MODEL_NAME_KEY = 'model_name'

@@ -10,9 +10,8 @@ bounds no likelihood of the data: the code has no prior, so nothing is sampled.
 """
 import tensorflow as tf
 
-from vaetfx.models import features
 from vaetfx.models import vae as vae_lib
-from vaetfx.models.hparams import TrainingHparams
+from vaetfx.shared import features
 
 HIDDEN_UNITS = (500, 300)  # The encoder's; the decoder mirrors them.
 
@@ -24,12 +23,10 @@ class Autoencoder(vae_lib.EncoderDecoder):
     return tf.cast(self.encoder(pixels), tf.float32)
 
 
-def build_autoencoder(hparams: TrainingHparams) -> Autoencoder:
-  dtype = vae_lib.layer_dtype(hparams)
-  return Autoencoder(
-      vae_lib.mlp('encoder', features.NUM_PIXELS, HIDDEN_UNITS, hparams.latent_dim, dtype),
-      vae_lib.mlp('decoder', hparams.latent_dim, HIDDEN_UNITS[::-1], features.NUM_PIXELS, dtype),
-      hparams.latent_dim)
+def networks(latent_dim: int, dtype):
+  """Seed 003's encoder 784-500-300-L and its mirror image, the decoder."""
+  return (vae_lib.mlp('encoder', features.NUM_PIXELS, HIDDEN_UNITS, latent_dim, dtype),
+          vae_lib.mlp('decoder', latent_dim, HIDDEN_UNITS[::-1], features.NUM_PIXELS, dtype))
 
 
 def reconstruction_log_likelihood(autoencoder: Autoencoder, pixels: tf.Tensor) -> tf.Tensor:

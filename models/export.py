@@ -32,12 +32,11 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from vaetfx.models import autoencoder as autoencoder_lib
-from vaetfx.models import features
+from vaetfx.models import kinds
 from vaetfx.models import vae as vae_lib
 from vaetfx.models.hparams import TrainingHparams
+from vaetfx.shared import features
 
-SIGNATURE_NAMES = ('serving_default', 'encode', 'decode', 'sample', 'from_examples')
-AUTOENCODER_SIGNATURE_NAMES = ('serving_default', 'encode', 'decode', 'from_examples')
 # The per-image score each kind of model outputs: the gate's metric averages it.
 IMAGES_SPEC = tf.TensorSpec([None, features.IMAGE_SIZE, features.IMAGE_SIZE], tf.uint8,
                             name='images')
@@ -188,14 +187,14 @@ def export_serving_model(vae: vae_lib.VAE, hparams: TrainingHparams,
   """Saves a float32 copy of `vae` (whatever precision and strategy trained it) with all signatures."""
   module = VaeServingModule(vae_lib.float32_copy(vae, hparams), tf_transform_output,
                             hparams.eval_samples)
-  return _save(module, SIGNATURE_NAMES, export_dir)
+  return _save(module, hparams.kind.signatures, export_dir)
 
 
 def export_autoencoder(autoencoder: autoencoder_lib.Autoencoder, hparams: TrainingHparams,
                        tf_transform_output: tft.TFTransformOutput, export_dir: str) -> str:
   """Saves a float32 copy of the trained autoencoder with its signatures."""
-  copy = vae_lib.float32_copy(autoencoder, hparams, autoencoder_lib.build_autoencoder)
-  return _save(AutoencoderServingModule(copy, tf_transform_output), AUTOENCODER_SIGNATURE_NAMES,
+  copy = vae_lib.float32_copy(autoencoder, hparams)
+  return _save(AutoencoderServingModule(copy, tf_transform_output), hparams.kind.signatures,
                export_dir)
 
 
@@ -212,12 +211,13 @@ class NoSuchSignature(KeyError):
     return self.args[0]
 
 
-class ExportedVae:
+class ExportedModel:
   """The exported model from Python: each method calls its signature and returns numpy arrays.
 
-  A VAE or, with is_autoencoder, the plain autoencoder: its outputs carry `latent`
-  and score_key `reconstruction_log_likelihood` where a VAE's carry
-  `latent_mean`, `latent_logvar` and `elbo`, and it has no `sample`.
+  A VAE or the plain autoencoder (which kind it is shows in its signatures): an
+  autoencoder's outputs carry `latent` and score_key
+  `reconstruction_log_likelihood` where a VAE's carry `latent_mean`,
+  `latent_logvar` and `elbo`, and it has no `sample`.
   Images go in as given, never cast, so wrong dtypes fail as they would in TF
   Serving; latents and counts are converted, as a client would.
   """
@@ -229,7 +229,8 @@ class ExportedVae:
     self.latent_dim = int(decode_inputs['latent'].shape[1])
     outputs = self.signatures['serving_default'].structured_outputs
     self.score_key = features.score_key(outputs)
-    self.is_autoencoder = self.score_key == features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
+    # A prior to sample from, and a posterior: what the report draws depends on it.
+    self.variational = kinds.SAMPLE_SIGNATURE in self.signatures
 
   def _call(self, name: str, **inputs) -> Dict[str, np.ndarray]:
     if name not in self.signatures:
@@ -261,6 +262,6 @@ class ExportedVae:
     return self._call('from_examples', examples=tf.constant(serialized_examples, tf.string))
 
 
-def load_exported_vae(export_dir: str) -> ExportedVae:
+def load_exported_model(export_dir: str) -> ExportedModel:
   """The serving SavedModel Trainer wrote (fn_args.serving_model_dir), ready to call from Python."""
-  return ExportedVae(export_dir)
+  return ExportedModel(export_dir)

@@ -31,22 +31,12 @@ VAEs' estimator, beta and eval_samples stay None for the autoencoder, and giving
 one is an error: it would change nothing but the Trainer's cache key.
 """
 import dataclasses
-import math
-import typing
 from typing import Any, Dict, Optional
 
-from vaetfx.models import features
+from vaetfx.models import kinds
+from vaetfx.shared.validation import (Range, WHOLE_NON_NEGATIVE, WHOLE_POSITIVE, check_fields,
+                                     value_type)
 
-AUTOENCODER = 'ae'
-MODELS = ('conv', 'mlp', AUTOENCODER)
-# The defaults of the fields whose default depends on the model.
-VAE_DEFAULTS = {'epochs': 22, 'batch_size': 128, 'learning_rate': 4e-3,
-                'learning_rate_schedule': 'cosine', 'estimator': 'analytic', 'beta': 1.0,
-                'eval_samples': 2}
-AUTOENCODER_DEFAULTS = {'epochs': 10, 'batch_size': 50, 'learning_rate': 1e-3,
-                        'learning_rate_schedule': 'constant'}
-# The VAEs' noise and KL settings, which the autoencoder has not: None for it, and refused.
-VAE_ONLY = tuple(sorted(set(VAE_DEFAULTS) - set(AUTOENCODER_DEFAULTS)))
 ESTIMATORS = ('monte_carlo', 'analytic')
 LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
 # The pipeline adds this key to the Trainer's custom_config so that a code change
@@ -54,78 +44,20 @@ LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
 CODE_FINGERPRINT_KEY = 'code_fingerprint'
 
 
-@dataclasses.dataclass(frozen=True)
-class Range:
-  """The values a numeric field allows, kept in the field's metadata (key 'range'): the
-  dataclass checks them, and the field's command-line flag (vaetfx/flags.py) parses with the
-  same bounds and words, so the two cannot drift apart."""
-  minimum: float = -math.inf
-  maximum: float = math.inf
-  above: bool = False  # The minimum itself is excluded.
-  whole: bool = False
-
-  def describe(self) -> str:
-    if self.whole:
-      return (f'a whole number from {self.minimum} to {self.maximum}'
-              if self.maximum != math.inf else f'a whole number >= {self.minimum}')
-    if self.minimum == -math.inf:
-      return 'a finite number'
-    return f'a finite number {">" if self.above else ">="} {self.minimum:g}'
-
-  def contains(self, value) -> bool:
-    if self.whole and (isinstance(value, bool) or not isinstance(value, int)):
-      return False
-    return (math.isfinite(value) and self.minimum <= value <= self.maximum
-            and not (self.above and value == self.minimum))
-
-
-@dataclasses.dataclass(frozen=True)
-class PowersOfTen:
-  """1, 10, 100, ...: a Range's interface, for the report's largest number of samples."""
-  whole = True
-
-  def describe(self) -> str:
-    return 'a power of ten: 1, 10, 100, 1000, ...'
-
-  def contains(self, value) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool) and value >= 1
-            and 10 ** round(math.log10(value)) == value)
-
-
-WHOLE_POSITIVE = Range(1, whole=True)
-WHOLE_NON_NEGATIVE = Range(0, whole=True)
-
-
-def check_fields(instance):
-  """Raises ValueError naming the first field of a dataclass instance outside its 'choices'
-  or 'range' metadata."""
-  for field in dataclasses.fields(instance):
-    value = getattr(instance, field.name)
-    if value is None and value_type(field) is not field.type:  # Optional, and left out.
-      continue
-    choices = field.metadata.get('choices')
-    if choices and value not in choices:
-      raise ValueError(f'{field.name}={value!r}: expected one of {choices}')
-    allowed = field.metadata.get('range')
-    if allowed and value is not None and not allowed.contains(value):
-      raise ValueError(f'{field.name}={value!r}: expected {allowed.describe()}')
-
-
 def _default_help(name: str) -> str:
-  if name in VAE_ONLY:
-    return f'Default: {VAE_DEFAULTS[name]}; refused with --model {AUTOENCODER}.'
-  return (f'Default: {VAE_DEFAULTS[name]} for the VAEs, {AUTOENCODER_DEFAULTS[name]} '
-          f'for {AUTOENCODER} (seed 003).')
+  """Each kind's default of a field whose default depends on the kind."""
+  refused = [kind.name for kind in kinds.KINDS.values() if name not in kind.defaults]
+  text = 'Default: ' + kinds.per_kind(lambda kind: kind.defaults.get(name))
+  return text + (f'; refused with --model {"/".join(refused)}.' if refused else '.')
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainingHparams:
   """Everything a user tunes about training; all values are JSON-safe scalars."""
   model: str = dataclasses.field(default='conv', metadata={
-      'help': 'What to train: the seeds\' convolutional VAE (conv), the Keras MLP VAE of seed '
-              '002 (mlp), or the plain MLP autoencoder of seed 003 (ae: 784-500-300-L-300-500-784, '
-              'gated on its held-out reconstruction log-likelihood, no `sample` signature).',
-      'choices': MODELS})
+      'help': 'What to train: ' + '; '.join(f'{kind.name}: {kind.help}'
+                                            for kind in kinds.KINDS.values()) + '.',
+      'choices': tuple(kinds.KINDS)})
   latent_dim: int = dataclasses.field(default=32, metadata={
       'help': 'Size of the latent space (2 lets the report draw the latent manifold).',
       'range': WHOLE_POSITIVE})
@@ -173,31 +105,29 @@ class TrainingHparams:
       'range': WHOLE_NON_NEGATIVE})
 
   def __post_init__(self):
-    if self.is_autoencoder:
-      given = [name for name in VAE_ONLY if getattr(self, name) is not None]
-      if given:
-        flags = ' '.join('--' + name.replace('_', '-') for name in given)
-        raise ValueError(f'{", ".join(given)} ({flags}): VAE settings, which --model '
-                         f'{AUTOENCODER} has not (it is deterministic and has no KL term); '
-                         'leave them out')
-    for name, default in self.model_defaults().items():
+    check_fields(self)  # The model's name first: its record gives the defaults.
+    given = [name for name in kinds.VARIATIONAL_ONLY
+             if name not in self.kind.defaults and getattr(self, name) is not None]
+    if given:
+      flags = ' '.join('--' + name.replace('_', '-') for name in given)
+      raise ValueError(f'{", ".join(given)} ({flags}): VAE settings, which --model '
+                       f'{self.model} has not (it is deterministic and has no KL term); '
+                       'leave them out')
+    for name, default in self.kind.defaults.items():
       if getattr(self, name) is None:
         object.__setattr__(self, name, default)
     check_fields(self)
 
   @property
-  def is_autoencoder(self) -> bool:
-    return self.model == AUTOENCODER
+  def kind(self) -> kinds.ModelKind:
+    """The record of the model this trains (models/kinds.py)."""
+    return kinds.kind(self.model)
 
   @property
   def score_key(self) -> str:
-    """The per-image score the model exports and the gate averages: a VAE's ELBO, the
-    autoencoder's reconstruction log-likelihood. Models with the same score compare."""
-    return features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY if self.is_autoencoder else features.ELBO_KEY
-
-  def model_defaults(self) -> Dict[str, Any]:
-    """The defaults of the fields left None: seed 003's for the autoencoder, the VAEs' otherwise."""
-    return AUTOENCODER_DEFAULTS if self.is_autoencoder else VAE_DEFAULTS
+    """The per-image score the model exports and the gate averages (its kind's). Models with
+    the same score compare."""
+    return self.kind.score_key
 
   def to_custom_config(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -212,11 +142,6 @@ class TrainingHparams:
       raise ValueError(f'unknown hyperparameters {unknown}; known: {sorted(fields)}')
     return cls(**{name: _checked_value(fields[name], value)
                   for name, value in custom_config.items()})
-
-
-def value_type(field: dataclasses.Field) -> type:
-  """The type of a field's values: X for Optional[X], whose None means "the model's default"."""
-  return next((t for t in typing.get_args(field.type) if t is not type(None)), field.type)
 
 
 def _checked_value(field: dataclasses.Field, value: Any) -> Any:

@@ -22,10 +22,8 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from vaetfx.models import features
-from vaetfx.models import hparams
-from vaetfx.models import preprocessing
-from vaetfx.models import vae as vae_lib
+from vaetfx.models import preprocessing, vae as vae_lib
+from vaetfx.shared import features, validation
 
 RESULTS_FILE = 'heldout_log_likelihood.json'  # HeldoutLikelihood.to_json(), in the report.
 # Decoded latents per call: bounds memory (the conv decoder's activations are
@@ -38,7 +36,7 @@ DecodeLogits = Callable[[tf.Tensor], tf.Tensor]
 
 def sample_counts(max_samples: int) -> Tuple[int, ...]:
   """K = 1, 10, 100, ... up to max_samples, which must be a power of ten (each K divides it)."""
-  powers_of_ten = hparams.PowersOfTen()
+  powers_of_ten = validation.PowersOfTen()
   if not powers_of_ten.contains(max_samples):
     raise ValueError(f'max_samples={max_samples}: expected {powers_of_ten.describe()}')
   return tuple(10 ** power for power in range(len(str(max_samples))))

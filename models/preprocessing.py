@@ -6,7 +6,7 @@ serving binarize identically.
 """
 import tensorflow as tf
 
-from vaetfx.models import features
+from vaetfx.shared import features
 
 
 def binarize(raw_pixels: tf.Tensor) -> tf.Tensor:

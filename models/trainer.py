@@ -38,9 +38,9 @@ from tfx_bsl.public import tfxio
 
 from vaetfx.models import autoencoder
 from vaetfx.models import export
-from vaetfx.models import features
 from vaetfx.models import vae as vae_lib
 from vaetfx.models.hparams import TrainingHparams
+from vaetfx.shared import features
 
 READ_BATCH_SIZE = 1024
 EVAL_BATCH_SIZE = 256
@@ -197,7 +197,7 @@ class TrainingLoop:
     self.noise = tf.random.Generator.from_seed(self.hparams.seed)
     self.eval_noise = tf.constant(
         vae_lib.eval_noise(self.hparams.eval_samples, self.hparams.latent_dim))
-    return vae_lib.build_vae(self.hparams)
+    return self.hparams.kind.build(self.hparams)
 
   def _objective_and_loss(self, pixels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     """Per image: a single-sample ELBO estimate, and the (beta-weighted) loss."""
@@ -284,7 +284,7 @@ class AutoencoderLoop(TrainingLoop):
   SCORE_KEY = features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
 
   def _build_model(self) -> autoencoder.Autoencoder:
-    return autoencoder.build_autoencoder(self.hparams)
+    return self.hparams.kind.build(self.hparams)
 
   def _objective_and_loss(self, pixels: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
     log_likelihood = self._heldout_objective(pixels)
@@ -298,11 +298,6 @@ class AutoencoderLoop(TrainingLoop):
 
   def export(self, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> str:
     return export.export_autoencoder(self.model, self.hparams, tf_transform_output, export_dir)
-
-
-def training_loop_class(hparams: TrainingHparams):
-  """The loop that trains the model `hparams` names."""
-  return AutoencoderLoop if hparams.is_autoencoder else TrainingLoop
 
 
 def _sum_and_count(values: tf.Tensor) -> tf.Tensor:
@@ -378,7 +373,7 @@ def run_fn(fn_args):
   tf_transform_output = tft.TFTransformOutput(
       fn_args.transform_graph_path or fn_args.transform_output)
   schema = tf_transform_output.transformed_metadata.schema
-  loop = training_loop_class(hparams)(
+  loop = hparams.kind.load('training_loop')(
       hparams, read_pixels(fn_args.data_accessor, fn_args.train_files, schema),
       read_pixels(fn_args.data_accessor, fn_args.eval_files, schema),
       train_steps=fn_args.train_steps)

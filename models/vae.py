@@ -8,13 +8,12 @@ The likelihood is Bernoulli on logits, log p(x|z) = -sum(sigmoid_cross_entropy),
 which stays finite on all-zero and all-one images where log(sigmoid(.)) would not.
 """
 import dataclasses
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 
-from vaetfx.models import features
 from vaetfx.models.hparams import TrainingHparams
+from vaetfx.shared import features
 
 MLP_HIDDEN_UNITS = 512
 # Fixed, not the training seed: candidate and baseline models are then scored on
@@ -102,17 +101,10 @@ def layer_dtype(hparams: TrainingHparams) -> tf.keras.mixed_precision.Policy:
   return tf.keras.mixed_precision.Policy('mixed_float16' if hparams.mixed_precision else 'float32')
 
 
-def build_vae(hparams: TrainingHparams) -> VAE:
-  """The VAE `hparams` names."""
-  networks = conv_networks if hparams.model == 'conv' else mlp_networks
-  return VAE(*networks(hparams.latent_dim, layer_dtype(hparams)), hparams.latent_dim)
-
-
-def float32_copy(model: EncoderDecoder, hparams: TrainingHparams,
-                 build: Callable[[TrainingHparams], EncoderDecoder] = build_vae) -> EncoderDecoder:
-  """The same weights in a float32 model (`build` makes it) outside any distribution strategy,
+def float32_copy(model: EncoderDecoder, hparams: TrainingHparams) -> EncoderDecoder:
+  """The same weights in a float32 model of the same kind outside any distribution strategy,
   for export."""
-  copy = build(dataclasses.replace(hparams, mixed_precision=False))
+  copy = hparams.kind.build(dataclasses.replace(hparams, mixed_precision=False))
   for target, source in zip(copy.variables, model.variables):
     target.assign(source)
   return copy

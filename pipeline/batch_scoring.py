@@ -15,21 +15,16 @@ output are where its workers can reach them (gs://...).
 Beam, TensorFlow and tfx-bsl are imported inside the functions that use them,
 so that `vaetfx --help` and the checks of bad flags do not pay for them.
 """
-import argparse
 import csv
 import dataclasses
 import functools
 import io
 import os
-import sys
-import time
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
-from vaetfx import flags, storage
-from vaetfx.components.mnist_example_gen import mnist_files
-from vaetfx.models import features
+from vaetfx.shared import features, mnist_files, storage
 
 SIGNATURE = 'from_examples'
 SCORE_OUTPUT = features.ELBO_KEY  # A VAE's; an autoencoder's is the other of features.SCORE_NAMES.
@@ -84,22 +79,6 @@ def check_signature(model_path: str) -> str:
                    f'{sorted(features.SCORE_NAMES)} (it has {sorted(outputs)}); export it with '
                    'vaetfx\'s Trainer')
   return score
-
-
-def check_output(path: str) -> str:
-  """`path` as an absolute path (URIs as given) if a CSV can be written there."""
-  if not path.endswith('.csv'):
-    raise BadInput(f'--output {path}: expected a file name ending in .csv')
-  if storage.is_uri(path):
-    return path
-  path = os.path.abspath(os.path.expanduser(path))
-  if os.path.isdir(path):
-    raise BadInput(f'--output {path}: is a folder, expected a file name')
-  try:
-    flags.writable_dir(os.path.dirname(path), '--output folder')
-  except flags.BadPath as e:
-    raise BadInput(str(e)) from e
-  return path
 
 
 @functools.lru_cache(maxsize=2)
@@ -200,62 +179,6 @@ def read_scores(output: str) -> ScoreSummary:
   return ScoreSummary(len(rows), rows, reader.fieldnames[-1])
 
 
-def _load_counts(data_dir: str, splits: Sequence[str]) -> Dict[str, int]:
+def load_counts(data_dir: str, splits: Sequence[str]) -> Dict[str, int]:
   """Images per split, read and checked here so bad files fail before Beam starts."""
   return {split: len(_cached_split(data_dir, split)[0]) for split in splits}
-
-
-def _score(args) -> int:
-  """Checks every input (no TensorFlow for local ones), scores on Beam, prints a summary."""
-  try:
-    data_dir = args.data_dir if storage.is_uri(args.data_dir) else os.path.abspath(args.data_dir)
-    if not storage.is_uri(data_dir) and not os.path.isdir(data_dir):
-      problem = 'is a file, expected a folder' if os.path.exists(data_dir) else 'no such folder'
-      raise BadInput(f'--data-dir {args.data_dir}: {problem}')
-    output = check_output(args.output)
-    counts = _load_counts(data_dir, SPLITS[args.split])
-    model_path = resolve_model_dir(args.model_dir)
-    score = check_signature(model_path)
-  except (BadInput, mnist_files.MnistFormatError) as e:
-    print(f'vaetfx score: error: {e}', file=sys.stderr)
-    return flags.EXIT_BAD_INPUT
-  total = sum(counts.values())
-  beam = flags.beam_config(args)
-  per_split = ', '.join(f'{split} {count:,}' for split, count in counts.items())
-  print(f'vaetfx score: scoring {total:,} images ({per_split}) from {data_dir} with {model_path} '
-        f'on Beam ({" ".join(beam.pipeline_args()) or "DirectRunner, in_memory"}) ...', flush=True)
-  start = time.perf_counter()
-  run_scoring(data_dir, counts, model_path, output, beam.pipeline_args(), score)
-  seconds = time.perf_counter() - start
-  summary = read_scores(output)
-  print(f'Scored {summary.count:,} images in {seconds:.1f} s ({summary.count / seconds:,.0f} '
-        f'images/s); wrote {output}, worst first.')
-  print('\n'.join(summary.lines()))
-  return flags.EXIT_OK
-
-
-def add_subcommands(subparsers) -> None:
-  """Registers `score` on the `vaetfx` command line."""
-  score = subparsers.add_parser(
-      'score', help='Score every image of an MNIST-format data set with a model, on Beam.',
-      description='Computes each image\'s ELBO under the model (its anomaly score: low means '
-                  'unlike the training data) with tfx-bsl\'s RunInference on Beam, through the '
-                  f'model\'s {SIGNATURE!r} signature, as the pipeline\'s BulkInferrer does, and '
-                  'writes a CSV of rank, split, index, label and elbo, lowest ELBO first. A '
-                  'plain autoencoder (run --model ae) is scored by its '
-                  'reconstruction_log_likelihood instead, the last column\'s name then.',
-      epilog=flags.EXIT_CODES_HELP,
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-  score.add_argument('--data-dir', required=True,
-                     help='Folder (or gs:// URI) with an MNIST-format data set: the IDX files '
-                          '(gzip or not) or mnist.npz.')
-  score.add_argument('--model-dir', required=True,
-                     help='A SavedModel folder, or a serving folder of integer versions '
-                          '(<serving-dir>/<model-name>: the newest is used).')
-  score.add_argument('--split', choices=sorted(SPLITS), default='eval',
-                     help='Which images to score: eval (t10k-* files, x_test), train '
-                          '(train-* files, x_train) or both.')
-  score.add_argument('--output', default='scores.csv',
-                     help='The CSV to write (replaced whole once every image is scored).')
-  flags.add_beam_flags(score)
-  score.set_defaults(handler=_score)

@@ -19,7 +19,7 @@ from the same source, as the README says.
 import ast
 import hashlib
 import importlib.util
-from typing import Dict, Iterable, List, Set
+from typing import Dict, Iterable, List, Mapping, Set
 
 PACKAGE = 'vaetfx'
 # The modules whose code each component runs; what they import is followed from there.
@@ -36,13 +36,15 @@ ENTRY_MODULES = {
     # Its driver reads the serving folder when it runs; so does the Pusher's.
     'ServedModelImporter': (f'{PACKAGE}.components.served_baseline.executor',
                             f'{PACKAGE}.components.served_state_driver'),
-    # The validator runs `vaetfx serve` in a child process: the server is its code too.
-    'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',
-                              f'{PACKAGE}.serving.cli'),
+    # The validator runs the server in a child process (its child module, imported by the
+    # executor's, starts serving.server): the server is its code too.
+    'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',),
     'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
     'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',
                      f'{PACKAGE}.components.atomic_pusher.driver'),
 }
+# Components that run only TFX's own code (a TFX upgrade is a new pipeline IR already).
+STOCK_COMPONENTS = ('StatisticsGen', 'SchemaGen', 'ExampleValidator', 'BulkInferrer')
 
 
 def _spec(module: str):
@@ -127,6 +129,15 @@ def fingerprint(sources: Dict[str, str]) -> str:
     digest.update(f'{module}\0{len(content)}\0'.encode())
     digest.update(content)
   return digest.hexdigest()
+
+
+def check_covered(component_ids: Iterable[str], fingerprints: Mapping[str, str]) -> None:
+  """Raises ValueError naming each component that runs our code but has no fingerprint: TFX's
+  cache would serve its old results after an edit to that code."""
+  missing = sorted(set(component_ids) - set(fingerprints) - set(STOCK_COMPONENTS))
+  if missing:
+    raise ValueError(f'no code fingerprint for {", ".join(missing)}: add the modules it runs '
+                     'to code_fingerprint.ENTRY_MODULES')
 
 
 def component_fingerprints(components: Iterable[str] = tuple(ENTRY_MODULES)) -> Dict[str, str]:

@@ -1,21 +1,21 @@
 """Every setting of a pipeline run, in one place, with the measured defaults.
 
-Configuration flows one way: CLI flags -> PipelineConfig -> create_pipeline()
-arguments -> each component's custom_config. Nothing below reads the environment.
+Configuration flows one way: CLI flags (vaetfx/flags.py) -> PipelineConfig ->
+create_pipeline(config) -> each component's properties. Nothing below reads the
+environment.
 """
 import dataclasses
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-from vaetfx.components.atomic_pusher.model_name import check_model_name
-from vaetfx.models import hparams as hparams_lib
+from vaetfx.models import kinds
 from vaetfx.models.hparams import TrainingHparams
-from vaetfx.pipeline import code_fingerprint
+from vaetfx.shared import validation
+from vaetfx.shared.model_name import check_model_name
 
-PIPELINE_NAME = 'vae-mnist'
-MODEL_NAME = 'vae'
-AUTOENCODER_PIPELINE_NAME = 'ae-mnist'
-AUTOENCODER_MODEL_NAME = 'ae'
+# The default kind's; each kind runs under its own names by default (models/kinds.py).
+PIPELINE_NAME = kinds.CONV.pipeline_name
+MODEL_NAME = kinds.CONV.serving_model_name
 # What a run does when the served model cannot be its gate's baseline (GateConfig).
 ON_INCOMPARABLE_BASELINE = ('stop', 'floor')
 # apache_beam.options.pipeline_options.DirectOptions' defaults.
@@ -25,14 +25,6 @@ BEAM_DEFAULT_NUM_WORKERS = 1
 # of span-1/, span-2/, ... folders, one of them (TFX's driver fills {SPAN} in).
 ALL_FILES_PATTERN = '*'
 SPAN_PATTERN = 'span-{SPAN}/*'
-
-
-def default_names(hparams: TrainingHparams) -> Tuple[str, str]:
-  """(pipeline name, serving model name) when the user names neither: one pair per kind of
-  model, so that runs compare and serve autoencoders and VAEs apart by default."""
-  if hparams.is_autoencoder:
-    return AUTOENCODER_PIPELINE_NAME, AUTOENCODER_MODEL_NAME
-  return PIPELINE_NAME, MODEL_NAME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,13 +66,13 @@ class GateConfig:
   symlink, or a model of another kind): 'stop' the run before training, or gate
   on the 'floor' alone.
   """
-  elbo_floor: float = -150.0
-  elbo_tolerance: float = 2.0
+  score_floor: float = -150.0
+  score_tolerance: float = 2.0
   on_incomparable_baseline: str = 'stop'
   digit_tolerance: Optional[float] = None
 
   def __post_init__(self):
-    for name in ('elbo_tolerance', 'digit_tolerance'):
+    for name in ('score_tolerance', 'digit_tolerance'):
       value = getattr(self, name)
       if value is not None and not value >= 0:
         raise ValueError(f'{name}={value}: expected a number of nats, 0 or more')
@@ -116,14 +108,14 @@ class ReportConfig:
   likelihood_examples: int = dataclasses.field(default=200, metadata={
       'help': 'Held-out digits (the first ones of the eval split) whose log-likelihood '
               'bound the report computes; 0 skips it.',
-      'range': hparams_lib.WHOLE_NON_NEGATIVE})
+      'range': validation.WHOLE_NON_NEGATIVE})
   likelihood_samples: int = dataclasses.field(default=1000, metadata={
       'help': 'Largest number K of importance samples per digit (a power of ten); the '
               'bound is reported for K = 1, 10, ... up to it.',
-      'range': hparams_lib.PowersOfTen()})
+      'range': validation.PowersOfTen()})
 
   def __post_init__(self):
-    hparams_lib.check_fields(self)
+    validation.check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,31 +155,3 @@ class PipelineConfig:
   @property
   def serving_dir(self) -> str:
     return self.push.serving_dir or os.path.join(self.output_dir, 'serving')
-
-  def create_pipeline_args(self) -> Dict:
-    """The arguments of pipeline.create_pipeline() this config decides, for every runner.
-
-    The code fingerprints are computed here, once per pipeline built, from the
-    installed package, so both runners key their caches on the code too.
-    """
-    return dict(
-        pipeline_name=self.pipeline_name,
-        pipeline_root=self.pipeline_root,
-        data_root=self.data_dir,
-        data_pattern=self.data_pattern,
-        span=self.span,
-        serving_dir=self.serving_dir,
-        trainer_custom_config=self.hparams.to_custom_config(),
-        elbo_floor=self.gate.elbo_floor,
-        elbo_tolerance=self.gate.elbo_tolerance,
-        on_incomparable_baseline=self.gate.on_incomparable_baseline,
-        digit_tolerance=self.gate.digit_tolerance,
-        model_name=self.push.model_name,
-        keep_versions=self.push.keep_versions,
-        likelihood_examples=self.report.likelihood_examples,
-        likelihood_samples=self.report.likelihood_samples,
-        digits=self.digits,
-        beam_pipeline_args=self.beam.pipeline_args(),
-        enable_cache=self.enable_cache,
-        code_fingerprints=code_fingerprint.component_fingerprints(),
-    )

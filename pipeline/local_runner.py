@@ -9,7 +9,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.orchestration.portable import launcher
 
-from vaetfx.pipeline import configs
+from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.pipeline import pipeline as pipeline_def
 from vaetfx.pipeline.run_summary import ComponentRun, RunSummary, summarize
 
@@ -66,7 +66,7 @@ def metadata_connection(config: configs.PipelineConfig):
 
 
 def build_pipeline(config: configs.PipelineConfig) -> tfx.dsl.Pipeline:
-  return pipeline_def.create_pipeline(**config.create_pipeline_args(),
+  return pipeline_def.create_pipeline(config, code_fingerprint.component_fingerprints(),
                                       metadata_connection_config=metadata_connection(config))
 
 

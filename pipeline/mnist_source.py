@@ -11,9 +11,9 @@ import urllib.error
 import urllib.request
 from typing import List, Optional
 
-from vaetfx import storage
-from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.pipeline import configs
+from vaetfx.shared import storage
+from vaetfx.shared import mnist_files
 
 MNIST_URL = 'https://storage.googleapis.com/cvdf-datasets/mnist/'
 MNIST_MD5 = {

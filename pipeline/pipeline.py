@@ -5,7 +5,7 @@ Module code is referenced by dotted names inside the installed `vaetfx` package,
 so it travels with the package instead of being staged as a module file.
 """
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
@@ -17,7 +17,9 @@ from vaetfx.components.served_baseline.component import (ServedBaselineEvaluator
                                                          ServedModelImporter)
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.components.vae_report.component import VaeReport
-from vaetfx.models import elbo_metric, features, hparams
+from vaetfx.models import elbo_metric, hparams, kinds
+from vaetfx.pipeline import code_fingerprint, configs
+from vaetfx.shared import features
 
 PREPROCESSING_FN = 'vaetfx.models.preprocessing.preprocessing_fn'
 RUN_FN = 'vaetfx.models.trainer.run_fn'
@@ -28,23 +30,6 @@ OVERALL_SLICE = tfma.SlicingSpec()
 DIGIT_SLICES = tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
 # A component runs after the AtomicPusher and may fail without taking the push with it.
 OPTIONAL_COMPONENTS = ('BulkInferrer', 'VaeReport')
-# The exported model's per-image ELBO, the anomaly score, as BulkInferrer's output column.
-ANOMALY_SCORE_KEY = features.ELBO_KEY
-# The plain autoencoder's: its reconstruction log-likelihood, gated and scored alike.
-AUTOENCODER_SCORE_KEY = features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
-
-
-def gated_score(is_autoencoder: bool):
-  """(the exported per-image score, the TFMA metric averaging it) of a kind of model.
-
-  A VAE is gated on its ELBO, the autoencoder on its reconstruction
-  log-likelihood, each under its own metric name: a baseline of the other kind
-  has no such output, so the two are never compared (ServedModelImporter refuses
-  a served model scored otherwise).
-  """
-  if is_autoencoder:
-    return AUTOENCODER_SCORE_KEY, elbo_metric.MeanReconstructionLogLikelihood
-  return ANOMALY_SCORE_KEY, elbo_metric.MeanElbo
 
 
 def _at_most_below_baseline(tolerance: float) -> tfma.GenericChangeThreshold:
@@ -52,45 +37,45 @@ def _at_most_below_baseline(tolerance: float) -> tfma.GenericChangeThreshold:
                                      absolute={'value': -tolerance})
 
 
-def elbo_eval_config(elbo_floor: float, elbo_tolerance: float,
-                     digit_tolerance: Optional[float] = None,
-                     code_fingerprint: str = '', is_autoencoder: bool = False) -> tfma.EvalConfig:
-  """Bless when the held-out mean ELBO is >= elbo_floor and at most elbo_tolerance
-  nats below the served model's (TFX drops the change threshold when none is served);
-  with digit_tolerance, also when no digit's mean ELBO is more than that below the
-  baseline's on that digit.
+def gate_eval_config(gate: configs.GateConfig, kind: kinds.ModelKind,
+                     code_fingerprint: str = '') -> tfma.EvalConfig:
+  """Bless when the held-out mean score (the kind's: a VAE's ELBO, an autoencoder's
+  reconstruction log-likelihood, nats per image) is >= gate.score_floor and at most
+  gate.score_tolerance nats below the served model's (TFX drops the change threshold when
+  none is served); with gate.digit_tolerance, also when no digit's mean is more than that
+  below the baseline's on that digit.
 
-  The model has no label: TFMA reads its `elbo` output through the tf.Example
-  signature and averages it with the label-free MeanElbo metric, overall and per
-  digit. A threshold on MetricConfig.threshold would apply to every slice (the
-  per-digit ones too), so each is tied to its slices with per_slice_thresholds.
-  code_fingerprint rides in the metric's config (see elbo_metric.MeanElbo).
-  For the autoencoder, the same rule holds for its mean reconstruction
-  log-likelihood (gated_score), in nats per image too.
+  The model has no label: TFMA reads the score output through the tf.Example
+  signature and averages it with the kind's label-free metric (models/elbo_metric.py),
+  overall and per digit. A threshold on MetricConfig.threshold would apply to
+  every slice (the per-digit ones too), so each is tied to its slices with
+  per_slice_thresholds. code_fingerprint rides in the metric's config (see
+  elbo_metric.MeanElbo). A baseline of another kind has no such output, so the
+  two are never compared (ServedModelImporter refuses a served model scored otherwise).
   """
-  score_key, metric = gated_score(is_autoencoder)
   thresholds = [tfma.PerSliceMetricThreshold(
       slicing_specs=[OVERALL_SLICE],
       threshold=tfma.MetricThreshold(
-          value_threshold=tfma.GenericValueThreshold(lower_bound={'value': elbo_floor}),
-          change_threshold=_at_most_below_baseline(elbo_tolerance)))]
-  if digit_tolerance is not None:
+          value_threshold=tfma.GenericValueThreshold(lower_bound={'value': gate.score_floor}),
+          change_threshold=_at_most_below_baseline(gate.score_tolerance)))]
+  if gate.digit_tolerance is not None:
     thresholds.append(tfma.PerSliceMetricThreshold(
         slicing_specs=[DIGIT_SLICES],
-        threshold=tfma.MetricThreshold(change_threshold=_at_most_below_baseline(digit_tolerance))))
+        threshold=tfma.MetricThreshold(
+            change_threshold=_at_most_below_baseline(gate.digit_tolerance))))
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(signature_name=EXAMPLES_SIGNATURE, model_type='tf_generic',
-                                  prediction_key=score_key)],
+                                  prediction_key=kind.score_key)],
       slicing_specs=[OVERALL_SLICE, DIGIT_SLICES],
       metrics_specs=[tfma.MetricsSpec(metrics=[
-          tfma.MetricConfig(class_name=metric.__name__,
+          tfma.MetricConfig(class_name=kind.tfma_metric,
                             module=elbo_metric.__name__,
                             config=json.dumps({'code_fingerprint': code_fingerprint}),
                             per_slice_thresholds=thresholds)])])
 
 
 def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel,
-                   score_key: str = ANOMALY_SCORE_KEY) -> tfx.components.BulkInferrer:
+                   score_key: str) -> tfx.components.BulkInferrer:
   """TFX's BulkInferrer scoring the held-out split with the trained model on Beam.
 
   Each output example is a held-out one (image, label) with its ELBO under the
@@ -114,60 +99,35 @@ def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel,
 
 
 def create_pipeline(
-    pipeline_name: str,
-    pipeline_root: str,
-    data_root: str,
-    serving_dir: str,
-    trainer_custom_config: Dict[str, Any],
-    elbo_floor: float,
-    elbo_tolerance: float,
-    model_name: str,
-    keep_versions: int,
-    likelihood_examples: int,
-    likelihood_samples: int,
-    on_incomparable_baseline: str = 'stop',
-    digits: Sequence[int] = (),
-    data_pattern: str = '*',
-    span: int = 0,
-    beam_pipeline_args: Optional[List[str]] = None,
+    config: configs.PipelineConfig,
+    code_fingerprints: Mapping[str, str],
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
-    enable_cache: bool = True,
     trainer_platform_config: Optional[Any] = None,
-    digit_tolerance: Optional[float] = None,
-    code_fingerprints: Optional[Mapping[str, str]] = None,
 ) -> tfx.dsl.Pipeline:
   """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
-  push -> anomaly scores of the held-out split (BulkInferrer) -> report.
-
-  on_incomparable_baseline: what to do when the model TF Serving serves from
-  `<serving_dir>/<model_name>` cannot be the gate's baseline (see
-  configs.GateConfig): 'stop' the run before training, or gate on the 'floor'.
-
-  digit_tolerance: also refuse a model more than this many nats below the
-  baseline on any one digit; None gates on the overall mean only.
-
-  likelihood_examples, likelihood_samples: the report's held-out log-likelihood
-  (see configs.ReportConfig).
-
-  data_pattern, span: MnistExampleGen's split pattern under data_root ('*', or
-  'span-{SPAN}/*' for a folder of span folders) and the span to read (0: the newest).
+  push -> anomaly scores of the held-out split (BulkInferrer) -> report, as `config` sets them.
 
   code_fingerprints: {component id: hash of the code it runs}
   (code_fingerprint.component_fingerprints()), put among each component's
   execution properties so that TFX's cache (and KFP's) re-runs it when its code
-  changes. Without them, an edit to the package's code is served from the cache.
+  changes. A component running our code without an entry is an error here:
+  its cached results would outlive edits to that code.
 
+  The baseline is what TF Serving serves from `<serving_dir>/<model_name>`,
+  read when the run runs (ServedModelImporter); a served model that cannot be
+  compared stops the run before training unless config.gate says 'floor'.
   The scoring and the report run after the push (an ordering, not a data
   dependency), so a failure in either never keeps a blessed model from being served.
 
+  metadata_connection_config: the local runner's ML Metadata (Kubeflow brings its own).
   trainer_platform_config: an orchestrator's resource request for the Trainer
   (Kubeflow V2: a PipelineContainerSpec.ResourceSpec asking for GPUs).
   """
-  fingerprints = dict(code_fingerprints or {})
-  training = hparams.TrainingHparams.from_custom_config(trainer_custom_config)
-  is_autoencoder = training.is_autoencoder
-  score_key = training.score_key
-  example_gen = MnistExampleGen(input_base=data_root, digits=digits, pattern=data_pattern, span=span,
+  fingerprints = dict(code_fingerprints)  # Every entry checked once the components exist.
+  kind = config.hparams.kind
+  trainer_custom_config = config.hparams.to_custom_config()
+  example_gen = MnistExampleGen(input_base=config.data_dir, digits=config.digits,
+                                pattern=config.data_pattern, span=config.span,
                                 code_fingerprint=fingerprints.get('MnistExampleGen', ''))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs['statistics'])
@@ -191,8 +151,8 @@ def create_pipeline(
   # The baseline is what TF Serving serves, read when the run runs; before the Trainer, so a
   # served model that cannot be compared stops the run before any training.
   served_model = ServedModelImporter(
-      serving_dir=serving_dir, model_name=model_name, score_key=score_key,
-      on_incomparable=on_incomparable_baseline,
+      serving_dir=config.serving_dir, model_name=config.push.model_name,
+      score_key=kind.score_key, on_incomparable=config.gate.on_incomparable_baseline,
       code_fingerprint=fingerprints.get('ServedModelImporter', ''))
   trainer.add_upstream_node(served_model)
   evaluator = ServedBaselineEvaluator(
@@ -200,47 +160,48 @@ def create_pipeline(
       model=trainer.outputs['model'],
       baseline_model=served_model.outputs['baseline_model'],
       schema=schema_gen.outputs['schema'],
-      eval_config=elbo_eval_config(elbo_floor, elbo_tolerance, digit_tolerance,
-                                   fingerprints.get('Evaluator', ''), is_autoencoder),
+      eval_config=gate_eval_config(config.gate, kind, fingerprints.get('Evaluator', '')),
       example_splits=[features.EVAL_SPLIT]).with_id('Evaluator')
   infra_validator = ServingInfraValidator(
       model=trainer.outputs['model'], examples=example_gen.outputs['examples'],
-      model_name=model_name, code_fingerprint=fingerprints.get('ServingInfraValidator', ''))
+      model_name=config.push.model_name,
+      code_fingerprint=fingerprints.get('ServingInfraValidator', ''))
   # No `model`: as with TFX's Pusher, the model pushed is the infra blessing's
   # copy, which carries the TF Serving warmup requests.
   pusher = AtomicPusher(model=None,
                         model_blessing=evaluator.outputs['blessing'],
                         infra_blessing=infra_validator.outputs['blessing'],
-                        serving_dir=serving_dir, model_name=model_name,
-                        keep_versions=keep_versions,
+                        serving_dir=config.serving_dir, model_name=config.push.model_name,
+                        keep_versions=config.push.keep_versions,
                         code_fingerprint=fingerprints.get('AtomicPusher', ''),
                         model_evaluation=evaluator.outputs['evaluation'],
                         examples=example_gen.outputs['examples'],
                         provenance=json.dumps({
-                            'pipeline_name': pipeline_name,
-                            'model': {'kind': training.model, 'score_key': score_key,
+                            'pipeline_name': config.pipeline_name,
+                            'model': {'kind': kind.name, 'score_key': kind.score_key,
                                       'hparams': trainer_custom_config},
                             'code_fingerprint': fingerprints.get('Trainer', ''),
-                            'data': {'root': data_root, 'digits': list(digits)}},
+                            'data': {'root': config.data_dir, 'digits': list(config.digits)}},
                             sort_keys=True))
   bulk_inferrer = anomaly_scorer(example_gen.outputs['examples'], trainer.outputs['model'],
-                                 score_key)
+                                 kind.score_key)
   bulk_inferrer.add_upstream_node(pusher)
   report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
-                     examples=example_gen.outputs['examples'],
-                     likelihood_examples=likelihood_examples,
-                     likelihood_samples=likelihood_samples,
+                     examples=example_gen.outputs['examples'], model_kind=kind.name,
+                     likelihood_examples=config.report.likelihood_examples,
+                     likelihood_samples=config.report.likelihood_samples,
                      scored_examples=bulk_inferrer.outputs['output_examples'],
                      code_fingerprint=fingerprints.get('VaeReport', ''))
   report.add_upstream_node(pusher)
 
   components = [served_model, example_gen, statistics_gen, schema_gen, example_validator,
                 transform, trainer, evaluator, infra_validator, pusher, bulk_inferrer, report]
+  code_fingerprint.check_covered([component.id for component in components], fingerprints)
   return tfx.dsl.Pipeline(
-      pipeline_name=pipeline_name,
-      pipeline_root=pipeline_root,
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
       components=components,
-      enable_cache=enable_cache,
+      enable_cache=config.enable_cache,
       metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=beam_pipeline_args or [],
+      beam_pipeline_args=config.beam.pipeline_args(),
   )

@@ -15,12 +15,11 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
-from vaetfx import serving_folder
 from vaetfx.components.atomic_pusher import executor as pusher
 from vaetfx.components.served_baseline import executor as served_baseline
 from vaetfx.components.serving_infra_validator import executor as infra_validator
-from vaetfx.models import elbo_metric, features
-from vaetfx.models import iwae
+from vaetfx.models import elbo_metric, iwae, kinds
+from vaetfx.shared import features, serving_folder
 
 
 @dataclasses.dataclass
@@ -32,20 +31,18 @@ class ComponentRun:
   error: str = ''
 
 
-# The gated metrics in words, by TFMA metric name (elbo_metric.GATED_METRICS).
-GATED_METRICS = {
-    elbo_metric.MEAN_ELBO: features.SCORE_NAMES[features.ELBO_KEY],
-    elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD:
-        features.SCORE_NAMES[features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY],
-}
+# By TFMA metric name (models/kinds.py): the gated score in words, and what a kind's report
+# leaves out.
+GATED_METRICS = {kind.tfma_metric: kind.score_name for kind in kinds.KINDS.values()}
+NOT_DRAWN = {kind.tfma_metric: kind.not_drawn for kind in kinds.KINDS.values() if kind.not_drawn}
 
 
 @dataclasses.dataclass
 class RunSummary:
-  """candidate_elbo and baseline_elbo hold the gated metric, gate_metric, whatever it is."""
+  """candidate_score and baseline_score hold the gated metric, gate_metric, whatever it is."""
   runs: List[ComponentRun]
-  candidate_elbo: Optional[float] = None
-  baseline_elbo: Optional[float] = None
+  candidate_score: Optional[float] = None
+  baseline_score: Optional[float] = None
   gate_metric: str = elbo_metric.MEAN_ELBO
   blessed: Optional[bool] = None
   gate_failures: List[str] = dataclasses.field(default_factory=list)
@@ -129,7 +126,7 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
   if evaluation is not None:
     scores = elbo_metric.gated_scores(evaluation.uri)
     summary.gate_metric = scores['metric']
-    summary.candidate_elbo, summary.baseline_elbo = scores['candidate'], scores['baseline']
+    summary.candidate_score, summary.baseline_score = scores['candidate'], scores['baseline']
     summary.gate_failures = gate_failures(evaluation.uri)
   baseline = outputs.get('ServedModelImporter', {}).get('baseline_model')
   if baseline is not None:
@@ -184,24 +181,23 @@ def format_summary(summary: RunSummary) -> str:
   for run in summary.runs:
     timing = 'FAILED' if run.error else 'cached' if run.cached else f'{run.seconds:7.1f} s'
     lines.append(f'  {run.component:<30} {timing}')
-  if summary.candidate_elbo is not None:
-    baseline = (f'{summary.baseline_elbo:.2f} nats (version {summary.baseline_version}, served)'
-                if summary.baseline_elbo is not None else
+  if summary.candidate_score is not None:
+    baseline = (f'{summary.baseline_score:.2f} nats (version {summary.baseline_version}, served)'
+                if summary.baseline_score is not None else
                 'none (nothing served: gated on the floor)')
     if summary.baseline_not_compared:
       baseline = f'none: {summary.baseline_not_compared}; gated on the floor alone, as asked'
 
     lines += [f'Held-out {GATED_METRICS[summary.gate_metric]}: candidate '
-              f'{summary.candidate_elbo:.2f} nats, baseline {baseline}']
+              f'{summary.candidate_score:.2f} nats, baseline {baseline}']
   if summary.blessed is not None:
     verdict = 'BLESSED' if summary.blessed else 'NOT blessed'
     reasons = '; '.join(summary.gate_failures) or 'every threshold passed'
     lines.append(f'Evaluator: {verdict} ({reasons})')
   if summary.log_likelihood:
     lines += _log_likelihood_lines(summary.log_likelihood)
-  if summary.gate_metric == elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD:
-    lines.append('Held-out log-likelihood bound and prior samples: none; a plain autoencoder '
-                 'has no prior over its codes (the report draws its code space instead)')
+  if summary.gate_metric in NOT_DRAWN:
+    lines.append(f'Not computed or drawn: {NOT_DRAWN[summary.gate_metric]}')
   if summary.infra_blessed is not None:
     lines.append('Infra validation: ' + (
         'BLESSED (served by `vaetfx serve`, every signature answered as in process)'

@@ -25,8 +25,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from vaetfx.models import features
 from vaetfx.serving import defaults, json_tensors, status, tensors
+from vaetfx.shared import features
 
 RANDOM_SEED = -1  # The `sample` signature draws a fresh seed for negative values.
 State = get_model_status_pb2.ModelVersionStatus.State

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from vaetfx.models import features
+from vaetfx.shared import features
 
 SIZE = features.IMAGE_SIZE
 # A digit's picture larger than this is a mistake or an attack (a small PNG can
@@ -63,7 +63,7 @@ def _read_npy(path: str) -> np.ndarray:
 
 def _read_idx(path: str) -> np.ndarray:
   # Imported here: it brings in TFX's file I/O, seconds of import that PNG and .npy do not need.
-  from vaetfx.components.mnist_example_gen import mnist_files  # pylint: disable=g-import-not-at-top
+  from vaetfx.shared import mnist_files  # pylint: disable=g-import-not-at-top
   try:
     return mnist_files.parse_idx(mnist_files.read_file_bytes(path), path, ndim=3)
   except mnist_files.MnistFormatError as e:

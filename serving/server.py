@@ -13,7 +13,9 @@ import functools
 import logging
 import os
 import pathlib
+import signal
 import ssl
+import threading
 from concurrent import futures
 from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence
 
@@ -434,3 +436,31 @@ class ModelServer:
 
   def __exit__(self, *exc_info):
     self.stop()
+
+
+def serve_until_signalled(config: ServerConfig, grace_seconds: float = defaults.GRACE_SECONDS):
+  """Serves until SIGTERM or SIGINT, then lets requests in flight finish for `grace_seconds`:
+  `vaetfx serve`, and the infra validator's child, which must stop as TF Serving does.
+
+  The handlers are installed before loading, so a SIGTERM during a long load
+  still stops gracefully. Raises OSError when the server cannot start (a port
+  taken, unreadable TLS files).
+  """
+  stop = threading.Event()
+  previous = {sig: signal.signal(sig, lambda *_: stop.set())
+              for sig in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    model_server = ModelServer(config)
+    model_server.start()
+    rest_line = (f' and REST on {model_server.rest_address}'
+                 if config.rest_port is not None else '')
+    print(f'Serving model {config.name!r} (versions {model_server.manager.available_versions}) '
+          f'from {config.model_dir} on {model_server.address}{rest_line}; SIGTERM or Ctrl-C '
+          'stops.', flush=True)
+    stop.wait()
+    print(f'Stopping: letting requests in flight finish (up to {grace_seconds:g} s).',
+          flush=True)
+    model_server.stop(grace_seconds)
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)

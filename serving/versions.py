@@ -17,9 +17,9 @@ import grpc
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
-from vaetfx import storage
 from vaetfx.serving import servable as servable_lib
 from vaetfx.serving import defaults, status, warmup
+from vaetfx.shared import storage
 
 State = get_model_status_pb2.ModelVersionStatus.State
 

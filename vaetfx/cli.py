@@ -17,7 +17,10 @@ import sys  # pylint: disable=g-import-not-at-top,wrong-import-position
 import time  # pylint: disable=g-import-not-at-top,wrong-import-position
 import warnings  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from vaetfx import flags, serving_folder, storage  # pylint: disable=wrong-import-position
+# Each of these imports only what its flags need; a command imports the rest when it runs.
+from vaetfx import (flags, kubeflow_commands, model_versions,  # pylint: disable=wrong-import-position
+                    score_command, serving_commands)
+from vaetfx.shared import serving_folder, storage  # pylint: disable=wrong-import-position
 
 DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'vaetfx', 'mnist')
 DEFAULT_METADATA_CACHE = os.path.join('~', '.cache', 'vaetfx', 'metadata')
@@ -125,8 +128,8 @@ def _refuse_baseline(error: Exception) -> int:
 
 
 def _run(args) -> int:
-  from vaetfx.components.mnist_example_gen import mnist_files  # pylint: disable=g-import-not-at-top
   from vaetfx.pipeline import mnist_source  # pylint: disable=g-import-not-at-top
+  from vaetfx.shared import mnist_files  # pylint: disable=g-import-not-at-top
   try:
     config = _checked_config(args)
   except (flags.BadPath, mnist_source.MnistUnavailableError) as e:
@@ -163,14 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
       epilog=flags.EXIT_CODES_HELP)
   subparsers = parser.add_subparsers(dest='command', required=True)
   _add_run_parser(subparsers)
-  from vaetfx.pipeline import kubeflow_runner  # pylint: disable=g-import-not-at-top
-  kubeflow_runner.add_subcommands(subparsers)
-  from vaetfx.serving import cli as serving_cli  # pylint: disable=g-import-not-at-top
-  serving_cli.add_subcommands(subparsers)
-  from vaetfx.pipeline import batch_scoring  # pylint: disable=g-import-not-at-top
-  batch_scoring.add_subcommands(subparsers)
-  from vaetfx import model_versions  # pylint: disable=g-import-not-at-top
-  model_versions.add_subcommands(subparsers)
+  for commands in (kubeflow_commands, serving_commands, score_command, model_versions):
+    commands.add_subcommands(subparsers)
   return parser
 
 

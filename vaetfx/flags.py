@@ -14,9 +14,9 @@ import re
 import tempfile
 from typing import Callable, Optional, Union
 
-from vaetfx import storage
-from vaetfx.models import hparams
+from vaetfx.models import kinds
 from vaetfx.pipeline import configs
+from vaetfx.shared import storage, validation
 
 # Exit codes of every command, documented in README ("Exit codes") and `vaetfx --help`.
 EXIT_OK = 0  # Done: a run pushed its model (or had nothing to do), a query was answered.
@@ -59,7 +59,7 @@ def _expected(text: str, what: str) -> argparse.ArgumentTypeError:
   return argparse.ArgumentTypeError(f'{text!r}: expected {what}')
 
 
-def ranged(allowed: Union[hparams.Range, hparams.PowersOfTen]) -> Callable[[str], float]:
+def ranged(allowed: Union[validation.Range, validation.PowersOfTen]) -> Callable[[str], float]:
   """An argparse type for the values `allowed` holds (a config field's 'range' metadata),
   refused in its words: the dataclass's own check says the same."""
   what = allowed.describe()
@@ -78,12 +78,12 @@ def ranged(allowed: Union[hparams.Range, hparams.PowersOfTen]) -> Callable[[str]
 
 def integer(minimum: int, maximum: Optional[int] = None) -> Callable[[str], int]:
   """An argparse type: a whole number in [minimum, maximum]."""
-  return ranged(hparams.Range(minimum, math.inf if maximum is None else maximum, whole=True))
+  return ranged(validation.Range(minimum, math.inf if maximum is None else maximum, whole=True))
 
 
 def number(minimum: float = -math.inf, *, above: bool = False) -> Callable[[str], float]:
   """An argparse type: a finite number >= minimum (> it when `above`); nan and inf are refused."""
-  return ranged(hparams.Range(minimum, above=above))
+  return ranged(validation.Range(minimum, above=above))
 
 
 positive_int = integer(1)
@@ -118,7 +118,7 @@ def _digits(text: str):
 
 def model_name(text: str) -> str:
   """A TF Serving model name that is one folder under the serving directory (model_name.py)."""
-  from vaetfx.components.atomic_pusher.model_name import check_model_name  # pylint: disable=g-import-not-at-top
+  from vaetfx.shared.model_name import check_model_name  # pylint: disable=g-import-not-at-top
   try:
     return check_model_name(text)
   except ValueError as e:
@@ -185,7 +185,7 @@ def _add_dataclass_flags(parser, dataclass_type, title: str):
       group.add_argument(flag, dest=field.name, choices=choices, help=help_text,
                          default=argparse.SUPPRESS if field.default is None else field.default,
                          type=(ranged(field.metadata['range']) if 'range' in field.metadata
-                               else hparams.value_type(field)))
+                               else validation.value_type(field)))
 
 
 def _from_flags(dataclass_type, args):
@@ -220,9 +220,7 @@ def add_settings_flags(parser: argparse.ArgumentParser):
   """
   parser.add_argument('--pipeline-name', type=non_empty, default=argparse.SUPPRESS,
                       help='Pipeline name in ML Metadata (runs of one name share a cache). '
-                           'Default: '
-                           f'{configs.PIPELINE_NAME}, or {configs.AUTOENCODER_PIPELINE_NAME} '
-                           'for --model ae.')
+                           'Default: ' + kinds.per_kind(lambda kind: kind.pipeline_name) + '.')
   parser.add_argument('--digits', type=_digits, default=(),
                       help='Keep only these digits in both splits, e.g. 1,5,6. Default: all.')
   parser.add_argument('--span', type=non_negative_int, default=0, metavar='N',
@@ -232,19 +230,22 @@ def add_settings_flags(parser: argparse.ArgumentParser):
   add_beam_flags(parser)
   parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
   _add_dataclass_flags(parser, configs.TrainingHparams, 'training (the Trainer\'s custom_config)')
-  gate = parser.add_argument_group('evaluator gate (held-out mean ELBO, nats per image; for '
-                                   '--model ae its mean reconstruction log-likelihood)')
-  gate.add_argument('--elbo-floor', type=finite_float, default=configs.GateConfig.elbo_floor,
-                    help='Bless only a model whose held-out mean ELBO is at least this.')
-  gate.add_argument('--elbo-tolerance', type=non_negative_float,
-                    default=configs.GateConfig.elbo_tolerance,
+  gate = parser.add_argument_group(
+      'evaluator gate (the held-out mean of the model\'s per-image score, nats per image: '
+      'a VAE\'s ELBO, an autoencoder\'s reconstruction log-likelihood)')
+  # --elbo-floor and --elbo-tolerance: their first names, kept as aliases.
+  gate.add_argument('--score-floor', '--elbo-floor', type=finite_float,
+                    default=configs.GateConfig.score_floor,
+                    help='Bless only a model whose held-out mean score is at least this.')
+  gate.add_argument('--score-tolerance', '--elbo-tolerance', type=non_negative_float,
+                    default=configs.GateConfig.score_tolerance,
                     help='...and that is at most this many nats below the served model\'s.')
   gate.add_argument('--on-incomparable-baseline', choices=configs.ON_INCOMPARABLE_BASELINE,
                     default=configs.GateConfig.on_incomparable_baseline,
                     help='The gate\'s baseline is the version TF Serving serves from '
                          '<serving-dir>/<model-name>. When that model cannot be compared (a '
                          'symlink, a model vaetfx did not push, a model of another kind): stop '
-                         'the run before training (exit 2), or gate on --elbo-floor alone '
+                         'the run before training (exit 2), or gate on --score-floor alone '
                          '(floor) and push over it.')
   gate.add_argument('--digit-tolerance', type=non_negative_float, default=None,
                     help='Also refuse a model more than this many nats below the served '
@@ -255,8 +256,7 @@ def add_settings_flags(parser: argparse.ArgumentParser):
   push = parser.add_argument_group('pusher')
   push.add_argument('--model-name', type=model_name, default=argparse.SUPPRESS,
                     help='TF Serving model name: one folder name of letters, digits, ., _, -. '
-                         f'Default: {configs.MODEL_NAME}, or {configs.AUTOENCODER_MODEL_NAME} '
-                         'for --model ae.')
+                         'Default: ' + kinds.per_kind(lambda kind: kind.serving_model_name) + '.')
   push.add_argument('--keep-versions', type=positive_int,
                     default=configs.PushConfig.keep_versions,
                     help='Versions kept in the serving directory, the new one included.')
@@ -277,18 +277,18 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
     training = _from_flags(configs.TrainingHparams, args)
   except ValueError as e:
     raise BadSetting(str(e)) from e
-  default_pipeline_name, default_model_name = configs.default_names(training)
   return configs.PipelineConfig(
       data_dir=data_dir,
       output_dir=output_dir,
-      pipeline_name=getattr(args, 'pipeline_name', default_pipeline_name),
+      pipeline_name=getattr(args, 'pipeline_name', training.kind.pipeline_name),
       digits=args.digits,
       data_pattern=data_pattern,
       span=args.span,
       hparams=training,
-      gate=configs.GateConfig(args.elbo_floor, args.elbo_tolerance,
+      gate=configs.GateConfig(args.score_floor, args.score_tolerance,
                               args.on_incomparable_baseline, args.digit_tolerance),
-      push=configs.PushConfig(serving_dir, getattr(args, 'model_name', default_model_name),
+      push=configs.PushConfig(serving_dir,
+                              getattr(args, 'model_name', training.kind.serving_model_name),
                               args.keep_versions),
       beam=beam_config(args),
       report=_from_flags(configs.ReportConfig, args),

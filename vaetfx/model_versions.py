@@ -13,8 +13,9 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from vaetfx import flags, serving_folder
+from vaetfx import flags
 from vaetfx.pipeline import configs
+from vaetfx.shared import serving_folder
 
 
 def add_subcommands(subparsers):

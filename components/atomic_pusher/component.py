@@ -16,7 +16,7 @@ from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from vaetfx.components import served_state_driver
 from vaetfx.components.atomic_pusher import driver, executor
-from vaetfx.components.atomic_pusher.model_name import check_model_name
+from vaetfx.shared.model_name import check_model_name
 
 DEFAULT_KEEP_VERSIONS = 3
 

@@ -12,9 +12,9 @@ import uuid
 
 from tfx.orchestration.portable import data_types
 
-from vaetfx import serving_folder
 from vaetfx.components import served_state_driver
 from vaetfx.components.atomic_pusher import executor
+from vaetfx.shared import serving_folder
 
 
 class PushedStateDriver(served_state_driver.ServedStateDriver):

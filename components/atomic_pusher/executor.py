@@ -59,9 +59,9 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
-from vaetfx import serving_folder, storage
-from vaetfx.components.atomic_pusher.model_name import check_model_name
 from vaetfx.models import elbo_metric
+from vaetfx.shared import serving_folder, storage
+from vaetfx.shared.model_name import check_model_name
 
 SERVING_DIR_KEY = 'serving_dir'
 MODEL_NAME_KEY = 'model_name'

@@ -14,7 +14,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2, range_config_pb2
 
 from vaetfx.components.mnist_example_gen import driver, executor
-from vaetfx.models import features
+from vaetfx.shared import features
 
 
 def _digits_config(digits: Sequence[int], code_fingerprint: str) -> example_gen_pb2.CustomConfig:

@@ -15,7 +15,7 @@ from tfx.components.example_gen import driver, input_processor
 from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2, range_config_pb2
 
-from vaetfx import storage
+from vaetfx.shared import storage
 
 def split_fingerprint(split_name: str, input_base: str, pattern: str) -> str:
   """One split's fingerprint: its resolved pattern, then each matched file's name and content

@@ -37,8 +37,8 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import proto_utils
 from tfx_bsl.coders import example_coder
 
-from vaetfx.components.mnist_example_gen import mnist_files
-from vaetfx.models import features
+from vaetfx.shared import mnist_files
+from vaetfx.shared import features
 
 # Images serialized per batch: bounds the int64 copy of the pixels (about 63 MB).
 CHUNK_SIZE = 10000
@@ -68,7 +68,7 @@ def _int64_lists(values: np.ndarray) -> pa.ListArray:
 
 
 def serialize_examples(images: np.ndarray, labels: np.ndarray) -> List[bytes]:
-  """Serialized tf.Examples: `image` int64[784] (see models/features.py for why) and `label`.
+  """Serialized tf.Examples: `image` int64[784] (see shared/features.py for why) and `label`.
 
   Built in bulk by tfx_bsl's C++ encoder (the one Transform writes its output
   with): about 10x faster than filling a tf.train.Example per image in Python.

@@ -16,8 +16,8 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from vaetfx.components import served_state_driver
-from vaetfx.components.atomic_pusher.model_name import check_model_name
 from vaetfx.components.served_baseline import executor
+from vaetfx.shared.model_name import check_model_name
 
 
 class ServedModelImporterSpec(types.ComponentSpec):

@@ -30,7 +30,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
-from vaetfx import serving_folder
+from vaetfx.shared import serving_folder
 
 SERVING_DIR_KEY = 'serving_dir'
 MODEL_NAME_KEY = 'model_name'

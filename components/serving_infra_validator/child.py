@@ -1,9 +1,10 @@
 """The validation server's entry point in its child process (server_process.CHILD_COMMAND).
 
 Kept free of heavy imports until TF_USE_LEGACY_KERAS is set (TensorFlow reads it
-once, at its first import). It parses only the `serve` command (serving/cli.py),
-not the whole `vaetfx` command line: the infra validator's code fingerprint
-(pipeline/code_fingerprint.py) then covers the server, not every other command.
+once, at its first import). It starts the server of `vaetfx serve`
+(serving/server.py) with its default limits, not the `vaetfx` command line: the
+infra validator's code fingerprint (pipeline/code_fingerprint.py) then covers
+the server, and components never import the command line above them.
 """
 import ctypes
 import os
@@ -27,12 +28,18 @@ def die_with_parent(parent_pid: int):
 
 
 def main(argv: List[str]) -> int:
-  """argv: the validator's pid, then `vaetfx` arguments (`serve ...`)."""
-  die_with_parent(int(argv[0]))
+  """argv: the validator's pid, the version's folder, the model name and host:port to serve on.
+
+  The server loads once (no polling: nothing else will appear in the folder) and
+  never retries a load: the candidate is whole on disk before the server starts,
+  so a failed load is the model's fault.
+  """
+  parent_pid, model_dir, model_name, address = argv
+  die_with_parent(int(parent_pid))
   os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
-  from vaetfx import flags  # pylint: disable=g-import-not-at-top
-  from vaetfx.serving import cli as serving_cli  # pylint: disable=g-import-not-at-top
-  parser = flags.Parser(prog='vaetfx')
-  serving_cli.add_subcommands(parser.add_subparsers(dest='command', required=True))
-  args = parser.parse_args(argv[1:])
-  return args.handler(args)
+  from vaetfx.serving import server  # pylint: disable=g-import-not-at-top
+  host, port = address.rsplit(':', 1)
+  server.serve_until_signalled(server.ServerConfig(
+      model_dir=model_dir, model_name=model_name, host=host, port=int(port), poll_seconds=0,
+      max_load_retries=0))
+  return 0

@@ -51,8 +51,8 @@ from tfx.utils import path_utils
 from vaetfx.components.serving_infra_validator import checks
 from vaetfx.components.serving_infra_validator import server_process
 from vaetfx.components.vae_report.executor import read_heldout_digits
-from vaetfx.models import features
 from vaetfx.serving import status
+from vaetfx.shared import features
 
 MODEL_NAME_KEY = 'model_name'
 NUM_EXAMPLES_KEY = 'num_examples'

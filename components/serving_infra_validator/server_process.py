@@ -20,7 +20,8 @@ How the child starts matters (issue 21):
 - It runs the installed package, whatever the working folder: `python -c`
   puts the working folder first on sys.path, so CHILD_COMMAND removes it
   before importing vaetfx (`python -m vaetfx.cli` would run a ./vaetfx/cli.py
-  found there). Environment variables pass unchanged (no -I).
+  found there). It starts the server itself, not the `vaetfx` command line, so
+  the validator's code fingerprint covers the server and nothing else. Environment variables pass unchanged (no -I).
 """
 import os
 import signal
@@ -83,9 +84,10 @@ def spawn(command: List[str], output) -> subprocess.Popen:
 
 
 class ServerProcess:
-  """`vaetfx serve` over `model_dir` (`<base>/<name>/<version>/`) on a free port.
+  """The server of `vaetfx serve`, with its default limits, over `model_dir`
+  (`<base>/<name>/<version>/`) on a free port.
 
-  The server loads once (--poll-seconds 0): nothing else will appear in its folder.
+  The server loads once (no polling): nothing else will appear in its folder.
   Its output goes to a temporary file, quoted in ServerFailure messages.
   Raises ServerFailure when the process cannot be started.
   """
@@ -96,10 +98,8 @@ class ServerProcess:
     self._log = tempfile.TemporaryFile(mode='w+')
     # No load retries: the candidate is whole on disk before the server starts, so a failed
     # load is the model's fault (TF Serving retries for versions still being copied in).
-    command = [sys.executable, '-c', CHILD_COMMAND, str(os.getpid()), 'serve',
-               '--model-dir', model_dir, '--model-name', model_name, '--host', HOST,
-               '--port', self.address.rsplit(':', 1)[1], '--poll-seconds', '0',
-               '--max-num-load-retries', '0']
+    command = [sys.executable, '-c', CHILD_COMMAND, str(os.getpid()), model_dir, model_name,
+               self.address]
     try:
       self._process = spawn(command, self._log)
     except OSError as e:

@@ -13,7 +13,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from vaetfx.components.vae_report import executor
-from vaetfx.models import iwae
+from vaetfx.models import iwae, kinds
 
 DEFAULT_NUM_EXAMPLES = 2000
 DEFAULT_SEED = 0
@@ -38,6 +38,7 @@ class VaeReportSpec(types.ComponentSpec):
       'code_fingerprint': ExecutionParameter(type=str, optional=True),
       executor.LIKELIHOOD_EXAMPLES_KEY: ExecutionParameter(type=int),
       executor.LIKELIHOOD_SAMPLES_KEY: ExecutionParameter(type=int),
+      executor.MODEL_KIND_KEY: ExecutionParameter(type=str),
   }
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -59,10 +60,13 @@ class VaeReport(base_component.BaseComponent):
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
   def __init__(self, model: types.BaseChannel, model_run: types.BaseChannel,
-               examples: types.BaseChannel, likelihood_examples: int, likelihood_samples: int,
-               num_examples: int = DEFAULT_NUM_EXAMPLES, seed: int = DEFAULT_SEED,
+               examples: types.BaseChannel, model_kind: str, likelihood_examples: int,
+               likelihood_samples: int, num_examples: int = DEFAULT_NUM_EXAMPLES,
+               seed: int = DEFAULT_SEED,
                code_fingerprint: str = '', scored_examples: Optional[types.BaseChannel] = None):
-    """num_examples: held-out digits encoded for the latent-space plot (the first ones read).
+    """model_kind: the --model the Trainer trained (models/kinds.py), whose pictures are drawn.
+
+    num_examples: held-out digits encoded for the latent-space plot (the first ones read).
 
     seed: the prior samples' seed, so re-drawing a report gives the same picture,
     and the seed of the log-likelihood's draws.
@@ -81,7 +85,9 @@ class VaeReport(base_component.BaseComponent):
     if likelihood_examples < 0:
       raise ValueError(f'likelihood_examples must be >= 0, got {likelihood_examples}')
     iwae.sample_counts(likelihood_samples)
+    kinds.kind(model_kind)
     spec = VaeReportSpec(model=model, model_run=model_run, examples=examples,
+                         model_kind=model_kind,
                          num_examples=num_examples, seed=seed,
                          code_fingerprint=code_fingerprint or None,
                          likelihood_examples=likelihood_examples,

@@ -29,8 +29,8 @@ from tfx.utils import path_utils
 
 from vaetfx.components.vae_report import plots
 from vaetfx.models import export
-from vaetfx.models import features
-from vaetfx.models import iwae
+from vaetfx.models import iwae, kinds
+from vaetfx.shared import features
 
 MODEL_KEY = 'model'
 MODEL_RUN_KEY = 'model_run'
@@ -42,6 +42,7 @@ NUM_EXAMPLES_KEY = 'num_examples'
 SEED_KEY = 'seed'
 LIKELIHOOD_EXAMPLES_KEY = 'likelihood_examples'
 LIKELIHOOD_SAMPLES_KEY = 'likelihood_samples'
+MODEL_KIND_KEY = 'model_kind'
 
 HISTORY_FILE = 'history.json'
 HISTORY_SERIES = {'train_{}': 'training', 'eval_{}': 'held-out'}  # Keys by score key.
@@ -58,8 +59,6 @@ LIKELIHOOD_PLOT_FILE = 'log_likelihood.png'
 LOWEST_SCORING_FILE = 'lowest_scoring.png'
 SCORES_BY_DIGIT_FILE = 'scores_by_digit.png'
 
-AUTOENCODER_OMISSIONS = ('prior samples and the IWAE log-likelihood bound: a plain autoencoder '
-                         'has no prior over its codes and no posterior variance')
 RECONSTRUCTED_COUNT = 30
 PRIOR_SAMPLE_COLUMNS = 10
 PRIOR_SAMPLE_COUNT = 100
@@ -120,7 +119,7 @@ def scored_eval_split(scored_examples: List[types.Artifact],
                             score_feature)
 
 
-def reconstruct_in_batches(vae: export.ExportedVae, images: np.ndarray) -> Dict[str, np.ndarray]:
+def reconstruct_in_batches(vae: export.ExportedModel, images: np.ndarray) -> Dict[str, np.ndarray]:
   """serving_default's outputs for every image, a batch at a time to bound memory."""
   batches = [vae.reconstruct(images[start:start + BATCH_SIZE])
              for start in range(0, len(images), BATCH_SIZE)]
@@ -224,7 +223,7 @@ def _reconstructions(images, labels, reconstructions, report_dir: str,
                                 f'probabilities decoded from {decoded_from}.')
 
 
-def _prior_samples(vae: export.ExportedVae, seed: int, report_dir: str) -> Tuple[str, str]:
+def _prior_samples(vae: export.ExportedModel, seed: int, report_dir: str) -> Tuple[str, str]:
   samples = vae.sample(PRIOR_SAMPLE_COUNT, seed)
   plots.plot_digit_grid(samples, PRIOR_SAMPLE_COLUMNS, 'Samples from the prior',
                         os.path.join(report_dir, PRIOR_SAMPLES_FILE))
@@ -242,7 +241,7 @@ def _latent_space(latent_means: np.ndarray, labels: np.ndarray, report_dir: str)
                              'coloured by label.')
 
 
-def _manifold(vae: export.ExportedVae, report_dir: str) -> Tuple[str, str]:
+def _manifold(vae: export.ExportedModel, report_dir: str) -> Tuple[str, str]:
   values, latents = manifold_grid(MANIFOLD_SIZE)
   plots.plot_manifold(vae.decode(latents), values, os.path.join(report_dir, MANIFOLD_FILE))
   return MANIFOLD_FILE, (f'Digits decoded over a {MANIFOLD_SIZE}x{MANIFOLD_SIZE} grid of latent '
@@ -260,7 +259,7 @@ def _code_space(codes: np.ndarray, labels: np.ndarray, report_dir: str) -> Tuple
                            f'({projection}), coloured by label.')
 
 
-def _code_grid(model: export.ExportedVae, codes: np.ndarray, report_dir: str) -> Tuple[str, str]:
+def _code_grid(model: export.ExportedModel, codes: np.ndarray, report_dir: str) -> Tuple[str, str]:
   """Digits decoded over a grid spanning the held-out codes' 5%..95% quantiles on each axis of
   latent_plane: the code space has no prior whose quantiles a VAE's manifold uses."""
   plane = latent_plane(codes, 'code')
@@ -285,7 +284,7 @@ def _elbo_curves(history: Dict[str, List[float]], report_dir: str,
                             f'{HISTORY_FILE}.')
 
 
-def heldout_likelihood(vae: export.ExportedVae, images: np.ndarray, labels: np.ndarray,
+def heldout_likelihood(vae: export.ExportedModel, images: np.ndarray, labels: np.ndarray,
                        max_samples: int, seed: int) -> Optional[iwae.HeldoutLikelihood]:
   """The IWAE bounds of `images`; None for no images or a model exported without decode_logits."""
   if not len(images) or vae.decode_logits is None:
@@ -341,47 +340,47 @@ def _anomaly_numbers(scored: ScoredDigits, metric: str = 'ELBO') -> List[Tuple[s
           (f'median anomaly score ({metric})', f'{float(np.median(scored.scores)):.2f}')]
 
 
-def write_report(vae: export.ExportedVae, model_path: str, images: np.ndarray, labels: np.ndarray,
-                 history: Dict[str, List[float]], report_dir: str, seed: int,
-                 likelihood: Optional[iwae.HeldoutLikelihood] = None,
+def write_report(model: export.ExportedModel, kind: kinds.ModelKind, model_path: str,
+                 images: np.ndarray, labels: np.ndarray, history: Dict[str, List[float]],
+                 report_dir: str, seed: int, likelihood: Optional[iwae.HeldoutLikelihood] = None,
                  scored: Optional[ScoredDigits] = None) -> List[str]:
   """Writes every PNG and index.html into `report_dir`; returns the PNG file names.
 
-  An autoencoder gets its code space and a grid decoded over it instead of the
-  prior samples, latent space and manifold. The manifold needs a 2-D latent
-  space, the curves need history.json, the log-likelihood plot needs
-  `likelihood` and the anomaly pictures BulkInferrer's scores, so each appears
-  only when it can be drawn.
+  The pictures are the kind's (kind.report_pictures: a VAE's prior samples,
+  latent space and manifold, an autoencoder's code space and a grid decoded
+  over it). The manifold needs a 2-D latent space, the curves need
+  history.json, the log-likelihood plot needs `likelihood` and the anomaly
+  pictures BulkInferrer's scores, so each appears only when it can be drawn.
   """
   fileio.makedirs(report_dir)
-  encoded = reconstruct_in_batches(vae, images)
-  latent_dim = vae.latent_dim
-  metric = features.SCORE_NAMES[vae.score_key]
-  figures = [_reconstructions(images, labels, encoded['reconstruction'], report_dir,
-                              'its code' if vae.is_autoencoder else 'the latent mean')]
-  if vae.is_autoencoder:
-    figures += [_code_space(encoded['latent'], labels, report_dir),
-                _code_grid(vae, encoded['latent'], report_dir)]
-  else:
-    figures += [_prior_samples(vae, seed, report_dir),
-                _latent_space(encoded['latent_mean'], labels, report_dir)]
-    if latent_dim == 2:
-      figures.append(_manifold(vae, report_dir))
+  encoded = reconstruct_in_batches(model, images)
+  metric = kind.score_name
+  code = encoded['latent_mean' if kind.variational else 'latent']
+  drawings = {
+      kinds.RECONSTRUCTIONS: lambda: _reconstructions(
+          images, labels, encoded['reconstruction'], report_dir,
+          'the latent mean' if kind.variational else 'its code'),
+      kinds.PRIOR_SAMPLES: lambda: _prior_samples(model, seed, report_dir),
+      kinds.LATENT_SPACE: lambda: _latent_space(code, labels, report_dir),
+      kinds.MANIFOLD: lambda: _manifold(model, report_dir) if model.latent_dim == 2 else None,
+      kinds.LOG_LIKELIHOOD: lambda: _likelihood(likelihood, report_dir) if likelihood else None,
+      kinds.CODE_SPACE: lambda: _code_space(code, labels, report_dir),
+      kinds.CODE_GRID: lambda: _code_grid(model, code, report_dir),
+  }
+  figures = [figure for figure in (drawings[name]() for name in kind.report_pictures) if figure]
   if history:
     figures.append(_elbo_curves(history, report_dir, metric))
-  numbers = _key_numbers(latent_dim, encoded[vae.score_key], history, model_path, metric)
-  if vae.is_autoencoder:
-    numbers.append(('not drawn', AUTOENCODER_OMISSIONS))
+  numbers = _key_numbers(model.latent_dim, encoded[kind.score_key], history, model_path, metric)
+  if kind.not_drawn:
+    numbers.append(('not drawn', kind.not_drawn))
   if likelihood is not None:
-    figures.append(_likelihood(likelihood, report_dir))
     numbers += [(f'held-out log-likelihood, IWAE bound K={count} ({len(likelihood.labels)} digits)',
                  f'{value:.2f}') for count, value in likelihood.overall.items()]
   if scored is not None:
     figures += [_lowest_scoring(scored, report_dir, metric),
                 _scores_by_digit(scored, report_dir, metric)]
     numbers += _anomaly_numbers(scored, metric)
-  write_index_html(report_dir, figures, numbers,
-                   'Autoencoder report' if vae.is_autoencoder else 'VAE report')
+  write_index_html(report_dir, figures, numbers, f'{kind.title[0].upper()}{kind.title[1:]} report')
   return [name for name, _ in figures]
 
 
@@ -392,23 +391,27 @@ class Executor(base_executor.BaseExecutor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
-    model_path = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
+    model_artifact = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
+    model_path = path_utils.serving_model_path(model_artifact.uri,
+                                               path_utils.is_old_model_artifact(model_artifact))
     model_run = artifact_utils.get_single_instance(input_dict[MODEL_RUN_KEY])
     split_uri = artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT)
     report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
     num_examples = exec_properties[NUM_EXAMPLES_KEY]
     likelihood_examples = exec_properties[LIKELIHOOD_EXAMPLES_KEY]
     images, labels = read_heldout_digits(split_uri, max(num_examples, likelihood_examples))
-    vae = export.load_exported_vae(model_path)
-    # None for an autoencoder: it has no decode_logits, since its code space has no prior.
-    likelihood = heldout_likelihood(vae, images[:likelihood_examples], labels[:likelihood_examples],
-                                    exec_properties[LIKELIHOOD_SAMPLES_KEY],
-                                    exec_properties[SEED_KEY])
-    written = write_report(vae, model_path, images[:num_examples], labels[:num_examples],
+    model = export.load_exported_model(model_path)
+    kind = kinds.kind(exec_properties[MODEL_KIND_KEY])
+    likelihood = None
+    if kinds.LOG_LIKELIHOOD in kind.report_pictures:
+      likelihood = heldout_likelihood(model, images[:likelihood_examples],
+                                      labels[:likelihood_examples],
+                                      exec_properties[LIKELIHOOD_SAMPLES_KEY],
+                                      exec_properties[SEED_KEY])
+    written = write_report(model, kind, model_path, images[:num_examples], labels[:num_examples],
                            read_elbo_history(os.path.join(model_run.uri, HISTORY_FILE),
-                                             vae.score_key),
+                                             kind.score_key),
                            report.uri, exec_properties[SEED_KEY], likelihood,
                            scored_eval_split(input_dict.get(SCORED_EXAMPLES_KEY, []),
-                                             vae.score_key))
+                                             kind.score_key))
     logging.info('Report written to %s: %s', os.path.join(report.uri, INDEX_FILE), written)

@@ -23,9 +23,9 @@ from tfx.dsl.io.plugins import tensorflow_gfile
 from tfx.types import channel, standard_artifacts
 from tfx.utils import io_utils, path_utils
 
-from vaetfx import serving_folder
 from vaetfx.components.atomic_pusher import executor
 from vaetfx.components.atomic_pusher.component import AtomicPusher
+from vaetfx.shared import serving_folder
 
 MODEL_NAME = 'vae'
 FACTORS = (2.0, 3.0, 4.0, 5.0)

@@ -17,8 +17,9 @@ from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
 from tests import artifacts, synthetic_mnist
-from vaetfx.components.mnist_example_gen import executor, mnist_files
+from vaetfx.components.mnist_example_gen import executor
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
+from vaetfx.shared import mnist_files
 
 
 def _exec_properties(component):

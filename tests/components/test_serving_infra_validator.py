@@ -30,7 +30,7 @@ from vaetfx.components.atomic_pusher import executor as pusher_executor
 from vaetfx.components.atomic_pusher.component import AtomicPusher
 from vaetfx.components.serving_infra_validator import checks, executor, server_process
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
-from vaetfx.models import export
+from vaetfx.models import export, kinds
 
 MODEL_NAME = 'vae'
 NUM_EXAMPLES = 4
@@ -181,13 +181,13 @@ def test_good_model_is_blessed_and_pushed_with_its_warmup_requests(tmp_path, exp
   assert blessing.get_int_custom_property(executor.MODEL_FLAG_KEY) == 1
   assert os.path.exists(os.path.join(blessing.uri, executor.BLESSED_FILE))
   stamped = path_utils.stamped_model_path(blessing.uri)
-  assert _warmup_signatures(stamped) == list(export.SIGNATURE_NAMES)
+  assert _warmup_signatures(stamped) == list(kinds.CONV.signatures)
 
   pushed, model_dir = _push(tmp_path, blessing)
   assert pushed.get_int_custom_property('pushed') == 1
   version_dir = os.path.join(model_dir, pushed.get_string_custom_property('pushed_version'))
-  assert _warmup_signatures(version_dir) == list(export.SIGNATURE_NAMES)
-  served = export.load_exported_vae(version_dir)
+  assert _warmup_signatures(version_dir) == list(kinds.CONV.signatures)
+  served = export.load_exported_model(version_dir)
   assert served.sample(3, seed=1).shape == (3, 28, 28)
 
 
@@ -336,8 +336,8 @@ def test_rerun_after_an_infra_failure_validates_again(tmp_path, exported_model_d
 
 def test_server_exits_at_once_when_its_validator_is_gone():
   """The parent-death signal cannot reach a child whose parent died before it was set."""
-  gone = subprocess.run([sys.executable, '-c', server_process.CHILD_COMMAND, '1', 'serve'],
-                        capture_output=True, text=True, check=False)
+  gone = subprocess.run([sys.executable, '-c', server_process.CHILD_COMMAND, '1', '/models/vae/1',
+                         'vae', '127.0.0.1:8500'], capture_output=True, text=True, check=False)
   assert (gone.returncode, gone.stderr) == (
       1, 'the infra validator (pid 1) that started this server has exited\n')
 
@@ -345,7 +345,7 @@ def test_server_exits_at_once_when_its_validator_is_gone():
 def test_requests_cover_every_exported_signature():
   images = np.zeros((2, 28, 28), np.uint8)
   requests = checks.build_requests(images, [b'', b''], latent_dim=2)
-  assert tuple(r.signature_name for r in requests) == export.SIGNATURE_NAMES
+  assert tuple(r.signature_name for r in requests) == kinds.CONV.signatures
   assert all(checks.batch_size(r) == 2 for r in requests)
 
 

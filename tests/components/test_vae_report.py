@@ -56,7 +56,8 @@ def _run(tmp_path, trained: model_fixtures.TrainedModel, transformed: model_fixt
   executor.Executor().Do(
       inputs, {'report': [report]},
       {executor.NUM_EXAMPLES_KEY: 80, executor.SEED_KEY: 0,
-       executor.LIKELIHOOD_EXAMPLES_KEY: likelihood_examples, executor.LIKELIHOOD_SAMPLES_KEY: 10})
+       executor.LIKELIHOOD_EXAMPLES_KEY: likelihood_examples, executor.LIKELIHOOD_SAMPLES_KEY: 10,
+       executor.MODEL_KIND_KEY: trained.hparams.model})
   return report.uri
 
 
@@ -269,15 +270,21 @@ def test_component_takes_trainer_and_example_gen_channels():
   report = VaeReport(model=channel.Channel(type=standard_artifacts.Model),
                      model_run=channel.Channel(type=standard_artifacts.ModelRun),
                      examples=channel.Channel(type=standard_artifacts.Examples),
-                     likelihood_examples=200, likelihood_samples=1000)
+                     model_kind='mlp', likelihood_examples=200, likelihood_samples=1000)
   assert report.outputs['report'].type is VaeReportArtifact
   assert report.exec_properties == {'num_examples': 2000, 'seed': 0, 'code_fingerprint': None,
-                                    'likelihood_examples': 200, 'likelihood_samples': 1000}
+                                    'likelihood_examples': 200, 'likelihood_samples': 1000,
+                                    'model_kind': 'mlp'}
+  with pytest.raises(ValueError, match="model 'vae': expected one of conv, mlp, ae"):
+    VaeReport(model=channel.Channel(type=standard_artifacts.Model),
+              model_run=channel.Channel(type=standard_artifacts.ModelRun),
+              examples=channel.Channel(type=standard_artifacts.Examples),
+              model_kind='vae', likelihood_examples=200, likelihood_samples=1000)
   with pytest.raises(ValueError, match='power of ten'):
     VaeReport(model=channel.Channel(type=standard_artifacts.Model),
               model_run=channel.Channel(type=standard_artifacts.ModelRun),
               examples=channel.Channel(type=standard_artifacts.Examples),
-              likelihood_examples=200, likelihood_samples=500)
+              model_kind='conv', likelihood_examples=200, likelihood_samples=500)
   assert 'scored_examples' not in report.inputs
 
 
@@ -286,7 +293,7 @@ def test_component_rejects_other_artifact_types():
     VaeReport(model=channel.Channel(type=standard_artifacts.Examples),
               model_run=channel.Channel(type=standard_artifacts.ModelRun),
               examples=channel.Channel(type=standard_artifacts.Examples),
-              likelihood_examples=1, likelihood_samples=1)
+              model_kind='conv', likelihood_examples=1, likelihood_samples=1)
 
 
 def test_kubeflow_entrypoint_can_import_the_artifact_class_from_its_type_name():

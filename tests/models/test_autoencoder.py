@@ -8,15 +8,16 @@ import pytest
 import tensorflow as tf
 
 from tests import artifacts
-from vaetfx.models import autoencoder, export, features, preprocessing, vae
-from vaetfx.models.hparams import AUTOENCODER_DEFAULTS, VAE_DEFAULTS, TrainingHparams
+from vaetfx.models import autoencoder, export, kinds, preprocessing, vae
+from vaetfx.models.hparams import TrainingHparams
+from vaetfx.shared import features
 
 RLL = features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
 
 
 @pytest.fixture(scope='module')
 def model(trained_autoencoder):
-  return export.load_exported_vae(trained_autoencoder.serving_model_dir)
+  return export.load_exported_model(trained_autoencoder.serving_model_dir)
 
 
 @pytest.fixture(scope='module')
@@ -25,7 +26,7 @@ def images(mnist_splits):
 
 
 def test_the_seed_architecture():
-  network = autoencoder.build_autoencoder(TrainingHparams(model='ae', latent_dim=2))
+  network = kinds.AUTOENCODER.build(TrainingHparams(model='ae', latent_dim=2))
   assert [layer.units for layer in network.encoder.layers] == [500, 300, 2]
   assert [layer.units for layer in network.decoder.layers] == [300, 500, 784]
   layers = network.encoder.layers + network.decoder.layers
@@ -35,11 +36,10 @@ def test_the_seed_architecture():
 
 def test_training_defaults_follow_the_model_unless_given():
   ae = TrainingHparams(model='ae')
-  assert {name: getattr(ae, name) for name in AUTOENCODER_DEFAULTS} == AUTOENCODER_DEFAULTS
-  assert AUTOENCODER_DEFAULTS == {'epochs': 10, 'batch_size': 50, 'learning_rate': 1e-3,
-                                  'learning_rate_schedule': 'constant'}
+  assert {name: getattr(ae, name) for name in kinds.AUTOENCODER.defaults} == {
+      'epochs': 10, 'batch_size': 50, 'learning_rate': 1e-3, 'learning_rate_schedule': 'constant'}
   conv = TrainingHparams()
-  assert {name: getattr(conv, name) for name in VAE_DEFAULTS} == VAE_DEFAULTS
+  assert {name: getattr(conv, name) for name in kinds.CONV.defaults} == kinds.VAE_DEFAULTS
   given = TrainingHparams(model='ae', epochs=3, learning_rate=4e-3)
   assert (given.epochs, given.learning_rate, given.batch_size) == (3, 4e-3, 50)
   # The custom_config carries the resolved values: the Trainer's cache key sees them.
@@ -59,8 +59,8 @@ def test_history_names_the_reconstruction_log_likelihood_never_the_elbo(trained_
 
 
 def test_signatures_are_reconstruct_encode_decode_and_from_examples_without_sample(model):
-  assert set(model.signatures) == set(export.AUTOENCODER_SIGNATURE_NAMES)
-  assert model.is_autoencoder and model.score_key == RLL
+  assert set(model.signatures) == set(kinds.AUTOENCODER.signatures)
+  assert not model.variational and model.score_key == RLL
   with pytest.raises(export.NoSuchSignature, match="no 'sample' signature"):
     model.sample(3)
 
@@ -88,7 +88,7 @@ def test_from_examples_scores_as_serving_default(model, transformed_mnist, mnist
 
 
 def test_reconstruction_log_likelihood_is_bernoulli_on_the_logits():
-  network = autoencoder.build_autoencoder(TrainingHparams(model='ae', latent_dim=3))
+  network = kinds.AUTOENCODER.build(TrainingHparams(model='ae', latent_dim=3))
   pixels = tf.constant(np.random.default_rng(0).integers(0, 2, (4, 784)), tf.float32)
   logits = network.decode(network.encode(pixels))
   expected = -tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(pixels, logits), -1)

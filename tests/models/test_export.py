@@ -7,7 +7,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
 from tests import artifacts
-from vaetfx.models import export, features, preprocessing
+from vaetfx.models import export, preprocessing
+from vaetfx.shared import features
 
 LATENT_DIM = 2  # model_fixtures.TINY_HPARAMS
 IMAGE = [-1, 28, 28]
@@ -32,7 +33,7 @@ DOCUMENTED_SIGNATURES = {
 
 @pytest.fixture(scope='module')
 def model(exported_model_dir):
-  return export.load_exported_vae(exported_model_dir)
+  return export.load_exported_model(exported_model_dir)
 
 
 @pytest.fixture(scope='module')
@@ -108,7 +109,7 @@ def test_sample_seed_is_deterministic_and_negative_seed_is_fresh(model, exported
   np.testing.assert_array_equal(model.sample(3, seed=7), model.sample(3, seed=7))
   assert not np.array_equal(model.sample(3, seed=7), model.sample(3, seed=8))
   assert not np.array_equal(model.sample(3), model.sample(3))
-  first_draws = [export.load_exported_vae(exported_model_dir).sample(3) for _ in range(2)]
+  first_draws = [export.load_exported_model(exported_model_dir).sample(3) for _ in range(2)]
   assert not np.array_equal(*first_draws), 'every fresh load repeats the same "random" draw'
 
 

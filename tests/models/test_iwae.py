@@ -106,7 +106,7 @@ def test_bound_rises_with_k_and_stays_below_zero_on_a_trained_model(exported_mod
                                                                     mnist_splits):
   """On average over images L_1 <= L_10 <= L_100 (Burda et al., theorem 1), and log p(x) <= 0."""
   images, labels = mnist_splits['eval']
-  vae = export.load_exported_vae(exported_model_dir)
+  vae = export.load_exported_model(exported_model_dir)
 
   def encode(batch):
     encoded = vae.encode(batch)

@@ -2,7 +2,8 @@
 import numpy as np
 import tensorflow as tf
 
-from vaetfx.models import features, preprocessing
+from vaetfx.models import preprocessing
+from vaetfx.shared import features
 
 
 def _numpy_binarize(pixels):

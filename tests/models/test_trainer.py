@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vaetfx.models import features, preprocessing, trainer
+from vaetfx.models import preprocessing, trainer
 from vaetfx.models.hparams import TrainingHparams
+from vaetfx.shared import features
 
 TINY = TrainingHparams(latent_dim=2, batch_size=32, epochs=3, eval_samples=2)
 

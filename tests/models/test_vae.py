@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vaetfx.models import features
-from vaetfx.models import vae as vae_lib
+from vaetfx.models import kinds, vae as vae_lib
 from vaetfx.models.hparams import TrainingHparams
+from vaetfx.shared import features
 
 LATENT_DIM = 3
 LOG_2PI = np.log(2 * np.pi)
@@ -53,7 +53,7 @@ def pixels(mnist_splits):
 
 def _vae(model):
   tf.keras.utils.set_random_seed(7)
-  return vae_lib.build_vae(TrainingHparams(model=model, latent_dim=LATENT_DIM))
+  return kinds.kind(model).build(TrainingHparams(model=model, latent_dim=LATENT_DIM))
 
 
 @pytest.mark.parametrize('estimator', ['analytic', 'monte_carlo'])
@@ -116,7 +116,8 @@ def test_all_zero_and_all_one_images_give_finite_loss_and_gradients(estimator):
 
 
 def test_mixed_precision_computes_in_float16_and_returns_float32(pixels):
-  vae = vae_lib.build_vae(TrainingHparams(latent_dim=LATENT_DIM, mixed_precision=True))
+  hparams = TrainingHparams(latent_dim=LATENT_DIM, mixed_precision=True)
+  vae = hparams.kind.build(hparams)
   assert {layer.compute_dtype for layer in vae.decoder.layers} == {'float16'}
   assert {v.dtype for v in vae.variables} == {tf.float32}
   mean, logvar = vae.encode(tf.constant(pixels, tf.float32))
@@ -125,7 +126,7 @@ def test_mixed_precision_computes_in_float16_and_returns_float32(pixels):
 
 def test_float32_copy_has_the_same_weights_and_outputs(pixels):
   hparams = TrainingHparams(latent_dim=LATENT_DIM, mixed_precision=True)
-  vae = vae_lib.build_vae(hparams)
+  vae = hparams.kind.build(hparams)
   copy = vae_lib.float32_copy(vae, hparams)
   assert {layer.compute_dtype for layer in copy.decoder.layers} == {'float32'}
   for original, copied in zip(vae.variables, copy.variables):

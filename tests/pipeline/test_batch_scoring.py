@@ -85,7 +85,7 @@ def test_rows_are_ranked_worst_first_and_hold_each_images_own_score(scored, mixe
   scores = [float(row['elbo']) for row in rows]
   assert scores == sorted(scores)
   by_index = np.array([float(row['elbo']) for row in sorted(rows, key=lambda r: int(r['index']))])
-  direct = export.load_exported_vae(exported_model_dir).reconstruct(images)['elbo']
+  direct = export.load_exported_model(exported_model_dir).reconstruct(images)['elbo']
   np.testing.assert_allclose(by_index, direct, rtol=1e-4, atol=1e-2)
 
 
@@ -134,7 +134,7 @@ def test_an_autoencoder_is_scored_by_its_reconstruction_log_likelihood(
     rows = sorted(reader, key=lambda row: int(row['index']))
   assert reader.fieldnames == ['rank', 'split', 'index', 'label', 'reconstruction_log_likelihood']
   scores = np.array([float(row['reconstruction_log_likelihood']) for row in rows])
-  direct = export.load_exported_vae(trained_autoencoder.serving_model_dir).reconstruct(images)
+  direct = export.load_exported_model(trained_autoencoder.serving_model_dir).reconstruct(images)
   np.testing.assert_allclose(scores, direct['reconstruction_log_likelihood'], rtol=1e-4, atol=1e-2)
   assert scores[REAL:].max() < scores[:REAL].min(), (scores[:REAL].min(), scores[REAL:].max())
   printed = capsys.readouterr().out.splitlines()

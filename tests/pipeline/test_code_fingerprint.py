@@ -13,19 +13,23 @@ from vaetfx.pipeline import code_fingerprint, configs
 
 COMPONENTS = set(code_fingerprint.ENTRY_MODULES)
 # What an edit to each file must re-run; every other component keeps its fingerprint.
-# The infra validator reads held-out digits as the report does and runs `vaetfx serve`.
+# The infra validator reads held-out digits as the report does and runs the server; the
+# command line is no component's code, so editing a flag's help re-runs nothing.
 AFFECTED_BY = {
     'vaetfx.models.vae': {'Trainer', 'VaeReport', 'ServingInfraValidator'},
     'vaetfx.models.preprocessing': {'Transform', 'VaeReport', 'ServingInfraValidator'},
-    'vaetfx.models.features': {'MnistExampleGen', 'Transform', 'Trainer', 'VaeReport',
+    'vaetfx.shared.features': {'MnistExampleGen', 'Transform', 'Trainer', 'VaeReport',
                                'ServingInfraValidator'},
     # The Pusher reads the gate's scores for each version's provenance record.
     'vaetfx.models.elbo_metric': {'Evaluator', 'AtomicPusher'},
     'vaetfx.components.served_baseline.executor': {'Evaluator', 'ServedModelImporter'},
-    'vaetfx.serving_folder': {'ServedModelImporter', 'Evaluator', 'AtomicPusher'},
+    'vaetfx.shared.serving_folder': {'ServedModelImporter', 'Evaluator', 'AtomicPusher'},
     'vaetfx.components.atomic_pusher.executor': {'AtomicPusher'},
-    'vaetfx.components.mnist_example_gen.mnist_files': {'MnistExampleGen', 'ServingInfraValidator'},
+    'vaetfx.shared.mnist_files': {'MnistExampleGen'},
     'vaetfx.serving.servable': {'ServingInfraValidator'},
+    'vaetfx.serving.server': {'ServingInfraValidator'},
+    'vaetfx.flags': set(),
+    'vaetfx.serving_commands': set(),
     'vaetfx.components.vae_report.component': set(),  # reached only through vaetfx.__getattr__
 }
 
@@ -57,7 +61,7 @@ def test_an_edit_changes_the_fingerprints_of_exactly_the_components_that_run_it(
 def test_the_trainer_fingerprint_covers_the_model_code_it_imports():
   trainer = code_fingerprint.module_closure(*code_fingerprint.ENTRY_MODULES['Trainer'])
   assert {'vaetfx.models.trainer', 'vaetfx.models.vae', 'vaetfx.models.export',
-          'vaetfx.models.hparams', 'vaetfx.models.features'} <= set(trainer)
+          'vaetfx.models.hparams', 'vaetfx.shared.features'} <= set(trainer)
   assert not any(name.startswith('vaetfx.components') for name in trainer)
 
 
@@ -66,7 +70,7 @@ def _installed_copy(site_dir):
   package_dir = os.path.join(site_dir, 'vaetfx')
   shutil.copytree(os.path.dirname(code_fingerprint.source_file('vaetfx')), package_dir,
                   ignore=shutil.ignore_patterns('__pycache__'))
-  for folder in ('models', 'components', 'pipeline', 'serving'):
+  for folder in ('models', 'components', 'pipeline', 'serving', 'shared'):
     source = os.path.dirname(code_fingerprint.source_file(f'vaetfx.{folder}'))
     shutil.copytree(source, os.path.join(package_dir, folder),
                     ignore=shutil.ignore_patterns('__pycache__'))

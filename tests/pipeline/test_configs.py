@@ -1,12 +1,14 @@
 """Settings: bad ones are refused where they are made, before any component runs; Beam's own
 defaults are left out of the Beam flags, so TFX builds no sdist of itself per component."""
+import json
 import os
 
 import pytest
 from apache_beam.options import pipeline_options
 
 from vaetfx import cli, flags
-from vaetfx.pipeline import configs
+from vaetfx.models import kinds
+from vaetfx.pipeline import code_fingerprint, configs, pipeline
 
 BAD_MODEL_NAMES = ('', '.', '..', 'a/b', '../serving', 'with space')
 
@@ -27,7 +29,7 @@ def test_push_config_refuses_keeping_no_version():
     configs.PushConfig(keep_versions=0)
 
 
-@pytest.mark.parametrize('field', ('elbo_tolerance', 'digit_tolerance'))
+@pytest.mark.parametrize('field', ('score_tolerance', 'digit_tolerance'))
 @pytest.mark.parametrize('value', (-1.0, float('nan')))
 def test_gate_config_refuses_a_negative_tolerance(field, value):
   with pytest.raises(ValueError, match=field):
@@ -73,7 +75,7 @@ def _run_config(*argv):
 
 def test_model_ae_takes_seed_003s_training_defaults_and_its_own_names():
   config = _run_config('--model', 'ae', '--digits', '1,5,6', '--latent-dim', '2')
-  assert config.hparams.is_autoencoder and config.digits == (1, 5, 6)
+  assert config.hparams.kind is kinds.AUTOENCODER and config.digits == (1, 5, 6)
   assert (config.hparams.epochs, config.hparams.batch_size, config.hparams.learning_rate,
           config.hparams.learning_rate_schedule) == (10, 50, 1e-3, 'constant')
   assert (config.pipeline_name, config.push.model_name) == ('ae-mnist', 'ae')
@@ -95,18 +97,33 @@ def test_help_names_each_models_defaults():
   commands = next(action for action in cli.build_parser()._actions  # pylint: disable=protected-access
                   if action.dest == 'command').choices
   help_text = ' '.join(commands['run'].format_help().split())
-  assert 'Default: 22 for the VAEs, 10 for ae (seed 003).' in help_text
-  assert 'Default: vae-mnist, or ae-mnist for --model ae.' in help_text
+  assert 'Default: 22 for conv/mlp, 10 for ae.' in help_text
+  assert 'Default: 1.0 for conv/mlp; refused with --model ae.' in help_text
+  assert 'Default: vae-mnist for conv/mlp, ae-mnist for ae.' in help_text
+  assert 'Default: vae for conv/mlp, ae for ae.' in help_text
   training = help_text.split("training (the Trainer's custom_config):")[1]
   training = training.split('evaluator gate')[0]
   assert '(default: None)' not in training
 
 
-def test_span_and_data_pattern_reach_create_pipeline():
+def test_span_and_data_pattern_reach_the_example_gen():
   args = cli.build_parser().parse_args(['run', '--span', '4'])
   config = flags.pipeline_config(args, data_dir='data', output_dir='out',
                                  data_pattern=configs.SPAN_PATTERN)
-  pipeline_args = config.create_pipeline_args()
-  assert (pipeline_args['data_pattern'], pipeline_args['span']) == ('span-{SPAN}/*', 4)
-  default = _run_config().create_pipeline_args()
-  assert (default['data_pattern'], default['span']) == ('*', 0)
+  properties = _example_gen(config).exec_properties
+  assert properties['input_config'].count('span-{SPAN}/*') == 2
+  assert json.loads(properties['range_config'])['static_range'] == {'start_span_number': 4,
+                                                                    'end_span_number': 4}
+  assert _example_gen(_run_config()).exec_properties['range_config'] is None
+
+
+def test_a_component_without_a_code_fingerprint_is_refused_when_the_pipeline_is_built():
+  fingerprints = code_fingerprint.component_fingerprints()
+  del fingerprints['VaeReport']
+  with pytest.raises(ValueError, match='no code fingerprint for VaeReport'):
+    pipeline.create_pipeline(_run_config(), fingerprints)
+
+
+def _example_gen(config):
+  built = pipeline.create_pipeline(config, code_fingerprint.component_fingerprints())
+  return next(c for c in built.components if c.id == 'MnistExampleGen')

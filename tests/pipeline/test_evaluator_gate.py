@@ -15,9 +15,10 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import json_utils, path_utils, proto_utils
 
 from tests import artifacts, model_fixtures
-from vaetfx.models import elbo_metric, features
-from vaetfx.pipeline import pipeline
+from vaetfx.models import elbo_metric, kinds
+from vaetfx.pipeline import configs, pipeline
 from vaetfx.pipeline.run_summary import gate_failures, overall_mean_elbo
+from vaetfx.shared import features
 
 WORSE_DIGIT = 3
 
@@ -28,11 +29,13 @@ def _artifact(artifact_type, uri):
   return artifact
 
 
-def _evaluate(tmp_path, transformed_mnist, trained_model, elbo_floor, elbo_tolerance=2.0,
+def _evaluate(tmp_path, transformed_mnist, trained_model, score_floor, score_tolerance=2.0,
               baseline=None, digit_tolerance=None):
   return _run_evaluator(tmp_path, transformed_mnist.raw_examples_dir,
                         os.path.dirname(trained_model.serving_model_dir),  # <uri>/Format-Serving
-                        pipeline.elbo_eval_config(elbo_floor, elbo_tolerance, digit_tolerance),
+                        pipeline.gate_eval_config(
+                            configs.GateConfig(score_floor, score_tolerance,
+                                               digit_tolerance=digit_tolerance), kinds.CONV),
                         baseline)
 
 
@@ -67,7 +70,7 @@ def _direct_elbo(transformed_mnist, trained_model):
 @pytest.fixture(scope='module')
 def first_evaluation(tmp_path_factory, transformed_mnist, trained_model):
   return _evaluate(tmp_path_factory.mktemp('eval'), transformed_mnist, trained_model,
-                   elbo_floor=-1e6)
+                   score_floor=-1e6)
 
 
 def test_tfma_mean_elbo_equals_the_saved_model_elbo(first_evaluation, transformed_mnist,
@@ -92,7 +95,7 @@ def test_first_model_above_the_floor_is_blessed(first_evaluation):
 def test_floor_above_the_model_is_not_blessed(tmp_path, transformed_mnist, trained_model):
   elbo, _ = _direct_elbo(transformed_mnist, trained_model)
   _, blessing = _evaluate(tmp_path, transformed_mnist, trained_model,
-                          elbo_floor=float(elbo.mean()) + 1.0)
+                          score_floor=float(elbo.mean()) + 1.0)
   assert os.path.exists(os.path.join(blessing.uri, 'NOT_BLESSED'))
 
 
@@ -100,7 +103,7 @@ def test_same_model_as_baseline_passes_the_change_threshold(tmp_path, transforme
                                                            trained_model):
   model_uri = os.path.dirname(trained_model.serving_model_dir)
   evaluation_uri, blessing = _evaluate(tmp_path, transformed_mnist, trained_model,
-                                       elbo_floor=-1e6, baseline=model_uri)
+                                       score_floor=-1e6, baseline=model_uri)
   elbos = overall_mean_elbo(evaluation_uri)
   assert elbos['candidate'] == pytest.approx(elbos['baseline'])
   assert blessing.get_int_custom_property('blessed') == 1
@@ -141,8 +144,8 @@ def per_digit_models(tmp_path_factory):
 def _gate(tmp_path, transformed_mnist, per_digit_models, candidate, digit_tolerance=None):
   evaluation_uri, blessing = _run_evaluator(
       tmp_path, transformed_mnist.raw_examples_dir, per_digit_models[candidate],
-      pipeline.elbo_eval_config(elbo_floor=-1e6, elbo_tolerance=2.0,
-                                digit_tolerance=digit_tolerance),
+      pipeline.gate_eval_config(configs.GateConfig(score_floor=-1e6, score_tolerance=2.0,
+                                                   digit_tolerance=digit_tolerance), kinds.CONV),
       baseline=per_digit_models['baseline'])
   return evaluation_uri, blessing.get_int_custom_property('blessed') == 1
 
@@ -185,7 +188,8 @@ def test_a_floor_failure_names_the_slice_and_the_floor(tmp_path, transformed_mni
                                                        per_digit_models):
   evaluation_uri, blessing = _run_evaluator(
       tmp_path, transformed_mnist.raw_examples_dir, per_digit_models['baseline'],
-      pipeline.elbo_eval_config(elbo_floor=-90.0, elbo_tolerance=2.0, digit_tolerance=0.5))
+      pipeline.gate_eval_config(configs.GateConfig(score_floor=-90.0, score_tolerance=2.0,
+                                                   digit_tolerance=0.5), kinds.CONV))
   assert blessing.get_int_custom_property('blessed') == 0
   assert gate_failures(evaluation_uri) == [
       'mean_elbo over all digits is -100.00 nats, below the floor of -90.00']
@@ -205,7 +209,8 @@ def test_autoencoder_is_gated_on_its_mean_reconstruction_log_likelihood(
       'from_examples']
   scores = from_examples(examples=tf.constant([e.SerializeToString() for e in examples]))[
       features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY].numpy()
-  eval_config = pipeline.elbo_eval_config(float(scores.mean()) - 1.0, 2.0, is_autoencoder=True)
+  eval_config = pipeline.gate_eval_config(configs.GateConfig(float(scores.mean()) - 1.0, 2.0),
+                                          kinds.AUTOENCODER)
   evaluation_uri, blessing = _run_evaluator(tmp_path, transformed_mnist.raw_examples_dir,
                                             model_uri, eval_config, baseline=model_uri)
   metric = elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD

@@ -40,9 +40,9 @@ from tfx.utils import name_utils
 
 from tests import artifacts, gcs_emulator, model_fixtures
 from vaetfx import cli
-from vaetfx.models import features
 from vaetfx.pipeline import (configs, kubeflow_entrypoint, kubeflow_runner, local_runner,
                              run_summary)
+from vaetfx.shared import features
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 IMAGE = 'registry.example.com/vaetfx:test'
@@ -375,7 +375,7 @@ def _e2e_config() -> configs.PipelineConfig:
   epoch, and a floor any trained model passes."""
   return dataclasses.replace(
       _config(f'{BUCKET}/mnist'), hparams=E2E_HPARAMS,
-      gate=configs.GateConfig(elbo_floor=E2E_ELBO_FLOOR),
+      gate=configs.GateConfig(score_floor=E2E_ELBO_FLOOR),
       report=configs.ReportConfig(likelihood_examples=20, likelihood_samples=10))
 
 
@@ -644,7 +644,7 @@ def test_compile_kubeflow_command_writes_the_spec_with_the_flags(tmp_path, capsy
 
 
 # Settings of `vaetfx run` (not its locations), each away from its default.
-RUN_SETTINGS = ('--epochs', '3', '--latent-dim', '4', '--elbo-floor=-99', '--elbo-tolerance',
+RUN_SETTINGS = ('--epochs', '3', '--latent-dim', '4', '--score-floor=-99', '--score-tolerance',
                 '1.5', '--keep-versions', '5', '--model-name', 'vae2', '--digits', '7,1',
                 '--no-cache')
 RUN_LOCATION_FLAGS = {'--data-dir', '--cache-dir', '--output-dir', '--serving-dir', '--metadata-db'}
@@ -710,7 +710,7 @@ def test_compile_kubeflow_takes_every_setting_of_run_and_lists_it_in_help():
   commands = next(action for action in cli.build_parser()._actions  # pylint: disable=protected-access
                   if action.dest == 'command').choices
   run_settings = _options(commands['run']) - RUN_LOCATION_FLAGS
-  assert {'--epochs', '--elbo-floor', '--keep-versions', '--digits'} <= run_settings
+  assert {'--epochs', '--score-floor', '--keep-versions', '--digits'} <= run_settings
   assert run_settings <= _options(commands['compile-kubeflow'])
   help_text = commands['compile-kubeflow'].format_help()
   assert all(option in help_text for option in run_settings)
@@ -878,8 +878,8 @@ def test_a_local_run_with_every_folder_on_gs_pushes_lists_and_rolls_back(gcs, mn
   serving_dir = f'{BUCKET}/local-run/serving'
   run = ['run', '--data-dir', data_dir, '--output-dir', f'{BUCKET}/local-run/out',
          '--serving-dir', serving_dir, '--latent-dim', '2', '--epochs', '1',
-         '--batch-size', '32', '--eval-samples', '1', '--elbo-floor=-1e6',
-         '--elbo-tolerance', '1e6', '--likelihood-examples', '0']
+         '--batch-size', '32', '--eval-samples', '1', '--score-floor=-1e6',
+         '--score-tolerance', '1e6', '--likelihood-examples', '0']
   for seed in ('1', '2'):
     result = _vaetfx_in_bucket(gcs, tmp_path, *run, '--seed', seed)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -21,12 +21,12 @@ from tfx.components.bulk_inferrer import executor as bulk_inferrer_executor
 from tests import artifacts, synthetic_mnist
 from tests.pipeline import test_code_fingerprint
 from vaetfx import cli, flags
-from vaetfx.components.mnist_example_gen import mnist_files
 from vaetfx.components.vae_report import executor as vae_report_executor
 from vaetfx.models import elbo_metric, export
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner, run_summary
 from vaetfx.serving import client, server, warmup
+from vaetfx.shared import mnist_files
 
 Execution = metadata_store_pb2.Execution
 SIGNATURES = {'serving_default', 'encode', 'decode', 'sample', 'from_examples'}
@@ -60,7 +60,7 @@ def _run(config):
 def base_config(tmp_path_factory, mnist_idx_dir):
   return configs.PipelineConfig(
       data_dir=mnist_idx_dir, output_dir=str(tmp_path_factory.mktemp('pipeline')),
-      hparams=TINY_TRAINING, gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=2.0),
+      hparams=TINY_TRAINING, gate=configs.GateConfig(score_floor=-1000.0, score_tolerance=2.0),
       report=configs.ReportConfig(likelihood_examples=20, likelihood_samples=10))
 
 
@@ -83,8 +83,8 @@ def test_every_component_runs_once_with_progress_lines(base_config, first_run):
 
 def test_first_model_is_blessed_and_pushed_with_every_signature(base_config, first_run):
   summary, _ = first_run
-  assert summary.blessed and summary.baseline_elbo is None
-  assert -1000.0 < summary.candidate_elbo < 0
+  assert summary.blessed and summary.baseline_score is None
+  assert -1000.0 < summary.candidate_score < 0
   [version] = _versions(base_config)
   assert summary.pushed_path.rstrip('/').endswith(f'{base_config.push.model_name}/{version}')
   assert SIGNATURES <= set(tf.saved_model.load(summary.pushed_path).signatures)
@@ -120,7 +120,7 @@ def test_bulk_inferrer_scores_every_heldout_digit_with_the_exported_elbo(base_co
   scored = vae_report_executor.read_scored_digits(os.path.join(uri, 'Split-eval'))
   images = mnist_splits['eval'][0]
   assert len(scored.scores) == len(images) and np.all(np.isfinite(scored.scores))
-  direct = export.load_exported_vae(summary.pushed_path).reconstruct(scored.images)['elbo']
+  direct = export.load_exported_model(summary.pushed_path).reconstruct(scored.images)['elbo']
   np.testing.assert_allclose(scored.scores, direct, rtol=1e-4, atol=1e-2)
   assert f'<td>{scored.scores.min():.2f}</td>' in open(summary.report_path).read()
 
@@ -178,7 +178,7 @@ def test_a_code_edit_reruns_the_components_that_run_that_code(base_config, first
 
 def test_unreachable_floor_pushes_nothing(base_config, first_run):
   versions = _versions(base_config)
-  config = dataclasses.replace(base_config, gate=configs.GateConfig(elbo_floor=0.0))
+  config = dataclasses.replace(base_config, gate=configs.GateConfig(score_floor=0.0))
   summary, _ = _run(config)
   assert summary.blessed is False and not summary.pushed_path
   assert any(failure.startswith('mean_elbo over all digits is') and 'below the floor of 0.00'
@@ -193,13 +193,13 @@ def test_changed_hyperparameter_retrains_and_an_untrained_candidate_loses(base_c
   versions = _versions(base_config)
   barely_trained = dataclasses.replace(TINY_TRAINING, epochs=1, learning_rate=1e-9)
   config = dataclasses.replace(base_config, hparams=barely_trained,
-                               gate=configs.GateConfig(elbo_floor=-1e9, elbo_tolerance=2.0))
+                               gate=configs.GateConfig(score_floor=-1e9, score_tolerance=2.0))
   summary, _ = _run(config)
   runs = {run.component: run for run in summary.runs}
   assert all(runs[name].cached for name in DATA_COMPONENTS)
   assert not runs['Trainer'].cached
   assert summary.blessed is False
-  assert summary.candidate_elbo < summary.baseline_elbo - 2.0
+  assert summary.candidate_score < summary.baseline_score - 2.0
   assert _versions(base_config) == versions
 
 
@@ -213,7 +213,7 @@ def test_a_component_after_the_push_failing_does_not_block_it(base_config, first
   report, which draws the scores, does not run after a failed scorer."""
   versions = _versions(base_config)
   config = dataclasses.replace(base_config, hparams=dataclasses.replace(TINY_TRAINING, seed=seed),
-                               gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=1000.0),
+                               gate=configs.GateConfig(score_floor=-1000.0, score_tolerance=1000.0),
                                push=dataclasses.replace(base_config.push, keep_versions=10))
   with mock.patch.object(executor_class, 'Do', side_effect=RuntimeError('out of ink')):
     summary, printed = _run(config)
@@ -248,12 +248,11 @@ SEED_DIGITS = (1, 5, 6)
 @pytest.fixture(scope='module')
 def autoencoder_config(base_config):
   """Seed 003's run, `--model ae --digits 1,5,6 --latent-dim 2`, for one epoch, in the VAE
-  runs' folder under its own pipeline and model names (configs.default_names)."""
+  runs' folder under its own pipeline and model names (its kind's, models/kinds.py)."""
   hparams = TrainingHparams(model='ae', latent_dim=2, epochs=1)
-  pipeline_name, model_name = configs.default_names(hparams)
-  return dataclasses.replace(base_config, pipeline_name=pipeline_name, digits=SEED_DIGITS,
-                             hparams=hparams,
-                             push=dataclasses.replace(base_config.push, model_name=model_name))
+  return dataclasses.replace(
+      base_config, pipeline_name=hparams.kind.pipeline_name, digits=SEED_DIGITS, hparams=hparams,
+      push=dataclasses.replace(base_config.push, model_name=hparams.kind.serving_model_name))
 
 
 @pytest.fixture(scope='module')
@@ -264,12 +263,12 @@ def autoencoder_run(autoencoder_config):
 def test_the_seeds_autoencoder_is_gated_on_its_reconstruction_log_likelihood_and_pushed(
     autoencoder_config, autoencoder_run):
   summary, _ = autoencoder_run
-  assert summary.blessed and summary.infra_blessed and summary.baseline_elbo is None
+  assert summary.blessed and summary.infra_blessed and summary.baseline_score is None
   assert summary.gate_metric == elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD
-  assert -1000.0 < summary.candidate_elbo < 0
+  assert -1000.0 < summary.candidate_score < 0
   text = run_summary.format_summary(summary)
   assert 'Held-out reconstruction log-likelihood: candidate' in text and 'ELBO' not in text
-  assert 'a plain autoencoder has no prior over its codes' in text
+  assert 'Not computed or drawn: prior samples and the IWAE log-likelihood bound' in text
   [version] = _versions(autoencoder_config)
   assert summary.pushed_path.rstrip('/').endswith(f'ae/{version}')
   assert set(tf.saved_model.load(summary.pushed_path).signatures) == AUTOENCODER_SIGNATURES
@@ -279,7 +278,7 @@ def test_the_pushed_autoencoder_is_served(autoencoder_config, autoencoder_run, m
   summary, _ = autoencoder_run
   images, labels = mnist_splits['eval']
   digits = images[np.isin(labels, SEED_DIGITS)][:4]
-  in_process = export.load_exported_vae(summary.pushed_path)
+  in_process = export.load_exported_model(summary.pushed_path)
   model_server = server.ModelServer(server.ServerConfig(
       model_dir=os.path.join(autoencoder_config.serving_dir, 'ae'),
       port=portpicker.pick_unused_port()))
@@ -331,7 +330,7 @@ def test_a_vae_aimed_at_the_autoencoders_serving_folder_is_refused_before_traini
 def test_the_importer_refuses_another_kind_at_run_time_too(autoencoder_config, autoencoder_run):
   """The folder can change between the command's check and the run: ServedModelImporter, the
   first component, checks again, so nothing trains (on Kubeflow this is the only check)."""
-  from vaetfx import serving_folder  # pylint: disable=g-import-not-at-top
+  from vaetfx.shared import serving_folder  # pylint: disable=g-import-not-at-top
   config = dataclasses.replace(autoencoder_config, hparams=TINY_TRAINING,
                                pipeline_name='vae-into-ae')
   trainings = _trainer_executions(config)

@@ -12,9 +12,10 @@ import shutil
 import pytest
 from ml_metadata.metadata_store import metadata_store
 
-from vaetfx import cli, serving_folder
+from vaetfx import cli
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner, run_summary
+from vaetfx.shared import serving_folder
 
 TINY = TrainingHparams(latent_dim=2, epochs=3, batch_size=32, eval_samples=1)
 REPORT = configs.ReportConfig(likelihood_examples=0)
@@ -41,7 +42,7 @@ def serving_dir(tmp_path_factory):
 def pipeline_a(tmp_path_factory, mnist_idx_dir, serving_dir):
   config = configs.PipelineConfig(
       data_dir=mnist_idx_dir, output_dir=str(tmp_path_factory.mktemp('a')), pipeline_name='a',
-      hparams=TINY, gate=configs.GateConfig(elbo_floor=-1000.0, elbo_tolerance=2.0),
+      hparams=TINY, gate=configs.GateConfig(score_floor=-1000.0, score_tolerance=2.0),
       push=configs.PushConfig(serving_dir=serving_dir), report=REPORT)
   summary = _run(config)
   assert summary.blessed and summary.pushed_on_disk and summary.baseline_version == -1
@@ -63,7 +64,7 @@ def test_another_pipeline_with_a_worse_model_is_refused_against_the_served_one(
                       learning_rate=1e-9)
   summary = _run(worse)
   assert summary.baseline_version == served.number
-  assert summary.baseline_elbo == pytest.approx(summary_a.candidate_elbo, abs=1e-3)
+  assert summary.baseline_score == pytest.approx(summary_a.candidate_score, abs=1e-3)
   assert summary.blessed is False and not summary.pushed_path
   assert _served(config_a).number == served.number
   assert f'(version {served.number}, served)' in run_summary.format_summary(summary)
@@ -85,8 +86,8 @@ def test_another_pipeline_with_a_better_model_is_pushed_and_both_tell_their_stor
   assert served.number == int(summary_b.pushed_version)
   assert served.provenance['pipeline_name'] == 'b'
   assert served.provenance['replaced'] == int(summary_a.pushed_version)
-  assert served.provenance['scores']['candidate'] == pytest.approx(summary_b.candidate_elbo)
-  assert served.provenance['scores']['baseline'] == pytest.approx(summary_a.candidate_elbo,
+  assert served.provenance['scores']['candidate'] == pytest.approx(summary_b.candidate_score)
+  assert served.provenance['scores']['baseline'] == pytest.approx(summary_a.candidate_score,
                                                                   abs=1e-3)
   assert served.provenance['model']['hparams']['epochs'] == 12
   assert served.provenance['data']['root'] == config_b.data_dir
@@ -102,7 +103,7 @@ def test_push_a_then_b_then_a_again_serves_a(pipeline_a, better_b):
   config_a, summary_a = pipeline_a
   _, summary_b = better_b
   loose = dataclasses.replace(config_a, gate=dataclasses.replace(config_a.gate,
-                                                                 elbo_tolerance=1000.0))
+                                                                 score_tolerance=1000.0))
   summary = _run(loose)
   assert summary.baseline_version == int(summary_b.pushed_version)
   assert summary.pushed_on_disk and not summary.already_served
@@ -134,7 +135,7 @@ def test_a_removed_serving_folder_is_published_again_not_reported(pipeline_a, be
   summary = _run(config_b)
   runs = {run.component: run for run in summary.runs}
   assert runs['Trainer'].cached and not runs['AtomicPusher'].cached
-  assert summary.baseline_version == -1 and summary.baseline_elbo is None
+  assert summary.baseline_version == -1 and summary.baseline_score is None
   assert summary.pushed_on_disk and not summary.already_served
   assert _served(config_b).number == int(summary.pushed_version)
   rerun = _run(config_b)  # Unchanged again: now the push is cached and still true.

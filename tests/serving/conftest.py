@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from tests import synthetic_mnist
 from tests.serving.helpers import MODEL_NAME, push, running_server
-from vaetfx.models import features
 from vaetfx.serving import client
+from vaetfx.shared import features
 
 
 @pytest.fixture(scope='session')

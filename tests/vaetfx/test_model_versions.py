@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from vaetfx import cli, flags, serving_folder
+from vaetfx import cli, flags
+from vaetfx.shared import serving_folder
 
 
 def _version(model_dir, number, payload, **story):

@@ -7,7 +7,7 @@ import uuid
 import pytest
 import tensorflow as tf
 
-from vaetfx import storage
+from vaetfx.shared import storage
 
 
 @pytest.fixture(params=['local', 'uri'])
@@ -48,7 +48,7 @@ def test_files_read_back_and_folders_list_without_trailing_slashes(root):
 
 
 def test_local_paths_do_not_import_tensorflow(tmp_path):
-  code = ('import sys; from vaetfx import storage; '
+  code = ('import sys; from vaetfx.shared import storage; '
           f'storage.version_dirs({str(tmp_path)!r}); storage.exists({str(tmp_path)!r}); '
           'sys.exit("tensorflow" in sys.modules)')
   assert subprocess.run([sys.executable, '-c', code], check=False).returncode == 0

@@ -13,8 +13,7 @@ from typing import Tuple
 
 import numpy as np
 
-from vaetfx import storage
-from vaetfx.models import features
+from vaetfx.shared import features, storage
 
 IDX_FILES = {
     features.TRAIN_SPLIT: ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),

@@ -2,8 +2,7 @@
 anything loads; the limits and retry flags reach the server's config."""
 import pytest
 
-from vaetfx import cli
-from vaetfx.serving import cli as serving_cli
+from vaetfx import cli, serving_commands
 from vaetfx.serving import limits, server
 
 
@@ -40,7 +39,7 @@ def test_limit_and_retry_flags_reach_the_server_config(tmp_path):
       '--max-decoded-mb', '5', '--max-sample-count', '7', '--slice-rows', '32',
       '--max-num-load-retries', '2', '--load-retry-interval-seconds', '0.5',
       '--max-inflight-mb', '100'])
-  config = serving_cli._server_config(args)  # pylint: disable=protected-access
+  config = serving_commands._server_config(args)  # pylint: disable=protected-access
   assert config.limits == limits.Limits(max_batch_rows=300, max_decoded_bytes=5 << 20,
                                         max_sample_count=7, slice_rows=32)
   assert (config.port, config.max_load_retries, config.load_retry_seconds) == (0, 2, 0.5)
@@ -48,11 +47,11 @@ def test_limit_and_retry_flags_reach_the_server_config(tmp_path):
   assert config.rest_port is None
   rest_args = cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path),
                                              '--rest-port', '8501'])
-  assert serving_cli._server_config(rest_args).rest_port == 8501  # pylint: disable=protected-access
+  assert serving_commands._server_config(rest_args).rest_port == 8501  # pylint: disable=protected-access
 
 
 def test_defaults_are_tf_serving_and_the_issue_figures(tmp_path):
-  config = serving_cli._server_config(  # pylint: disable=protected-access
+  config = serving_commands._server_config(  # pylint: disable=protected-access
       cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path)]))
   assert config.limits == limits.Limits()
   assert config.max_inflight_bytes == 160 << 20

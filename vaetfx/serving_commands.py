@@ -9,16 +9,14 @@ import functools
 import importlib.util
 import logging
 import os
-import signal
 import sys
-import threading
 import types
 
 import numpy as np
 
 from vaetfx import flags
-from vaetfx.models import features
 from vaetfx.serving import defaults
+from vaetfx.shared import features
 
 EXIT_SERVING_ERROR = flags.EXIT_FAILED
 EXIT_USAGE = flags.EXIT_BAD_INPUT
@@ -169,33 +167,13 @@ def _serve(args) -> int:
   except (ValueError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
-  stop = threading.Event()
-  # Installed before loading, so a SIGTERM during a long load still stops gracefully.
-  previous = {sig: signal.signal(sig, lambda *_: stop.set())
-              for sig in (signal.SIGTERM, signal.SIGINT)}
-  try:
-    return _serve_until(stop, config, args.grace_seconds)
-  finally:
-    for sig, handler in previous.items():
-      signal.signal(sig, handler)
-
-
-def _serve_until(stop: threading.Event, config, grace_seconds: float) -> int:
   from vaetfx.serving import server  # pylint: disable=g-import-not-at-top
-  model_server = server.ModelServer(config)
   try:
-    model_server.start()
+    server.serve_until_signalled(config, args.grace_seconds)
   except OSError as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_SERVING_ERROR
-  rest = f' and REST on {model_server.rest_address}' if config.rest_port is not None else ''
-  print(f'Serving model {config.name!r} (versions {model_server.manager.available_versions}) '
-        f'from {config.model_dir} on {model_server.address}{rest}; SIGTERM or Ctrl-C stops.',
-        flush=True)
-  stop.wait()
-  print(f'Stopping: letting requests in flight finish (up to {grace_seconds:g} s).', flush=True)
-  model_server.stop(grace_seconds)
-  return 0
+  return flags.EXIT_OK
 
 
 def _connection_flags() -> argparse.ArgumentParser:

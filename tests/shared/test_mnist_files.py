@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests import synthetic_mnist
-from vaetfx.components.mnist_example_gen import mnist_files
-from vaetfx.components.mnist_example_gen.mnist_files import MnistFormatError
+from vaetfx.shared import mnist_files
+from vaetfx.shared.mnist_files import MnistFormatError
 
 IMAGES = np.arange(3 * 28 * 28, dtype=np.uint64).reshape(3, 28, 28).astype(np.uint8)
 LABELS = np.array([7, 0, 9], np.uint8)

@@ -24,7 +24,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from vaetfx import storage
+from vaetfx.shared import storage
 
 SAVED_MODEL_FILE = 'saved_model.pb'
 SAVED_MODEL_FILES = (SAVED_MODEL_FILE, 'saved_model.pbtxt')

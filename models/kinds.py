@@ -42,7 +42,8 @@ class ModelKind:
   variational: bool  # A prior and a posterior: KL settings, `sample`, the IWAE bound.
   defaults: Mapping[str, Any]  # The training fields left None take these.
   score_key: str  # The exported per-image score (features.SCORE_NAMES), gated and ranked on.
-  tfma_metric: str  # models/elbo_metric's class averaging score_key.
+  tfma_metric: str  # The name of the TFMA metric averaging score_key: what the gate reads.
+  tfma_metric_class: str  # Its class in models/score_metrics.py.
   networks: str  # (latent_dim, dtype) -> (encoder, decoder) Keras models
   model_class: str  # (encoder, decoder, latent_dim) -> the model (models/vae.EncoderDecoder)
   training_loop: str  # The TrainingLoop subclass of models/trainer.py that trains and exports it.
@@ -77,7 +78,7 @@ CONV = ModelKind(
     name='conv', title='convolutional VAE',
     help='the seeds\' convolutional VAE',
     variational=True, defaults=VAE_DEFAULTS, score_key=features.ELBO_KEY,
-    tfma_metric='MeanElbo',
+    tfma_metric='mean_elbo', tfma_metric_class='MeanElbo',
     networks='vaetfx.models.vae.conv_networks', model_class='vaetfx.models.vae.VAE',
     training_loop='vaetfx.models.trainer.TrainingLoop',
     pipeline_name='vae-mnist', serving_model_name='vae', report_pictures=_VAE_PICTURES)
@@ -92,7 +93,8 @@ AUTOENCODER = ModelKind(
     defaults={'epochs': 10, 'batch_size': 50, 'learning_rate': 1e-3,
               'learning_rate_schedule': 'constant'},
     score_key=features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY,
-    tfma_metric='MeanReconstructionLogLikelihood',
+    tfma_metric='mean_reconstruction_log_likelihood',
+    tfma_metric_class='MeanReconstructionLogLikelihood',
     networks='vaetfx.models.autoencoder.networks',
     model_class='vaetfx.models.autoencoder.Autoencoder',
     training_loop='vaetfx.models.trainer.AutoencoderLoop',

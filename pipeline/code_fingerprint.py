@@ -31,7 +31,7 @@ ENTRY_MODULES = {
     'Trainer': (f'{PACKAGE}.models.trainer',),
     # The Evaluator runs the SavedModel (a changed model is a new Model artifact
     # already) and the TFMA metric module, which is Python.
-    'Evaluator': (f'{PACKAGE}.models.elbo_metric',
+    'Evaluator': (f'{PACKAGE}.models.score_metrics',
                   f'{PACKAGE}.components.served_baseline.executor'),
     # Its driver reads the serving folder when it runs; so does the Pusher's.
     'ServedModelImporter': (f'{PACKAGE}.components.served_baseline.executor',

@@ -17,7 +17,7 @@ from vaetfx.components.served_baseline.component import (ServedBaselineEvaluator
                                                          ServedModelImporter)
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.components.vae_report.component import VaeReport
-from vaetfx.models import elbo_metric, hparams, kinds
+from vaetfx.models import score_metrics, hparams, kinds
 from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.shared import features
 
@@ -46,11 +46,11 @@ def gate_eval_config(gate: configs.GateConfig, kind: kinds.ModelKind,
   below the baseline's on that digit.
 
   The model has no label: TFMA reads the score output through the tf.Example
-  signature and averages it with the kind's label-free metric (models/elbo_metric.py),
+  signature and averages it with the kind's label-free metric (models/score_metrics.py),
   overall and per digit. A threshold on MetricConfig.threshold would apply to
   every slice (the per-digit ones too), so each is tied to its slices with
   per_slice_thresholds. code_fingerprint rides in the metric's config (see
-  elbo_metric.MeanElbo). A baseline of another kind has no such output, so the
+  score_metrics.MeanElbo). A baseline of another kind has no such output, so the
   two are never compared (ServedModelImporter refuses a served model scored otherwise).
   """
   thresholds = [tfma.PerSliceMetricThreshold(
@@ -68,8 +68,8 @@ def gate_eval_config(gate: configs.GateConfig, kind: kinds.ModelKind,
                                   prediction_key=kind.score_key)],
       slicing_specs=[OVERALL_SLICE, DIGIT_SLICES],
       metrics_specs=[tfma.MetricsSpec(metrics=[
-          tfma.MetricConfig(class_name=kind.tfma_metric,
-                            module=elbo_metric.__name__,
+          tfma.MetricConfig(class_name=kind.tfma_metric_class,
+                            module=score_metrics.__name__,
                             config=json.dumps({'code_fingerprint': code_fingerprint}),
                             per_slice_thresholds=thresholds)])])
 

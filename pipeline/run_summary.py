@@ -18,7 +18,7 @@ from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_re
 from vaetfx.components.atomic_pusher import executor as pusher
 from vaetfx.components.served_baseline import executor as served_baseline
 from vaetfx.components.serving_infra_validator import executor as infra_validator
-from vaetfx.models import elbo_metric, iwae, kinds
+from vaetfx.models import score_metrics, iwae, kinds
 from vaetfx.shared import features, serving_folder
 
 
@@ -43,7 +43,7 @@ class RunSummary:
   runs: List[ComponentRun]
   candidate_score: Optional[float] = None
   baseline_score: Optional[float] = None
-  gate_metric: str = elbo_metric.MEAN_ELBO
+  gate_metric: str = score_metrics.MEAN_ELBO
   blessed: Optional[bool] = None
   gate_failures: List[str] = dataclasses.field(default_factory=list)
   pushed_path: str = ''
@@ -72,10 +72,10 @@ def output_artifacts(store: metadata_store.MetadataStore,
 
 
 def overall_mean_elbo(evaluation_uri: str,
-                      metric: str = elbo_metric.MEAN_ELBO) -> Dict[str, float]:
+                      metric: str = score_metrics.MEAN_ELBO) -> Dict[str, float]:
   """The unsliced mean ELBO (or another `metric`) per model name ('candidate', 'baseline', or ''
   without a baseline)."""
-  return elbo_metric.overall_means(evaluation_uri).get(metric, {})
+  return score_metrics.overall_means(evaluation_uri).get(metric, {})
 
 
 def slice_name(slice_key: metrics_for_slice_pb2.SliceKey) -> str:
@@ -124,7 +124,7 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
              for run in runs if run.execution_id is not None}
   evaluation = outputs.get('Evaluator', {}).get('evaluation')
   if evaluation is not None:
-    scores = elbo_metric.gated_scores(evaluation.uri)
+    scores = score_metrics.gated_scores(evaluation.uri)
     summary.gate_metric = scores['metric']
     summary.candidate_score, summary.baseline_score = scores['candidate'], scores['baseline']
     summary.gate_failures = gate_failures(evaluation.uri)

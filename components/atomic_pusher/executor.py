@@ -59,7 +59,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
-from vaetfx.models import elbo_metric
+from vaetfx.models import score_metrics
 from vaetfx.shared import serving_folder, storage
 from vaetfx.shared.model_name import check_model_name
 
@@ -287,7 +287,7 @@ def _scores(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
   evaluations = input_dict.get(EVALUATION_KEY)
   if not evaluations:
     return {}
-  return elbo_metric.gated_scores(artifact_utils.get_single_instance(evaluations).uri)
+  return score_metrics.gated_scores(artifact_utils.get_single_instance(evaluations).uri)
 
 
 def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:

@@ -21,7 +21,7 @@ AFFECTED_BY = {
     'vaetfx.shared.features': {'MnistExampleGen', 'Transform', 'Trainer', 'VaeReport',
                                'ServingInfraValidator'},
     # The Pusher reads the gate's scores for each version's provenance record.
-    'vaetfx.models.elbo_metric': {'Evaluator', 'AtomicPusher'},
+    'vaetfx.models.score_metrics': {'Evaluator', 'AtomicPusher'},
     'vaetfx.components.served_baseline.executor': {'Evaluator', 'ServedModelImporter'},
     'vaetfx.shared.serving_folder': {'ServedModelImporter', 'Evaluator', 'AtomicPusher'},
     'vaetfx.components.atomic_pusher.executor': {'AtomicPusher'},

@@ -15,7 +15,7 @@ from tfx.types import standard_component_specs as specs
 from tfx.utils import json_utils, path_utils, proto_utils
 
 from tests import artifacts, model_fixtures
-from vaetfx.models import elbo_metric, kinds
+from vaetfx.models import score_metrics, kinds
 from vaetfx.pipeline import configs, pipeline
 from vaetfx.pipeline.run_summary import gate_failures, overall_mean_elbo
 from vaetfx.shared import features
@@ -78,7 +78,7 @@ def test_tfma_mean_elbo_equals_the_saved_model_elbo(first_evaluation, transforme
   evaluation_uri, _ = first_evaluation
   elbo, labels = _direct_elbo(transformed_mnist, trained_model)
   result = tfma.load_eval_result(evaluation_uri)
-  by_slice = {slice_key: metrics[''][''][elbo_metric.MEAN_ELBO]['doubleValue']
+  by_slice = {slice_key: metrics[''][''][score_metrics.MEAN_ELBO]['doubleValue']
               for slice_key, metrics in result.slicing_metrics}
   assert by_slice[()] == pytest.approx(elbo.mean(), rel=1e-5)
   assert overall_mean_elbo(evaluation_uri) == {'': pytest.approx(elbo.mean(), rel=1e-5)}
@@ -213,8 +213,8 @@ def test_autoencoder_is_gated_on_its_mean_reconstruction_log_likelihood(
                                           kinds.AUTOENCODER)
   evaluation_uri, blessing = _run_evaluator(tmp_path, transformed_mnist.raw_examples_dir,
                                             model_uri, eval_config, baseline=model_uri)
-  metric = elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD
-  assert elbo_metric.gated_scores(evaluation_uri) == {
+  metric = score_metrics.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD
+  assert score_metrics.gated_scores(evaluation_uri) == {
       'metric': metric, 'candidate': pytest.approx(scores.mean(), rel=1e-5),
       'baseline': pytest.approx(scores.mean(), rel=1e-5)}
   assert overall_mean_elbo(evaluation_uri, metric) == {

@@ -22,7 +22,7 @@ from tests import artifacts, synthetic_mnist
 from tests.pipeline import test_code_fingerprint
 from vaetfx import cli, flags
 from vaetfx.components.vae_report import executor as vae_report_executor
-from vaetfx.models import elbo_metric, export
+from vaetfx.models import score_metrics, export
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner, run_summary
 from vaetfx.serving import client, server, warmup
@@ -264,7 +264,7 @@ def test_the_seeds_autoencoder_is_gated_on_its_reconstruction_log_likelihood_and
     autoencoder_config, autoencoder_run):
   summary, _ = autoencoder_run
   assert summary.blessed and summary.infra_blessed and summary.baseline_score is None
-  assert summary.gate_metric == elbo_metric.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD
+  assert summary.gate_metric == score_metrics.MEAN_RECONSTRUCTION_LOG_LIKELIHOOD
   assert -1000.0 < summary.candidate_score < 0
   text = run_summary.format_summary(summary)
   assert 'Held-out reconstruction log-likelihood: candidate' in text and 'ELBO' not in text

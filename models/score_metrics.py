@@ -4,9 +4,9 @@ log-likelihood), each under its own name.
 
 TFMA's built-in metrics need a label (Keras wrappers) or return 0 without one
 (MeanPrediction), and `tfma.metrics.Mean` has no model name in its key, so a
-change threshold against the baseline never finds it. This metric averages the
-model's `elbo` output (ModelSpec.prediction_key) per model, label-free, so the
-Evaluator can gate both on a floor and against the served model.
+change threshold against the baseline never finds it. These metrics average the
+model's score output (ModelSpec.prediction_key: the kind's score_key) per model,
+label-free, so the Evaluator can gate both on a floor and against the served model.
 """
 from typing import Any, Dict, Iterable, List, Optional
 

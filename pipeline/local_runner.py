@@ -1,8 +1,9 @@
 """Runs the pipeline with TFX's LocalDagRunner on Beam, printing one line per component."""
 import contextlib
+import dataclasses
 import sys
 import time
-from typing import Iterator, List
+from typing import Iterator, List, Sequence
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -65,9 +66,19 @@ def metadata_connection(config: configs.PipelineConfig):
   return tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
 
 
-def build_pipeline(config: configs.PipelineConfig) -> tfx.dsl.Pipeline:
+def build_pipeline(config: configs.PipelineConfig,
+                   last_components: Sequence[str] = ()) -> tfx.dsl.Pipeline:
   return pipeline_def.create_pipeline(config, code_fingerprint.component_fingerprints(),
-                                      metadata_connection_config=metadata_connection(config))
+                                      metadata_connection_config=metadata_connection(config),
+                                      last_components=last_components)
+
+
+def span_data_half(config: configs.PipelineConfig, span: int) -> tfx.dsl.Pipeline:
+  """The data half (ExampleGen to Transform) of `span`, as the whole pipeline would run it on
+  that span: the same components, ids and properties, so the same cache keys. A span ingested
+  before, by this or by a whole run, comes back from the cache. (No window: it is downstream.)"""
+  return build_pipeline(dataclasses.replace(config, span=span, train_spans=1, older_spans=()),
+                        pipeline_def.DATA_HALF)
 
 
 class Interrupted(Exception):
@@ -104,18 +115,10 @@ def cancel_running(store: metadata_store.MetadataStore, after_id: int) -> List[s
   return [types[e.type_id].rsplit('.', 1)[-1] for e in running]
 
 
-def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
-  """Runs the whole pipeline locally; returns each component's wall time and the outcome.
-
-  A failure in an optional component (the report, which runs after the push) is
-  in the summary; any other failure is raised. Raises Interrupted on Ctrl-C,
-  once the interrupted executions are CANCELED, and
-  serving_folder.IncomparableServedModel (from ServedModelImporter, the first
-  component) when the served model cannot be the gate's baseline.
-  """
-  pipeline = build_pipeline(config)
-  store = metadata_store.MetadataStore(metadata_connection(config))
-  before = _last_execution_id(store)
+def _run_dag(pipeline: tfx.dsl.Pipeline, store: metadata_store.MetadataStore, before: int,
+             out) -> List[ComponentRun]:
+  """Runs one pipeline with progress lines; the runs of its components. A failure in an
+  optional component is in the runs; any other is raised; Ctrl-C raises Interrupted."""
   with component_progress(len(pipeline.components), out) as runs:
     try:
       tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -124,4 +127,32 @@ def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
     except Exception:  # pylint: disable=broad-except
       if not (runs and runs[-1].error and runs[-1].component in pipeline_def.OPTIONAL_COMPONENTS):
         raise
+  return runs
+
+
+def run(config: configs.PipelineConfig, out=sys.stdout,
+        last_components: Sequence[str] = ()) -> RunSummary:
+  """Runs the whole pipeline locally; returns each component's wall time and the outcome.
+
+  last_components: run only these and what they depend on (pipeline.DATA_HALF: ingest).
+
+  With a rolling window (config.train_spans > 1), the data half of each of the window's
+  older spans runs first (config.older_spans; cached when ingested before), so the window
+  finds every span in ML Metadata, then the whole pipeline on the newest.
+
+  A failure in an optional component (the report, which runs after the push) is
+  in the summary; any other failure is raised. Raises Interrupted on Ctrl-C,
+  once the interrupted executions are CANCELED, and
+  serving_folder.IncomparableServedModel (from ServedModelImporter, the first
+  component) when the served model cannot be the gate's baseline.
+  """
+  store = metadata_store.MetadataStore(metadata_connection(config))
+  before = _last_execution_id(store)
+  for span in config.older_spans:
+    print(f'Span {span}, for the rolling window of {config.train_spans} spans: its data half',
+          file=out, flush=True)
+    _run_dag(span_data_half(config, span), store, before, out)
+  if config.older_spans:
+    print(f'Span {config.span}: the pipeline', file=out, flush=True)
+  runs = _run_dag(build_pipeline(config, last_components), store, before, out)
   return summarize(store, runs)

@@ -17,7 +17,6 @@ from ml_metadata.proto import metadata_store_pb2
 
 from tests import synthetic_mnist
 from tests.pipeline.test_local_pipeline import TINY_TRAINING
-from vaetfx import cli, flags
 from vaetfx.pipeline import configs, local_runner, mnist_source
 from vaetfx.pipeline import pipeline as pipeline_def
 
@@ -179,13 +178,6 @@ def test_a_span_named_or_found_newest_has_one_cache_key(tmp_path):
   assert mnist_source.choose_spans(str(tmp_path), 2, 1) == (2, ())
   assert mnist_source.choose_spans(str(tmp_path), 1, 3) == (1, ())
   assert mnist_source.choose_spans(str(tmp_path), 2, 3) == (2, (1,))
-
-
-def test_the_window_needs_span_folders(tmp_path, mnist_idx_dir, capsys):
-  assert cli.main(['run', '--data-dir', mnist_idx_dir, '--output-dir', str(tmp_path / 'out'),
-                   '--train-spans', '2']) == flags.EXIT_BAD_INPUT
-  assert 'has no span-<N>/ folders to roll over' in capsys.readouterr().err
-  assert not os.path.exists(tmp_path / 'out' / 'metadata.db')
 
 
 def test_the_data_half_is_the_pipelines_own_components():

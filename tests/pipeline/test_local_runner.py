@@ -17,7 +17,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from tests import synthetic_mnist
 from tests.pipeline.test_local_pipeline import TINY_TRAINING
-from vaetfx.pipeline import configs, local_runner, mnist_source
+from vaetfx.pipeline import configs, local_runner, mnist_source, run_summary
 from vaetfx.pipeline import pipeline as pipeline_def
 
 Execution = metadata_store_pb2.Execution
@@ -49,12 +49,13 @@ def _newest_execution_id(store) -> int:
 
 
 def _run_to_trainer(config) -> Tuple[Tuple[int, int], str]:
-  """Runs up to the Trainer; ((its first and last execution ids), what it printed)."""
+  """Runs up to the Trainer; ((its first and last execution ids), what it printed, then the
+  summary's text)."""
   store = _store(config)
   first = _newest_execution_id(store) + 1
   out = io.StringIO()
-  local_runner.run(config, out=out, last_components=('Trainer', 'ExampleValidator'))
-  return (first, _newest_execution_id(store)), out.getvalue()
+  summary = local_runner.run(config, out=out, last_components=('Trainer', 'ExampleValidator'))
+  return (first, _newest_execution_id(store)), out.getvalue() + run_summary.format_summary(summary)
 
 
 def _store(config):
@@ -151,6 +152,11 @@ def test_the_trainer_gets_the_transformed_examples_of_the_newest_k_spans(runs):
     assert [a.custom_properties['span'].int_value for a in inputs] == spans
     assert all(f'{os.sep}Transform{os.sep}' in a.uri for a in inputs)
     assert _trained_images(store, trainer) == sum(TRAIN_COUNTS[span] for span in spans)
+
+
+def test_the_summary_says_which_spans_trained_and_which_gated(runs):
+  assert "Data: trained on spans 1, 2, gated on span 2's eval split" in runs['first'][2]
+  assert "Data: trained on spans 2, 3, gated on span 3's eval split" in runs['new_span'][2]
 
 
 def test_a_new_span_computes_the_data_half_for_that_span_only(runs):

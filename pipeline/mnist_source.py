@@ -9,7 +9,7 @@ import re
 import sys
 import urllib.error
 import urllib.request
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from vaetfx.pipeline import configs
 from vaetfx.shared import mnist_files, spans, storage
@@ -63,21 +63,29 @@ def choose_spans(directory: str, span: int, train_spans: int) -> Tuple[int, Tupl
   """(the span to ingest, the rolling window's older spans found in `directory`, oldest first).
 
   `span` 0 is the newest span folder; a folder without spans is span 0. Naming the span
-  gives it one cache key whether it was asked for as --span N or as the newest. Each folder
-  read is checked for differing plain and .gz twins here, before TensorFlow loads.
+  gives it one cache key whether it was asked for as --span N or as the newest.
   """
   held = span_numbers(directory)
   if train_spans > 1 and not held:
     raise MnistUnavailableError(
         f'--train-spans {train_spans}: {directory} has no span-<N>/ folders to roll over')
   chosen = span or (held[-1] if held else 0)
-  older = tuple(s for s in spans.window(chosen, train_spans)[:-1] if s in held)
-  if not storage.is_uri(directory):  # ExampleGen checks a URI's files when it reads them.
-    folders = ([os.path.join(directory, f'span-{number}') for number in (*older, chosen)]
-               if held else [directory])
-    for folder in folders:
-      mnist_files.check_twins(folder)
-  return chosen, older
+  return chosen, tuple(s for s in spans.window(chosen, train_spans)[:-1] if s in held)
+
+
+def check_files(directory: str, spans_read: Sequence[int]):
+  """Reads and checks the files ExampleGen will ingest (the folder's, or those of the spans
+  `spans_read`: choose_spans' span and the window's older ones), raising MnistFormatError
+  naming the file (a plain file beside its differing .gz names both): real MNIST takes 0.13 s
+  here, against about a minute for ExampleGen to reach the same error after TensorFlow loads.
+  URIs are left to ExampleGen (reading them needs TensorFlow's file system)."""
+  if storage.is_uri(directory):
+    return
+  folders = ([os.path.join(directory, f'span-{span}') for span in spans_read]
+             if span_numbers(directory) else [directory])
+  for folder in folders:
+    for split in mnist_files.IDX_FILES:
+      mnist_files.load_split(folder, split)
 
 
 def _progress(name: str, done: int, total: int):

@@ -85,15 +85,6 @@ def _check_twins(plain: str, compressed: str):
         f'{plain} and {compressed} hold different data: keep only one of them')
 
 
-def check_twins(directory: str) -> None:
-  """Raises MnistFormatError naming both files when `directory` holds an MNIST file both plain
-  and gzipped with different data: checked up front (vaetfx run, before TensorFlow loads) and
-  again when the split is read."""
-  for names in IDX_FILES.values():
-    for name in names:
-      _find(directory, name)
-
-
 def _find(directory: str, name: str) -> str:
   """`name` or `name.gz` in `directory`, whichever is there (the same data when both are)."""
   plain, compressed = (os.path.join(directory, name + ext) for ext in ('', '.gz'))

@@ -85,6 +85,7 @@ def _checked_config(args):
       args.data_dir, os.environ.get('MNIST_DIR'), os.path.expanduser(args.cache_dir))
   data_pattern = mnist_source.data_pattern(data_dir, args.span)
   span, older_spans = mnist_source.choose_spans(data_dir, args.span, args.train_spans)
+  mnist_source.check_files(data_dir, (*older_spans, span))
   config = dataclasses.replace(
       flags.pipeline_config(args, data_dir=data_dir, output_dir=output_dir,
                             serving_dir=serving_dir, data_pattern=data_pattern, span=span,

@@ -134,7 +134,8 @@ def _depends_on(component) -> List[str]:
 
 
 def upstream_closure(components: Sequence[Any], last: Sequence[str]) -> List[Any]:
-  """The components of `last` and every component they depend on, in `components`' order."""
+  """The components of `last` and every component they depend on, in `components`' order,
+  without their ordering edges to the components left out."""
   by_id = {component.id: component for component in components}
   keep, pending = set(), list(last)
   while pending:
@@ -142,7 +143,12 @@ def upstream_closure(components: Sequence[Any], last: Sequence[str]) -> List[Any
     if component_id not in keep:
       keep.add(component_id)
       pending.extend(_depends_on(by_id[component_id]))
-  return [component for component in components if component.id in keep]
+  kept = [component for component in components if component.id in keep]
+  for component in kept:  # an explicit ordering edge to a left-out component would not compile
+    for node in list(component.downstream_nodes):
+      if node.id not in keep:
+        component.remove_downstream_node(node)
+  return kept
 
 
 def create_pipeline(

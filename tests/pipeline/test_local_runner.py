@@ -193,3 +193,13 @@ def test_the_data_half_is_the_pipelines_own_components():
   assert [c.id for c in pipeline.components] == list(DATA_HALF)
   whole = local_runner.build_pipeline(config)
   assert pipeline_def.SPAN_WINDOW in [c.id for c in whole.components]
+
+
+def test_the_data_half_of_a_windowed_run_compiles_without_the_window(tmp_path):
+  """Transform is ordered before the window; cut after Transform, that edge must go too."""
+  from tfx.dsl.compiler import compiler  # pylint: disable=g-import-not-at-top
+  config = configs.PipelineConfig(data_dir='/data', output_dir=str(tmp_path), span=2,
+                                  train_spans=2, data_pattern=configs.SPAN_PATTERN)
+  pipeline = local_runner.build_pipeline(config, pipeline_def.DATA_HALF)
+  compiled = compiler.Compiler().compile(pipeline)
+  assert sorted(node.pipeline_node.node_info.id for node in compiled.nodes) == sorted(DATA_HALF)

@@ -25,6 +25,9 @@ BEAM_DEFAULT_NUM_WORKERS = 1
 # of span-1/, span-2/, ... folders, one of them (TFX's driver fills {SPAN} in).
 ALL_FILES_PATTERN = '*'
 SPAN_PATTERN = 'span-{SPAN}/*'
+# The run-time parameter of a compiled Kubeflow spec that picks the span: TFX's RangeConfig as
+# JSON (its ExampleGen driver's own form); empty picks the newest span.
+SPAN_PARAMETER = 'span_range_config'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,8 +135,16 @@ class PipelineConfig:
   digits: Tuple[int, ...] = ()
   # SPAN_PATTERN when data_dir holds span folders, decided when the pipeline is built.
   data_pattern: str = ALL_FILES_PATTERN
-  # With SPAN_PATTERN: the span to read; 0 reads the newest.
+  # With SPAN_PATTERN: the span to read; 0 reads the newest. `vaetfx run` always names one
+  # (the newest it found), so a span has one cache key however it was asked for.
   span: int = 0
+  # The span is chosen when a compiled (Kubeflow) pipeline runs: SPAN_PARAMETER, default `span`.
+  span_at_run_time: bool = False
+  # The rolling window: train on the newest `train_spans` spans (span-K+1 .. span).
+  train_spans: int = 1
+  # The window's older spans found in data_dir, oldest first: the local runner runs the data
+  # half of each before the run (cached once done), so the window finds them in ML Metadata.
+  older_spans: Tuple[int, ...] = ()
   hparams: TrainingHparams = TrainingHparams()
   gate: GateConfig = GateConfig()
   push: PushConfig = PushConfig()
@@ -143,6 +154,10 @@ class PipelineConfig:
   pipeline_root_uri: str = ''
   # ML Metadata's SQLite file, which must be local; default <output_dir>/metadata.db.
   metadata_db: str = ''
+
+  def __post_init__(self):
+    if self.train_spans < 1:
+      raise ValueError(f'train_spans={self.train_spans}: expected 1 or more')
 
   @property
   def pipeline_root(self) -> str:

@@ -33,6 +33,7 @@ class ComponentRun:
 
 # By TFMA metric name (models/kinds.py): the gated score in words, and what a kind's report
 # leaves out.
+SPAN = 'span'  # the custom property TFX's ExampleGen driver sets (SpanTransform copies it)
 GATED_METRICS = {kind.tfma_metric: kind.score_name for kind in kinds.KINDS.values()}
 NOT_DRAWN = {kind.tfma_metric: kind.not_drawn for kind in kinds.KINDS.values() if kind.not_drawn}
 
@@ -60,6 +61,8 @@ class RunSummary:
   infra_failures: List[str] = dataclasses.field(default_factory=list)
   # The report's iwae.RESULTS_FILE: IWAE bounds by K, overall and by digit.
   log_likelihood: Dict = dataclasses.field(default_factory=dict)
+  eval_span: Optional[int] = None  # the span ExampleGen ingested: the gate's eval split
+  train_spans: List[int] = dataclasses.field(default_factory=list)  # the Trainer's examples'
 
 
 def output_artifacts(store: metadata_store.MetadataStore,
@@ -69,6 +72,18 @@ def output_artifacts(store: metadata_store.MetadataStore,
             if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.PENDING_OUTPUT)]
   artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
   return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events}
+
+
+def input_artifacts(store: metadata_store.MetadataStore,
+                    execution_id: int) -> Dict[str, List[metadata_store_pb2.Artifact]]:
+  """The execution's input artifacts by input key (a rolling window gives several)."""
+  events = [e for e in store.get_events_by_execution_ids([execution_id])
+            if e.type == metadata_store_pb2.Event.INPUT]
+  artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+  found: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+  for event in events:
+    found.setdefault(event.path.steps[0].key, []).append(artifacts[event.artifact_id])
+  return found
 
 
 def overall_mean_elbo(evaluation_uri: str,
@@ -122,6 +137,15 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
   summary = RunSummary(runs=runs)
   outputs = {run.component: output_artifacts(store, run.execution_id)
              for run in runs if run.execution_id is not None}
+  examples = outputs.get('MnistExampleGen', {}).get('examples')
+  if examples is not None:
+    summary.eval_span = _custom(examples, SPAN)
+  trainer = next((run for run in runs if run.component == 'Trainer' and run.execution_id), None)
+  if trainer is not None:
+    summary.train_spans = sorted(
+        _custom(artifact, SPAN) for artifact in input_artifacts(
+            store, trainer.execution_id).get('examples', [])
+        if _custom(artifact, SPAN) is not None)
   evaluation = outputs.get('Evaluator', {}).get('evaluation')
   if evaluation is not None:
     scores = score_metrics.gated_scores(evaluation.uri)
@@ -175,12 +199,22 @@ def _log_likelihood_lines(result: Dict) -> List[str]:
           f'  by digit at K={result["samples"][-1]}: {by_digit}']
 
 
+def _spans_words(spans: List[int]) -> str:
+  if not spans:
+    return 'spans not recorded'
+  return (f'span {spans[0]}' if len(spans) == 1
+          else f'spans {", ".join(str(span) for span in spans)}')
+
+
 def format_summary(summary: RunSummary) -> str:
   """The end-of-run text: timings, then what the run decided and where its outputs are."""
   lines = ['Component wall times:']
   for run in summary.runs:
     timing = 'FAILED' if run.error else 'cached' if run.cached else f'{run.seconds:7.1f} s'
     lines.append(f'  {run.component:<30} {timing}')
+  if summary.eval_span or len(summary.train_spans) > 1:
+    lines.append(f'Data: trained on {_spans_words(summary.train_spans)}, gated on span '
+                 f'{summary.eval_span}\'s eval split')
   if summary.candidate_score is not None:
     baseline = (f'{summary.baseline_score:.2f} nats (version {summary.baseline_version}, served)'
                 if summary.baseline_score is not None else

@@ -83,11 +83,13 @@ def _checked_config(args):
   serving_dir = args.serving_dir and flags.writable_dir(args.serving_dir, '--serving-dir')
   data_dir = mnist_source.resolve_data_dir(
       args.data_dir, os.environ.get('MNIST_DIR'), os.path.expanduser(args.cache_dir))
-  mnist_source.check_files(data_dir, args.span)
+  data_pattern = mnist_source.data_pattern(data_dir, args.span)
+  span, older_spans = mnist_source.choose_spans(data_dir, args.span, args.train_spans)
+  mnist_source.check_files(data_dir, (*older_spans, span))
   config = dataclasses.replace(
       flags.pipeline_config(args, data_dir=data_dir, output_dir=output_dir,
-                            serving_dir=serving_dir,
-                            data_pattern=mnist_source.data_pattern(data_dir, args.span)),
+                            serving_dir=serving_dir, data_pattern=data_pattern, span=span,
+                            older_spans=older_spans),
       metadata_db=_metadata_db(args.metadata_db, output_dir))
   flags.writable_dir(config.serving_dir, '--serving-dir' if serving_dir else
                      '--output-dir\'s serving folder')

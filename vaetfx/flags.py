@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tempfile
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 from vaetfx.models import kinds
 from vaetfx.pipeline import configs
@@ -249,6 +249,11 @@ def add_settings_flags(parser: argparse.ArgumentParser):
                       help='When the data folder holds span-1/, span-2/, ... (each a folder of '
                            'MNIST files), ingest span-N/; 0 ingests the newest span. A folder '
                            'without span folders is read whole (span 0).')
+  parser.add_argument('--train-spans', type=positive_int, default=1, metavar='K',
+                      help='Rolling window: train on the train splits of the newest K spans '
+                           '(span N-K+1 to N, those that exist), each ingested and transformed '
+                           'once, in the run that first reads it; the gate evaluates on span N\'s '
+                           'eval split. 1 trains on span N alone.')
   add_beam_flags(parser)
   parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
   _add_dataclass_flags(parser, configs.TrainingHparams, 'training (the Trainer\'s custom_config)')
@@ -287,10 +292,15 @@ def add_settings_flags(parser: argparse.ArgumentParser):
 
 def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: str = '',
                     pipeline_root_uri: str = '',
-                    data_pattern: str = configs.ALL_FILES_PATTERN) -> configs.PipelineConfig:
+                    data_pattern: str = configs.ALL_FILES_PATTERN, span: Optional[int] = None,
+                    older_spans: Tuple[int, ...] = (),
+                    span_at_run_time: bool = False) -> configs.PipelineConfig:
   """The PipelineConfig of `add_settings_flags`' flags, at the locations the command resolved.
 
   data_pattern: configs.SPAN_PATTERN when the command found span folders in data_dir.
+  span, older_spans: the span to ingest (default --span) and the rolling window's older
+  spans, as the command found them in data_dir (mnist_source.choose_spans).
+  span_at_run_time: the span is a run-time parameter of the compiled pipeline.
 
   An autoencoder and a VAE get different pipeline and serving model names unless
   told otherwise: neither is gated against nor served in place of the other.
@@ -305,7 +315,10 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
       pipeline_name=getattr(args, 'pipeline_name', training.kind.pipeline_name),
       digits=args.digits,
       data_pattern=data_pattern,
-      span=args.span,
+      span=args.span if span is None else span,
+      span_at_run_time=span_at_run_time,
+      train_spans=args.train_spans,
+      older_spans=older_spans,
       hparams=training,
       gate=configs.GateConfig(args.score_floor, args.score_tolerance,
                               args.on_incomparable_baseline, args.digit_tolerance),

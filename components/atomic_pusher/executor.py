@@ -51,6 +51,7 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from absl import logging
 from tfx import types
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.util import model_utils
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
@@ -71,6 +72,8 @@ CODE_FINGERPRINT_KEY = 'code_fingerprint'
 # model kind and hyperparameters, code fingerprint, data folder; the executor adds the rest.
 PROVENANCE_KEY = 'provenance'
 EVALUATION_KEY = 'model_evaluation'
+TRAIN_EXAMPLES_KEY = 'train_examples'
+SPAN = example_gen_utils.SPAN_PROPERTY_NAME
 # Custom properties of the PushedModel: 1 when its model was already served and nothing was
 # copied; the version a new push replaced as the served one; the foreign entries left alone.
 ALREADY_SERVED_KEY = 'already_served'
@@ -290,16 +293,27 @@ def _scores(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
   return score_metrics.gated_scores(artifact_utils.get_single_instance(evaluations).uri)
 
 
+def spans(artifacts: List[types.Artifact]) -> List[int]:
+  """The span custom properties (as TFX's ExampleGen driver sets them) of `artifacts`, sorted."""
+  return sorted(artifact.get_int_custom_property(SPAN) for artifact in artifacts
+                if artifact.has_custom_property(SPAN))
+
+
 def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
-  """The Examples the model was trained and evaluated on: where, their span, and ExampleGen's
-  fingerprint of the files it read."""
+  """The Examples the model was evaluated on (ExampleGen's: where, their span, its fingerprint
+  of the files it read) and the spans it was trained on (the rolling window's)."""
   examples = input_dict.get(standard_component_specs.EXAMPLES_KEY)
   if not examples:
     return {}
   artifact = artifact_utils.get_single_instance(examples)
-  return {'examples_uri': artifact.uri, 'span': artifact.span,
+  # The custom property: Examples' `span` property is never set (it would read 0).
+  data = {'examples_uri': artifact.uri, 'span': artifact.get_int_custom_property(SPAN),
           'splits': artifact_utils.decode_split_names(artifact.split_names),
           'input_fingerprint': artifact.get_string_custom_property('input_fingerprint')}
+  train_examples = input_dict.get(TRAIN_EXAMPLES_KEY)
+  if train_examples:
+    data['train_spans'] = spans(train_examples)
+  return data
 
 
 def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optional[str],

@@ -544,3 +544,24 @@ def test_component_rejects_a_bad_model_name(name):
     AtomicPusher(model=channel.Channel(type=standard_artifacts.Model),
                  model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
                  serving_dir='/srv/models', model_name=name)
+
+
+def _examples(span: int, uri: str = '') -> standard_artifacts.Examples:
+  """Examples as TFX's ExampleGen driver marks them: `span` is a custom property."""
+  examples = standard_artifacts.Examples()
+  examples.uri = uri or f'/pipeline_root/Transform/transformed_examples/{span}'
+  examples.split_names = '["train", "eval"]'
+  examples.set_int_custom_property('span', span)
+  return examples
+
+
+def test_the_provenance_record_names_the_eval_span_and_the_trained_spans():
+  record = executor.provenance_record(
+      {executor.PROVENANCE_KEY: json.dumps(PROVENANCE)},
+      {'examples': [_examples(3, '/pipeline_root/MnistExampleGen/examples/7')],
+       executor.TRAIN_EXAMPLES_KEY: [_examples(3), _examples(2)]},
+      run_id='run-1', served=None, rollback_of=None)
+  assert record['data']['span'] == 3
+  assert record['data']['train_spans'] == [2, 3]
+  assert record['data']['examples_uri'] == '/pipeline_root/MnistExampleGen/examples/7'
+  assert record['data']['root'] == '/data/mnist'

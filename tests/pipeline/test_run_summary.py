@@ -20,3 +20,10 @@ def test_log_likelihood_overall_and_by_digit():
   assert ('Held-out log-likelihood (IWAE bound, first 200 eval digits, nats per image): '
           'K=1 -90.50, K=10 -86.25') in text
   assert 'by digit at K=10: 0: -77.0, 1: -38.5' in text
+
+
+def test_spans_are_named_only_when_the_data_has_spans():
+  assert 'Data:' not in run_summary.format_summary(
+      run_summary.RunSummary(runs=[], eval_span=0, train_spans=[0]))
+  assert "Data: trained on span 4, gated on span 4's eval split" in run_summary.format_summary(
+      run_summary.RunSummary(runs=[], eval_span=4, train_spans=[4]))

@@ -9,6 +9,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 from tfx.orchestration.portable import launcher
 
+from vaetfx.components.drift_check.executor import DataDrifted
 from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.pipeline import pipeline as pipeline_def
 from vaetfx.pipeline.run_summary import ComponentRun, RunSummary, summarize
@@ -111,7 +112,9 @@ def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
   in the summary; any other failure is raised. Raises Interrupted on Ctrl-C,
   once the interrupted executions are CANCELED, and
   serving_folder.IncomparableServedModel (from ServedModelImporter, the first
-  component) when the served model cannot be the gate's baseline.
+  component) when the served model cannot be the gate's baseline. Drift with
+  --on-drift stop (DriftCheck's DataDrifted) is an outcome, not an error: the
+  summary carries its result and says the run stopped.
   """
   pipeline = build_pipeline(config)
   store = metadata_store.MetadataStore(metadata_connection(config))
@@ -121,6 +124,10 @@ def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
       tfx.orchestration.LocalDagRunner().run(pipeline)
     except KeyboardInterrupt:
       raise Interrupted(cancel_running(store, before), runs) from None
+    except DataDrifted as e:
+      summary = summarize(store, runs)
+      summary.drift, summary.drift_stopped = e.result, True
+      return summary
     except Exception:  # pylint: disable=broad-except
       if not (runs and runs[-1].error and runs[-1].component in pipeline_def.OPTIONAL_COMPONENTS):
         raise

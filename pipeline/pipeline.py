@@ -12,6 +12,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from vaetfx.components.atomic_pusher.component import AtomicPusher
+from vaetfx.components.drift_check.component import DriftCheck
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen
 from vaetfx.components.served_baseline.component import (ServedBaselineEvaluator,
                                                          ServedModelImporter)
@@ -104,7 +105,7 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     trainer_platform_config: Optional[Any] = None,
 ) -> tfx.dsl.Pipeline:
-  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
+  """MNIST -> validation and drift check -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
   push -> anomaly scores of the held-out split (BulkInferrer) -> report, as `config` sets them.
 
   code_fingerprints: {component id: hash of the code it runs}
@@ -155,6 +156,14 @@ def create_pipeline(
       score_key=kind.score_key, on_incomparable=config.gate.on_incomparable_baseline,
       code_fingerprint=fingerprints.get('ServedModelImporter', ''))
   trainer.add_upstream_node(served_model)
+  # The new data against the served model's (or, given a resolver, the previous span's), before
+  # the Trainer, which waits for it: with on_drift 'stop', drift ends the run here.
+  drift_check = DriftCheck(
+      examples=example_gen.outputs['examples'],
+      baseline_model=served_model.outputs['baseline_model'], score_key=kind.score_key,
+      threshold=config.drift.drift_threshold, on_drift=config.drift.on_drift,
+      code_fingerprint=fingerprints.get('DriftCheck', ''))
+  trainer.add_upstream_node(drift_check)
   evaluator = ServedBaselineEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
@@ -191,11 +200,12 @@ def create_pipeline(
                      likelihood_examples=config.report.likelihood_examples,
                      likelihood_samples=config.report.likelihood_samples,
                      scored_examples=bulk_inferrer.outputs['output_examples'],
+                     drift=drift_check.outputs['drift'],
                      code_fingerprint=fingerprints.get('VaeReport', ''))
   report.add_upstream_node(pusher)
 
   components = [served_model, example_gen, statistics_gen, schema_gen, example_validator,
-                transform, trainer, evaluator, infra_validator, pusher, bulk_inferrer, report]
+                drift_check, transform, trainer, evaluator, infra_validator, pusher, bulk_inferrer, report]
   code_fingerprint.check_covered([component.id for component in components], fingerprints)
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

@@ -27,6 +27,8 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from vaetfx.components import digits
+from vaetfx.components.drift_check import executor as drift_check
 from vaetfx.components.vae_report import plots
 from vaetfx.models import export
 from vaetfx.models import iwae, kinds
@@ -36,6 +38,7 @@ MODEL_KEY = 'model'
 MODEL_RUN_KEY = 'model_run'
 EXAMPLES_KEY = 'examples'
 SCORED_EXAMPLES_KEY = 'scored_examples'
+DRIFT_KEY = 'drift'
 SCORE_FEATURE = features.ELBO_KEY  # BulkInferrer's output column for a VAE.
 REPORT_KEY = 'report'
 NUM_EXAMPLES_KEY = 'num_examples'
@@ -58,39 +61,14 @@ LIKELIHOOD_FILE = iwae.RESULTS_FILE
 LIKELIHOOD_PLOT_FILE = 'log_likelihood.png'
 LOWEST_SCORING_FILE = 'lowest_scoring.png'
 SCORES_BY_DIGIT_FILE = 'scores_by_digit.png'
+SCORE_DRIFT_FILE = 'score_drift.png'
 
 RECONSTRUCTED_COUNT = 30
 PRIOR_SAMPLE_COLUMNS = 10
 PRIOR_SAMPLE_COUNT = 100
 MANIFOLD_SIZE = 15
-BATCH_SIZE = 500
 LOWEST_SCORING_COUNT = 64
 LOWEST_SCORING_COLUMNS = 8
-DIGIT_SPEC = {
-    features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
-    features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-}
-
-
-def _read_split(split_uri: str, spec: Dict[str, tf.io.FixedLenFeature],
-                count: int = -1) -> Dict[str, np.ndarray]:
-  """The first `count` (-1: all) gzipped tf.Examples of a split folder, parsed by `spec`."""
-  files = sorted(fileio.glob(os.path.join(split_uri, '*')))
-  if not files:
-    raise FileNotFoundError(f'{split_uri}: no example files to draw held-out digits from')
-  records = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count).batch(BATCH_SIZE)
-  batches = [tf.io.parse_example(batch, spec) for batch in records]
-  return {key: np.concatenate([batch[key].numpy() for batch in batches]) for key in spec}
-
-
-def _as_images(pixels: np.ndarray) -> np.ndarray:
-  return pixels.reshape(-1, features.IMAGE_SIZE, features.IMAGE_SIZE).astype(np.uint8)
-
-
-def read_heldout_digits(split_uri: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
-  """The first `count` examples of ExampleGen's gzipped TFRecords: (images uint8 [N, 28, 28], labels)."""
-  parsed = _read_split(split_uri, DIGIT_SPEC, count)
-  return _as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +82,9 @@ class ScoredDigits:
 def read_scored_digits(split_uri: str, score_feature: str = SCORE_FEATURE) -> ScoredDigits:
   """Every example BulkInferrer wrote for a split: ExampleGen's features plus the score
   (`elbo`, or the autoencoder's `reconstruction_log_likelihood`)."""
-  parsed = _read_split(split_uri, {**DIGIT_SPEC,
+  parsed = digits.read_split(split_uri, {**digits.DIGIT_SPEC,
                                    score_feature: tf.io.FixedLenFeature([], tf.float32)})
-  return ScoredDigits(_as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY],
+  return ScoredDigits(digits.as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY],
                       parsed[score_feature])
 
 
@@ -117,13 +95,6 @@ def scored_eval_split(scored_examples: List[types.Artifact],
     return None
   return read_scored_digits(artifact_utils.get_split_uri(scored_examples, features.EVAL_SPLIT),
                             score_feature)
-
-
-def reconstruct_in_batches(vae: export.ExportedModel, images: np.ndarray) -> Dict[str, np.ndarray]:
-  """serving_default's outputs for every image, a batch at a time to bound memory."""
-  batches = [vae.reconstruct(images[start:start + BATCH_SIZE])
-             for start in range(0, len(images), BATCH_SIZE)]
-  return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
 
 
 def read_elbo_history(path: str, score_key: str = SCORE_FEATURE) -> Dict[str, List[float]]:
@@ -340,20 +311,45 @@ def _anomaly_numbers(scored: ScoredDigits, metric: str = 'ELBO') -> List[Tuple[s
           (f'median anomaly score ({metric})', f'{float(np.median(scored.scores)):.2f}')]
 
 
+def _score_drift(drift_dir: str, report_dir: str,
+                 metric: str = 'ELBO') -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
+  """DriftCheck's result as (figures, numbers): the histogram overlay of the served model's
+  scores when it scored both sides, else the line saying why drift was not checked."""
+  result = drift_check.read_result(drift_dir)
+  if result is None:
+    return [], []
+  numbers = [('data drift (before training)', result.describe())]
+  scores = drift_check.read_scores(drift_dir)
+  if scores is None:
+    return [], numbers
+  plots.plot_score_drift(
+      scores['previous'], scores['new'], os.path.join(report_dir, SCORE_DRIFT_FILE),
+      f'Served model\'s {metric}: KS {result.score_ks:.3f}, median shift '
+      f'{result.median_shift:+.2f} nats', metric)
+  return [(SCORE_DRIFT_FILE, (
+      f'Data drift: the served model\'s {metric} of {result.scored[1]} new held-out digits '
+      f'against {result.scored[0]} of the previous data ({result.previous.get("what", "")}), '
+      f'with their medians (dashed). Kolmogorov-Smirnov distance {result.score_ks:.3f}, label '
+      f'distribution L-infinity {result.label_l_infinity:.3f}, threshold {result.threshold:g}.'
+  ))], numbers
+
+
 def write_report(model: export.ExportedModel, kind: kinds.ModelKind, model_path: str,
                  images: np.ndarray, labels: np.ndarray, history: Dict[str, List[float]],
                  report_dir: str, seed: int, likelihood: Optional[iwae.HeldoutLikelihood] = None,
-                 scored: Optional[ScoredDigits] = None) -> List[str]:
+                 scored: Optional[ScoredDigits] = None,
+                 drift_dir: Optional[str] = None) -> List[str]:
   """Writes every PNG and index.html into `report_dir`; returns the PNG file names.
 
   The pictures are the kind's (kind.report_pictures: a VAE's prior samples,
   latent space and manifold, an autoencoder's code space and a grid decoded
   over it). The manifold needs a 2-D latent space, the curves need
   history.json, the log-likelihood plot needs `likelihood` and the anomaly
-  pictures BulkInferrer's scores, so each appears only when it can be drawn.
+  pictures BulkInferrer's scores, the drift histogram DriftCheck's (`drift_dir`), so each
+  appears only when it can be drawn.
   """
   fileio.makedirs(report_dir)
-  encoded = reconstruct_in_batches(model, images)
+  encoded = digits.reconstruct_in_batches(model, images)
   metric = kind.score_name
   code = encoded['latent_mean' if kind.variational else 'latent']
   drawings = {
@@ -380,6 +376,10 @@ def write_report(model: export.ExportedModel, kind: kinds.ModelKind, model_path:
     figures += [_lowest_scoring(scored, report_dir, metric),
                 _scores_by_digit(scored, report_dir, metric)]
     numbers += _anomaly_numbers(scored, metric)
+  if drift_dir is not None:
+    drift_figures, drift_numbers = _score_drift(drift_dir, report_dir, metric)
+    figures += drift_figures
+    numbers += drift_numbers
   write_index_html(report_dir, figures, numbers, f'{kind.title[0].upper()}{kind.title[1:]} report')
   return [name for name, _ in figures]
 
@@ -399,7 +399,7 @@ class Executor(base_executor.BaseExecutor):
     report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
     num_examples = exec_properties[NUM_EXAMPLES_KEY]
     likelihood_examples = exec_properties[LIKELIHOOD_EXAMPLES_KEY]
-    images, labels = read_heldout_digits(split_uri, max(num_examples, likelihood_examples))
+    images, labels = digits.read_heldout_digits(split_uri, max(num_examples, likelihood_examples))
     model = export.load_exported_model(model_path)
     kind = kinds.kind(exec_properties[MODEL_KIND_KEY])
     likelihood = None
@@ -413,5 +413,7 @@ class Executor(base_executor.BaseExecutor):
                                              kind.score_key),
                            report.uri, exec_properties[SEED_KEY], likelihood,
                            scored_eval_split(input_dict.get(SCORED_EXAMPLES_KEY, []),
-                                             kind.score_key))
+                                             kind.score_key),
+                           drift_dir=artifact_utils.get_single_instance(
+                               input_dict[DRIFT_KEY]).uri if input_dict.get(DRIFT_KEY) else None)
     logging.info('Report written to %s: %s', os.path.join(report.uri, INDEX_FILE), written)

@@ -1,0 +1,285 @@
+"""DriftCheck's executor: the new data against the previous data, before anything trains.
+
+Two signals, each the largest difference between two distributions (0: the same,
+1: nothing in common), so one threshold reads on both:
+
+- labels: TFDV's drift comparator, the L-infinity distance between the label
+  distributions (a schema with `drift_comparator.infinity_norm` on `label`,
+  tfdv.validate_statistics with previous_statistics; the anomalies are kept);
+- the served model's own view: its per-image score (the kind's score_key: a
+  VAE's ELBO, an autoencoder's reconstruction log-likelihood) on the new data
+  against its score on the previous data, as the two-sample Kolmogorov-Smirnov
+  statistic, with the shift of the median in nats. Digits the model has not
+  seen, or seen differently (inverted), score lower whatever their labels say.
+
+The previous data is `previous_examples` when the pipeline gives it (the
+previous span's Examples, found in ML Metadata by a resolver), else the
+Examples the served model was trained and evaluated on, which its provenance
+record names (serving_folder; ServedModelImporter's `provenance`). Both sides
+compare their held-out `eval` split, the data the gate scores.
+
+Nothing is checked (and nothing stops) when nothing is served, the served model
+was not comparable, or its data is gone; the result says why. With
+on_drift='stop', drift fails this component with DataDrifted, which carries the
+result: the run ends before the Trainer.
+"""
+import dataclasses
+import io
+import json
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+import tensorflow_data_validation as tfdv
+from absl import logging
+from scipy import stats
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
+from tfx.utils import path_utils
+
+from vaetfx.components.served_baseline import executor as served_baseline
+from vaetfx.components.digits import read_heldout_digits, reconstruct_in_batches
+from vaetfx.models import export
+from vaetfx.shared import features
+
+EXAMPLES_KEY = 'examples'
+PREVIOUS_EXAMPLES_KEY = 'previous_examples'
+BASELINE_MODEL_KEY = 'baseline_model'
+DRIFT_KEY = 'drift'
+THRESHOLD_KEY = 'threshold'
+ON_DRIFT_KEY = 'on_drift'
+ON_DRIFT_CHOICES = ('retrain', 'stop')
+SCORE_KEY = 'score_key'
+SCORED_EXAMPLES_KEY = 'scored_examples'
+SEED_KEY = 'seed'
+
+RESULT_FILE = 'drift.json'
+ANOMALIES_FILE = 'anomalies.pbtxt'
+SCORES_FILE = 'scores.npz'
+# Custom properties of the DataDrift artifact, for readers of ML Metadata.
+CHECKED_PROPERTY = 'checked'
+DRIFTED_PROPERTY = 'drifted'
+
+
+class DataDrifted(RuntimeError):
+  """The data drifted past the threshold and the run was asked to stop (on_drift='stop')."""
+
+  def __init__(self, result: 'DriftResult'):
+    self.result = result
+    super().__init__(result.describe())
+
+
+@dataclasses.dataclass
+class DriftResult:
+  """What the check found; `reason` says why it was not checked when `checked` is False."""
+  checked: bool
+  reason: str = ''
+  threshold: float = 0.0
+  previous: Dict[str, Any] = dataclasses.field(default_factory=dict)  # where, span, how chosen
+  label_l_infinity: Optional[float] = None
+  score_name: str = ''
+  score_ks: Optional[float] = None
+  score_ks_pvalue: Optional[float] = None
+  previous_median: Optional[float] = None
+  new_median: Optional[float] = None
+  scored: Tuple[int, int] = (0, 0)  # images scored on each side (previous, new)
+
+  @property
+  def median_shift(self) -> Optional[float]:
+    """New minus previous median score, nats per image: negative when the new data is less
+    like what the model knows."""
+    return None if self.new_median is None else self.new_median - self.previous_median
+
+  @property
+  def over_threshold(self) -> List[str]:
+    """The signals above the threshold, in words."""
+    signals = {'label distribution (L-infinity)': self.label_l_infinity,
+               f'served model\'s {self.score_name} (Kolmogorov-Smirnov)': self.score_ks}
+    return [name for name, value in signals.items()
+            if self.checked and value is not None and value > self.threshold]
+
+  @property
+  def drifted(self) -> bool:
+    return bool(self.over_threshold)
+
+  def describe(self) -> str:
+    """One line for the summary and the error."""
+    if not self.checked:
+      return f'not checked: {self.reason}'
+    verdict = ('DRIFTED: ' + ' and '.join(self.over_threshold) + f' above {self.threshold:g}'
+               if self.drifted else f'no drift (threshold {self.threshold:g})')
+    return (f'{verdict}; labels L-infinity {self.label_l_infinity:.3f}, served model\'s '
+            f'{self.score_name} KS {self.score_ks:.3f}, median {self.previous_median:.2f} -> '
+            f'{self.new_median:.2f} nats ({self.median_shift:+.2f}), {self.scored[1]} new against '
+            f'{self.scored[0]} previous held-out digits ({self.previous.get("what", "")})')
+
+  def to_json(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, record: Dict[str, Any]) -> 'DriftResult':
+    return cls(**{**record, 'scored': tuple(record.get('scored', (0, 0)))})
+
+
+def label_schema(threshold: float) -> schema_pb2.Schema:
+  """`label` as a categorical feature with TFDV's L-infinity drift comparator."""
+  schema = schema_pb2.Schema()
+  label = schema.feature.add(name=features.LABEL_KEY, type=schema_pb2.INT)
+  label.int_domain.is_categorical = True
+  label.drift_comparator.infinity_norm.threshold = threshold
+  return schema
+
+
+def label_statistics(labels: np.ndarray, schema: schema_pb2.Schema):
+  """TFDV statistics of the labels alone, categorical as the schema says (in process, no Beam)."""
+  return tfdv.generate_statistics_from_dataframe(
+      pd.DataFrame({features.LABEL_KEY: labels.astype(np.int64)}),
+      stats_options=tfdv.StatsOptions(schema=schema))
+
+
+def label_drift(previous: np.ndarray, new: np.ndarray,
+                threshold: float) -> Tuple[float, anomalies_pb2.Anomalies]:
+  """TFDV's L-infinity distance between the two label distributions, and its anomalies."""
+  schema = label_schema(threshold)
+  anomalies = tfdv.validate_statistics(label_statistics(new, schema), schema,
+                                       previous_statistics=label_statistics(previous, schema))
+  [distance] = [measurement.value for info in anomalies.drift_skew_info
+                for measurement in info.drift_measurements
+                if measurement.type == anomalies_pb2.DriftSkewInfo.Measurement.L_INFTY]
+  return distance, anomalies
+
+
+def sample(count: int, limit: int, seed: int) -> np.ndarray:
+  """Sorted indices of at most `limit` of `count` items, drawn without replacement: a file
+  sorted by label must not give its first digits only."""
+  if count <= limit:
+    return np.arange(count)
+  return np.sort(np.random.default_rng(seed).choice(count, limit, replace=False))
+
+
+def score_images(model: export.ExportedModel, images: np.ndarray, score_key: str) -> np.ndarray:
+  return reconstruct_in_batches(model, images)[score_key].astype(np.float64)
+
+
+def measure(model: export.ExportedModel, score_key: str,
+            previous: Tuple[np.ndarray, np.ndarray], new: Tuple[np.ndarray, np.ndarray],
+            threshold: float, scored_examples: int, seed: int,
+            previous_source: Optional[Dict[str, Any]] = None
+            ) -> Tuple[DriftResult, anomalies_pb2.Anomalies, Dict[str, np.ndarray]]:
+  """Both signals for (images, labels) of the previous and the new data: every label, and the
+  scores of at most `scored_examples` images of each side. Returns the result, TFDV's
+  anomalies and the two score samples."""
+  linf, anomalies = label_drift(previous[1], new[1], threshold)
+  scores = {side: score_images(model, images[sample(len(images), scored_examples, seed)],
+                               score_key)
+            for side, (images, _) in (('previous', previous), ('new', new))}
+  ks = stats.ks_2samp(scores['previous'], scores['new'])
+  result = DriftResult(
+      checked=True, threshold=threshold, previous=previous_source or {},
+      label_l_infinity=float(linf), score_name=features.SCORE_NAMES[score_key],
+      score_ks=float(ks.statistic), score_ks_pvalue=float(ks.pvalue),
+      previous_median=float(np.median(scores['previous'])),
+      new_median=float(np.median(scores['new'])),
+      scored=(len(scores['previous']), len(scores['new'])))
+  return result, anomalies, scores
+
+
+def previous_data(input_dict: Dict[str, List[types.Artifact]],
+                  baseline: Optional[types.Artifact]) -> Tuple[Optional[str], Dict[str, Any]]:
+  """(the previous data's eval split folder, where it came from), or (None, {'reason': ...})."""
+  previous = input_dict.get(PREVIOUS_EXAMPLES_KEY)
+  if previous:
+    artifact = artifact_utils.get_single_instance(previous)
+    return (artifact_utils.get_split_uri(previous, features.EVAL_SPLIT),
+            {'what': f'the previous span, {artifact.span}', 'examples_uri': artifact.uri,
+             'span': artifact.span})
+  if baseline is None or not served_baseline.has_served_model(baseline):
+    why = baseline and baseline.get_string_custom_property(served_baseline.NOT_COMPARED_KEY)
+    return None, {'reason': f'the served model is not comparable ({why})' if why else
+                            'nothing is served yet, so there is no previous data to compare with'}
+  version = baseline.get_int_custom_property(served_baseline.SERVED_VERSION_KEY)
+  provenance = json.loads(baseline.get_string_custom_property(served_baseline.PROVENANCE_KEY)
+                          or '{}')
+  data = provenance.get('data', {})
+  examples_uri = data.get('examples_uri')
+  split_uri = examples_uri and os.path.join(examples_uri, f'Split-{features.EVAL_SPLIT}')
+  if not split_uri or not fileio.exists(split_uri):
+    return None, {'reason': f'the data served version {version} was evaluated on '
+                            f'({examples_uri or "not named in its provenance record"}) is '
+                            'not readable'}
+  return split_uri, {'what': f'served version {version}\'s evaluation data, span '
+                             f'{data.get("span")}', 'examples_uri': examples_uri,
+                     'span': data.get('span'), 'served_version': version}
+
+
+def write_result(drift_dir: str, result: DriftResult,
+                 anomalies: Optional[anomalies_pb2.Anomalies] = None,
+                 scores: Optional[Dict[str, np.ndarray]] = None) -> None:
+  fileio.makedirs(drift_dir)
+  with fileio.open(os.path.join(drift_dir, RESULT_FILE), 'w') as f:
+    json.dump(result.to_json(), f, indent=1)
+  if anomalies is not None:
+    tfdv.write_anomalies_text(anomalies, os.path.join(drift_dir, ANOMALIES_FILE))
+  if scores is not None:
+    npz = io.BytesIO()  # np.savez seeks; an object store's file cannot.
+    np.savez(npz, **scores)
+    with fileio.open(os.path.join(drift_dir, SCORES_FILE), 'wb') as f:
+      f.write(npz.getvalue())
+
+
+def read_result(drift_dir: str) -> Optional[DriftResult]:
+  """The result a DriftCheck wrote, None when there is none."""
+  path = os.path.join(drift_dir, RESULT_FILE)
+  if not fileio.exists(path):
+    return None
+  with fileio.open(path, 'r') as f:
+    return DriftResult.from_json(json.load(f))
+
+
+def read_scores(drift_dir: str) -> Optional[Dict[str, np.ndarray]]:
+  """The two score samples ('previous', 'new'), None when nothing was scored."""
+  path = os.path.join(drift_dir, SCORES_FILE)
+  if not fileio.exists(path):
+    return None
+  with fileio.open(path, 'rb') as f:
+    npz = io.BytesIO(f.read())
+  with np.load(npz) as loaded:
+    return {key: loaded[key] for key in loaded.files}
+
+
+class Executor(base_executor.BaseExecutor):
+  """Writes drift.json (and TFDV's anomalies, the score samples) into the `drift` artifact;
+  raises DataDrifted when the data drifted and on_drift is 'stop'."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    drift = artifact_utils.get_single_instance(output_dict[DRIFT_KEY])
+    threshold = float(exec_properties[THRESHOLD_KEY])
+    baselines = input_dict.get(BASELINE_MODEL_KEY)
+    baseline = artifact_utils.get_single_instance(baselines) if baselines else None
+    previous_split, source = previous_data(input_dict, baseline)
+    if previous_split is None or baseline is None or not served_baseline.has_served_model(
+        baseline):
+      result = DriftResult(checked=False, threshold=threshold,
+                           reason=source.get('reason', 'no served model to score with'),
+                           previous=source)
+      write_result(drift.uri, result)
+    else:
+      model = export.load_exported_model(path_utils.serving_model_path(baseline.uri))
+      new_split = artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT)
+      result, anomalies, scores = measure(
+          model, exec_properties[SCORE_KEY], read_heldout_digits(previous_split, -1),
+          read_heldout_digits(new_split, -1), threshold, exec_properties[SCORED_EXAMPLES_KEY],
+          exec_properties[SEED_KEY], source)
+      write_result(drift.uri, result, anomalies, scores)
+    drift.set_int_custom_property(CHECKED_PROPERTY, int(result.checked))
+    drift.set_int_custom_property(DRIFTED_PROPERTY, int(result.drifted))
+    logging.info('Drift: %s', result.describe())
+    if result.drifted and exec_properties[ON_DRIFT_KEY] == 'stop':
+      raise DataDrifted(result)

@@ -10,8 +10,9 @@ on the labels, the Kolmogorov-Smirnov distance and the median shift of the model
 - `inverted`: the t10k split cut in two at random; previous = one half, new = the other half
   inverted (255 - pixel), scored by the all-digits model;
 - `re-split`: previous and new are two disjoint random draws of the same size from the train
-  and t10k images together, one per seed, scored by the all-digits model. Not drift: both
-  distances here are the noise the threshold must sit above.
+  and t10k images together, one per seed and size (`--resplit-sizes`: a span's held-out
+  split may be small), scored by the all-digits model. Not drift: both distances here are
+  the noise the threshold must sit above, and it grows as the size shrinks.
 
 The models are serving folders (or SavedModels) a `vaetfx run` pushed, e.g.
 
@@ -59,7 +60,7 @@ def load_average() -> str:
   return ' '.join(f'{value:.2f}' for value in os.getloadavg())
 
 
-def cases(train: Digits, test: Digits, seeds: int):
+def cases(train: Digits, test: Digits, seeds: int, sizes):
   """(name, model key, previous, new) for every case of the module docstring."""
   yield '0-4 after 5-9', '59', of_digits(test, range(5, 10)), of_digits(test, range(5))
   yield '0-4 after 5-9', 'all', of_digits(test, range(5, 10)), of_digits(test, range(5))
@@ -68,11 +69,11 @@ def cases(train: Digits, test: Digits, seeds: int):
   inverted = subset(test, order[half:])
   yield 'inverted', 'all', subset(test, order[:half]), (255 - inverted[0], inverted[1])
   pool = (np.concatenate([train[0], test[0]]), np.concatenate([train[1], test[1]]))
-  size = len(test[1])
-  for seed in range(seeds):
-    draw = np.random.default_rng(seed + 1).permutation(len(pool[1]))
-    yield f're-split seed {seed + 1}', 'all', subset(pool, draw[:size]), subset(
-        pool, draw[size:2 * size])
+  for size in sizes:
+    for seed in range(seeds):
+      draw = np.random.default_rng(seed + 1).permutation(len(pool[1]))
+      yield f're-split seed {seed + 1}', 'all', subset(pool, draw[:size]), subset(
+          pool, draw[size:2 * size])
 
 
 def main(argv=None):
@@ -80,7 +81,9 @@ def main(argv=None):
   parser.add_argument('--data-dir', required=True, help='MNIST IDX files (train and t10k).')
   parser.add_argument('--model-59', required=True, help='A model trained on digits 5-9.')
   parser.add_argument('--model-all', required=True, help='A model trained on all digits.')
-  parser.add_argument('--seeds', type=int, default=8, help='Random re-splits.')
+  parser.add_argument('--seeds', type=int, default=8, help='Random re-splits per size.')
+  parser.add_argument('--resplit-sizes', default='10000,1000,500',
+                      help='Digits on each side of a re-split, comma-separated.')
   parser.add_argument('--scored-examples', type=int,
                       default=drift_component.DEFAULT_SCORED_EXAMPLES,
                       help='Images scored on each side (the component\'s default).')
@@ -91,7 +94,8 @@ def main(argv=None):
   models = {'59': load_model(args.model_59), 'all': load_model(args.model_all)}
   print(f'{"case":<22} {"model":<10} {"previous":>8} {"new":>6} {"labels L-inf":>12} '
         f'{"score KS":>9} {"KS p":>9} {"median shift":>12} {"seconds":>8}')
-  for name, model_key, previous, new in cases(train, test, args.seeds):
+  sizes = [int(size) for size in args.resplit_sizes.split(',')]
+  for name, model_key, previous, new in cases(train, test, args.seeds, sizes):
     start = time.perf_counter()
     result, _, _ = drift_check.measure(models[model_key], features.ELBO_KEY, previous, new,
                                        threshold=1.0, scored_examples=args.scored_examples,

@@ -44,7 +44,8 @@ def component_progress(total: int, out=sys.stdout) -> Iterator[List[ComponentRun
       execution_info = launch(self)
     except Exception as e:
       runs.append(ComponentRun(name, time.perf_counter() - start, False, error=_one_line(e)))
-      print(f'[{len(runs)}/{total}] {name:<30} FAILED after {runs[-1].seconds:.1f} s: '
+      outcome = 'stopped' if isinstance(e, DataDrifted) else 'FAILED'
+      print(f'[{len(runs)}/{total}] {name:<30} {outcome} after {runs[-1].seconds:.1f} s: '
             f'{runs[-1].error}', file=out, flush=True)
       raise
     execution_id = execution_info.execution_id if execution_info else None

@@ -105,8 +105,9 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     trainer_platform_config: Optional[Any] = None,
 ) -> tfx.dsl.Pipeline:
-  """MNIST -> validation and drift check -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
-  push -> anomaly scores of the held-out split (BulkInferrer) -> report, as `config` sets them.
+  """MNIST -> validation and drift check -> Transform -> Trainer -> Evaluator gate and infra
+  validation -> atomic push -> anomaly scores of the held-out split (BulkInferrer) -> report,
+  as `config` sets them.
 
   code_fingerprints: {component id: hash of the code it runs}
   (code_fingerprint.component_fingerprints()), put among each component's
@@ -200,7 +201,6 @@ def create_pipeline(
                      likelihood_examples=config.report.likelihood_examples,
                      likelihood_samples=config.report.likelihood_samples,
                      scored_examples=bulk_inferrer.outputs['output_examples'],
-                     drift=drift_check.outputs['drift'],
                      code_fingerprint=fingerprints.get('VaeReport', ''))
   report.add_upstream_node(pusher)
 

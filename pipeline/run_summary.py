@@ -191,6 +191,8 @@ def format_summary(summary: RunSummary) -> str:
     lines.append(f'  {run.component:<30} {timing}')
   if summary.drift is not None:
     lines.append(f'Data drift: {summary.drift.describe()}')
+    if summary.drift.picture:
+      lines.append(f'  the served model\'s scores of both, as histograms: {summary.drift.picture}')
   if summary.drift_stopped:
     lines.append('Stopped before training, as --on-drift stop asks: nothing trained or pushed')
   if summary.candidate_score is not None:

@@ -22,7 +22,7 @@ DEFAULT_SEED = 0
 
 
 class DataDrift(types.Artifact):
-  """A folder with drift.json, TFDV's anomalies of the labels and the score samples.
+  """A folder with drift.json, TFDV's anomalies of the labels and the scores' histograms.
 
   The dotted name is what Kubeflow V2 requires of a custom type's schema title.
   """

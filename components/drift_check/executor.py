@@ -18,13 +18,16 @@ Examples the served model was trained and evaluated on, which its provenance
 record names (serving_folder; ServedModelImporter's `provenance`). Both sides
 compare their held-out `eval` split, the data the gate scores.
 
+The served model's scores of both sides are drawn as two histograms
+(score_drift.png, in the artifact beside drift.json), whether the run goes on or
+stops here; the run summary names the file.
+
 Nothing is checked (and nothing stops) when nothing is served, the served model
 was not comparable, or its data is gone; the result says why. With
 on_drift='stop', drift fails this component with DataDrifted, which carries the
 result: the run ends before the Trainer.
 """
 import dataclasses
-import io
 import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -42,6 +45,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from vaetfx.components.served_baseline import executor as served_baseline
+from vaetfx.components.vae_report import plots
 from vaetfx.components.digits import read_heldout_digits, reconstruct_in_batches
 from vaetfx.models import export
 from vaetfx.shared import features
@@ -59,7 +63,7 @@ SEED_KEY = 'seed'
 
 RESULT_FILE = 'drift.json'
 ANOMALIES_FILE = 'anomalies.pbtxt'
-SCORES_FILE = 'scores.npz'
+PICTURE_FILE = 'score_drift.png'
 # Custom properties of the DataDrift artifact, for readers of ML Metadata.
 CHECKED_PROPERTY = 'checked'
 DRIFTED_PROPERTY = 'drifted'
@@ -87,6 +91,7 @@ class DriftResult:
   previous_median: Optional[float] = None
   new_median: Optional[float] = None
   scored: Tuple[int, int] = (0, 0)  # images scored on each side (previous, new)
+  picture: str = ''  # the histograms of both sides' scores (PICTURE_FILE), once drawn
 
   @property
   def median_shift(self) -> Optional[float]:
@@ -216,19 +221,22 @@ def previous_data(input_dict: Dict[str, List[types.Artifact]],
                      'span': data.get('span'), 'served_version': version}
 
 
+def draw_scores(scores: Dict[str, np.ndarray], result: DriftResult, path: str) -> str:
+  """The two sides' scores as overlaid histograms, titled with the distances."""
+  return plots.plot_score_drift(
+      scores['previous'], scores['new'], path,
+      f'Served model\'s {result.score_name}: previous data ({result.previous.get("what", "")}) '
+      f'and new data\nKolmogorov-Smirnov {result.score_ks:.3f}, labels L-infinity '
+      f'{result.label_l_infinity:.3f}, threshold {result.threshold:g}', result.score_name)
+
+
 def write_result(drift_dir: str, result: DriftResult,
-                 anomalies: Optional[anomalies_pb2.Anomalies] = None,
-                 scores: Optional[Dict[str, np.ndarray]] = None) -> None:
+                 anomalies: Optional[anomalies_pb2.Anomalies] = None) -> None:
   fileio.makedirs(drift_dir)
   with fileio.open(os.path.join(drift_dir, RESULT_FILE), 'w') as f:
     json.dump(result.to_json(), f, indent=1)
   if anomalies is not None:
     tfdv.write_anomalies_text(anomalies, os.path.join(drift_dir, ANOMALIES_FILE))
-  if scores is not None:
-    npz = io.BytesIO()  # np.savez seeks; an object store's file cannot.
-    np.savez(npz, **scores)
-    with fileio.open(os.path.join(drift_dir, SCORES_FILE), 'wb') as f:
-      f.write(npz.getvalue())
 
 
 def read_result(drift_dir: str) -> Optional[DriftResult]:
@@ -240,20 +248,15 @@ def read_result(drift_dir: str) -> Optional[DriftResult]:
     return DriftResult.from_json(json.load(f))
 
 
-def read_scores(drift_dir: str) -> Optional[Dict[str, np.ndarray]]:
-  """The two score samples ('previous', 'new'), None when nothing was scored."""
-  path = os.path.join(drift_dir, SCORES_FILE)
-  if not fileio.exists(path):
-    return None
-  with fileio.open(path, 'rb') as f:
-    npz = io.BytesIO(f.read())
-  with np.load(npz) as loaded:
-    return {key: loaded[key] for key in loaded.files}
-
-
 class Executor(base_executor.BaseExecutor):
-  """Writes drift.json (and TFDV's anomalies, the score samples) into the `drift` artifact;
+  """Writes drift.json (and TFDV's anomalies, the scores' histograms) into the `drift` artifact;
   raises DataDrifted when the data drifted and on_drift is 'stop'."""
+
+  def kept_dir(self, drift_uri: str) -> str:
+    """Where a stopping run's files go: TFX removes a failed execution's outputs but keeps its
+    stateful working directory (the artifact's folder when run without TFX's launcher)."""
+    kept = self._context and self._context.stateful_working_dir
+    return kept or drift_uri
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
@@ -270,16 +273,23 @@ class Executor(base_executor.BaseExecutor):
                            reason=source.get('reason', 'no served model to score with'),
                            previous=source)
       write_result(drift.uri, result)
-    else:
-      model = export.load_exported_model(path_utils.serving_model_path(baseline.uri))
-      new_split = artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT)
-      result, anomalies, scores = measure(
-          model, exec_properties[SCORE_KEY], read_heldout_digits(previous_split, -1),
-          read_heldout_digits(new_split, -1), threshold, exec_properties[SCORED_EXAMPLES_KEY],
-          exec_properties[SEED_KEY], source)
-      write_result(drift.uri, result, anomalies, scores)
-    drift.set_int_custom_property(CHECKED_PROPERTY, int(result.checked))
+      drift.set_int_custom_property(CHECKED_PROPERTY, 0)
+      drift.set_int_custom_property(DRIFTED_PROPERTY, 0)
+      logging.info('Drift: %s', result.describe())
+      return
+    model = export.load_exported_model(path_utils.serving_model_path(baseline.uri))
+    new_split = artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT)
+    result, anomalies, scores = measure(
+        model, exec_properties[SCORE_KEY], read_heldout_digits(previous_split, -1),
+        read_heldout_digits(new_split, -1), threshold, exec_properties[SCORED_EXAMPLES_KEY],
+        exec_properties[SEED_KEY], source)
+    stop = result.drifted and exec_properties[ON_DRIFT_KEY] == 'stop'
+    result_dir = self.kept_dir(drift.uri) if stop else drift.uri
+    fileio.makedirs(result_dir)
+    result.picture = draw_scores(scores, result, os.path.join(result_dir, PICTURE_FILE))
+    write_result(result_dir, result, anomalies)
+    drift.set_int_custom_property(CHECKED_PROPERTY, 1)
     drift.set_int_custom_property(DRIFTED_PROPERTY, int(result.drifted))
     logging.info('Drift: %s', result.describe())
-    if result.drifted and exec_properties[ON_DRIFT_KEY] == 'stop':
+    if stop:
       raise DataDrifted(result)

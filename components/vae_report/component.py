@@ -12,7 +12,6 @@ from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from vaetfx.components.drift_check.component import DataDrift
 from vaetfx.components.vae_report import executor
 from vaetfx.models import iwae, kinds
 
@@ -48,8 +47,6 @@ class VaeReportSpec(types.ComponentSpec):
       # BulkInferrer's held-out examples with their `elbo`; without them, no anomaly pictures.
       executor.SCORED_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples,
                                                      optional=True),
-      # DriftCheck's result; with it, the served model's scores of the previous and new data.
-      executor.DRIFT_KEY: ChannelParameter(type=DataDrift, optional=True),
   }
   OUTPUTS = {
       executor.REPORT_KEY: ChannelParameter(type=VaeReportArtifact),
@@ -66,8 +63,7 @@ class VaeReport(base_component.BaseComponent):
                examples: types.BaseChannel, model_kind: str, likelihood_examples: int,
                likelihood_samples: int, num_examples: int = DEFAULT_NUM_EXAMPLES,
                seed: int = DEFAULT_SEED,
-               code_fingerprint: str = '', scored_examples: Optional[types.BaseChannel] = None,
-               drift: Optional[types.BaseChannel] = None):
+               code_fingerprint: str = '', scored_examples: Optional[types.BaseChannel] = None):
     """model_kind: the --model the Trainer trained (models/kinds.py), whose pictures are drawn.
 
     num_examples: held-out digits encoded for the latent-space plot (the first ones read).
@@ -83,9 +79,6 @@ class VaeReport(base_component.BaseComponent):
 
     scored_examples: BulkInferrer's output examples of the `eval` split, each
     with its `elbo`, for the lowest-scoring digits and the scores per digit.
-
-    drift: DriftCheck's DataDrift, for the histogram of the served model's scores of the
-    previous and the new data.
     """
     if num_examples < 1:
       raise ValueError(f'num_examples must be at least 1, got {num_examples}')
@@ -99,6 +92,6 @@ class VaeReport(base_component.BaseComponent):
                          code_fingerprint=code_fingerprint or None,
                          likelihood_examples=likelihood_examples,
                          likelihood_samples=likelihood_samples,
-                         scored_examples=scored_examples, drift=drift,
+                         scored_examples=scored_examples,
                          report=types.Channel(type=VaeReportArtifact))
     super().__init__(spec=spec)

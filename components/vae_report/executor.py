@@ -28,7 +28,6 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from vaetfx.components import digits
-from vaetfx.components.drift_check import executor as drift_check
 from vaetfx.components.vae_report import plots
 from vaetfx.models import export
 from vaetfx.models import iwae, kinds
@@ -38,7 +37,6 @@ MODEL_KEY = 'model'
 MODEL_RUN_KEY = 'model_run'
 EXAMPLES_KEY = 'examples'
 SCORED_EXAMPLES_KEY = 'scored_examples'
-DRIFT_KEY = 'drift'
 SCORE_FEATURE = features.ELBO_KEY  # BulkInferrer's output column for a VAE.
 REPORT_KEY = 'report'
 NUM_EXAMPLES_KEY = 'num_examples'
@@ -61,7 +59,6 @@ LIKELIHOOD_FILE = iwae.RESULTS_FILE
 LIKELIHOOD_PLOT_FILE = 'log_likelihood.png'
 LOWEST_SCORING_FILE = 'lowest_scoring.png'
 SCORES_BY_DIGIT_FILE = 'scores_by_digit.png'
-SCORE_DRIFT_FILE = 'score_drift.png'
 
 RECONSTRUCTED_COUNT = 30
 PRIOR_SAMPLE_COLUMNS = 10
@@ -83,7 +80,7 @@ def read_scored_digits(split_uri: str, score_feature: str = SCORE_FEATURE) -> Sc
   """Every example BulkInferrer wrote for a split: ExampleGen's features plus the score
   (`elbo`, or the autoencoder's `reconstruction_log_likelihood`)."""
   parsed = digits.read_split(split_uri, {**digits.DIGIT_SPEC,
-                                   score_feature: tf.io.FixedLenFeature([], tf.float32)})
+                                         score_feature: tf.io.FixedLenFeature([], tf.float32)})
   return ScoredDigits(digits.as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY],
                       parsed[score_feature])
 
@@ -311,42 +308,17 @@ def _anomaly_numbers(scored: ScoredDigits, metric: str = 'ELBO') -> List[Tuple[s
           (f'median anomaly score ({metric})', f'{float(np.median(scored.scores)):.2f}')]
 
 
-def _score_drift(drift_dir: str, report_dir: str,
-                 metric: str = 'ELBO') -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
-  """DriftCheck's result as (figures, numbers): the histogram overlay of the served model's
-  scores when it scored both sides, else the line saying why drift was not checked."""
-  result = drift_check.read_result(drift_dir)
-  if result is None:
-    return [], []
-  numbers = [('data drift (before training)', result.describe())]
-  scores = drift_check.read_scores(drift_dir)
-  if scores is None:
-    return [], numbers
-  plots.plot_score_drift(
-      scores['previous'], scores['new'], os.path.join(report_dir, SCORE_DRIFT_FILE),
-      f'Served model\'s {metric}: KS {result.score_ks:.3f}, median shift '
-      f'{result.median_shift:+.2f} nats', metric)
-  return [(SCORE_DRIFT_FILE, (
-      f'Data drift: the served model\'s {metric} of {result.scored[1]} new held-out digits '
-      f'against {result.scored[0]} of the previous data ({result.previous.get("what", "")}), '
-      f'with their medians (dashed). Kolmogorov-Smirnov distance {result.score_ks:.3f}, label '
-      f'distribution L-infinity {result.label_l_infinity:.3f}, threshold {result.threshold:g}.'
-  ))], numbers
-
-
 def write_report(model: export.ExportedModel, kind: kinds.ModelKind, model_path: str,
                  images: np.ndarray, labels: np.ndarray, history: Dict[str, List[float]],
                  report_dir: str, seed: int, likelihood: Optional[iwae.HeldoutLikelihood] = None,
-                 scored: Optional[ScoredDigits] = None,
-                 drift_dir: Optional[str] = None) -> List[str]:
+                 scored: Optional[ScoredDigits] = None) -> List[str]:
   """Writes every PNG and index.html into `report_dir`; returns the PNG file names.
 
   The pictures are the kind's (kind.report_pictures: a VAE's prior samples,
   latent space and manifold, an autoencoder's code space and a grid decoded
   over it). The manifold needs a 2-D latent space, the curves need
   history.json, the log-likelihood plot needs `likelihood` and the anomaly
-  pictures BulkInferrer's scores, the drift histogram DriftCheck's (`drift_dir`), so each
-  appears only when it can be drawn.
+  pictures BulkInferrer's scores, so each appears only when it can be drawn.
   """
   fileio.makedirs(report_dir)
   encoded = digits.reconstruct_in_batches(model, images)
@@ -376,10 +348,6 @@ def write_report(model: export.ExportedModel, kind: kinds.ModelKind, model_path:
     figures += [_lowest_scoring(scored, report_dir, metric),
                 _scores_by_digit(scored, report_dir, metric)]
     numbers += _anomaly_numbers(scored, metric)
-  if drift_dir is not None:
-    drift_figures, drift_numbers = _score_drift(drift_dir, report_dir, metric)
-    figures += drift_figures
-    numbers += drift_numbers
   write_index_html(report_dir, figures, numbers, f'{kind.title[0].upper()}{kind.title[1:]} report')
   return [name for name, _ in figures]
 
@@ -413,7 +381,5 @@ class Executor(base_executor.BaseExecutor):
                                              kind.score_key),
                            report.uri, exec_properties[SEED_KEY], likelihood,
                            scored_eval_split(input_dict.get(SCORED_EXAMPLES_KEY, []),
-                                             kind.score_key),
-                           drift_dir=artifact_utils.get_single_instance(
-                               input_dict[DRIFT_KEY]).uri if input_dict.get(DRIFT_KEY) else None)
+                                             kind.score_key))
     logging.info('Report written to %s: %s', os.path.join(report.uri, INDEX_FILE), written)

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 from tfx.types import channel, standard_artifacts
 
 from tests import synthetic_mnist
@@ -88,7 +89,7 @@ def test_nothing_served_is_not_checked_and_says_why(tmp_path, previous_uri):
   result = run(tmp_path, previous_uri, _nothing_served())
   assert not result.checked and not result.drifted
   assert 'nothing is served yet' in result.describe()
-  assert executor.read_scores(str(tmp_path / 'drift')) is None
+  assert not result.picture and not os.path.exists(tmp_path / 'drift' / executor.PICTURE_FILE)
 
 
 def test_a_served_model_that_is_not_comparable_is_not_checked(tmp_path, previous_uri):
@@ -120,8 +121,9 @@ def test_new_digits_of_the_same_distribution_are_not_drift(tmp_path, digits, pre
   assert 'no drift (threshold 0.1)' in result.describe()
   drift_dir = str(tmp_path / 'drift')
   assert 'L_INFTY' in open(os.path.join(drift_dir, executor.ANOMALIES_FILE)).read()
-  scores = executor.read_scores(drift_dir)
-  np.testing.assert_allclose(np.sort(scores['previous']), np.sort(scores['new']))
+  assert result.picture == os.path.join(drift_dir, executor.PICTURE_FILE)
+  with Image.open(result.picture) as picture:
+    assert picture.format == 'PNG' and picture.size[0] > 100
 
 
 def test_other_digits_drift_on_the_labels(tmp_path, digits, exported_model_dir):

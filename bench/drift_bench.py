@@ -97,9 +97,9 @@ def main(argv=None):
   sizes = [int(size) for size in args.resplit_sizes.split(',')]
   for name, model_key, previous, new in cases(train, test, args.seeds, sizes):
     start = time.perf_counter()
-    result, _, _ = drift_check.measure(models[model_key], features.ELBO_KEY, previous, new,
-                                       threshold=1.0, scored_examples=args.scored_examples,
-                                       seed=drift_component.DEFAULT_SEED)
+    result = drift_check.measure(models[model_key], features.ELBO_KEY, previous, new,
+                                 threshold=1.0, scored_examples=args.scored_examples,
+                                 seed=drift_component.DEFAULT_SEED)
     print(f'{name:<22} {"digits 5-9" if model_key == "59" else "all digits":<10} '
           f'{len(previous[1]):>8} {len(new[1]):>6} {result.label_l_infinity:>12.4f} '
           f'{result.score_ks:>9.4f} {result.score_ks_pvalue:>9.2g} '

@@ -157,8 +157,8 @@ def create_pipeline(
       score_key=kind.score_key, on_incomparable=config.gate.on_incomparable_baseline,
       code_fingerprint=fingerprints.get('ServedModelImporter', ''))
   trainer.add_upstream_node(served_model)
-  # The new data against the served model's (or, given a resolver, the previous span's), before
-  # the Trainer, which waits for it: with on_drift 'stop', drift ends the run here.
+  # The new data against the previous span's and the served model's, before the Trainer, which
+  # waits for it: with on_drift 'stop', drift ends the run here.
   drift_check = DriftCheck(
       examples=example_gen.outputs['examples'],
       baseline_model=served_model.outputs['baseline_model'], score_key=kind.score_key,

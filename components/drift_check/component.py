@@ -1,19 +1,17 @@
-"""DriftCheck: the new data against the previous data and the served model, before training.
+"""DriftCheck: the new data against the previous span and the served model, before training.
 
 A component of its own between ExampleGen and the Trainer (the Trainer waits for
 it), so that drift is measured on every new span, kept in ML Metadata as a
 `vaetfx.DataDrift` artifact beside the Examples it describes, cached with them,
 and can stop the run before any training (on_drift='stop').
 """
-from typing import Optional
-
 from tfx import types
 from tfx.dsl.components.base import base_component
 from tfx.dsl.components.base import executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from vaetfx.components.drift_check import executor
+from vaetfx.components.drift_check import driver, executor
 
 # Images scored on each side: enough for a Kolmogorov-Smirnov statistic whose noise is
 # below the threshold's scale (docs/measurements.md), few enough to cost seconds.
@@ -36,6 +34,8 @@ class DriftCheckSpec(types.ComponentSpec):
       executor.SCORE_KEY: ExecutionParameter(type=str),
       executor.SCORED_EXAMPLES_KEY: ExecutionParameter(type=int),
       executor.SEED_KEY: ExecutionParameter(type=int),
+      # Filled by the driver when the component runs; never set when the pipeline is built.
+      executor.PREVIOUS_SPAN_KEY: ExecutionParameter(type=str, optional=True),
       # Not read by the executor: it is in TFX's cache key, so editing its code re-runs it.
       'code_fingerprint': ExecutionParameter(type=str, optional=True),
   }
@@ -43,9 +43,6 @@ class DriftCheckSpec(types.ComponentSpec):
       executor.EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples),
       # ServedModelImporter's: the served model, its provenance naming its data.
       executor.BASELINE_MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
-      # The previous span's Examples (a resolver's); without them, the served model's data.
-      executor.PREVIOUS_EXAMPLES_KEY: ChannelParameter(type=standard_artifacts.Examples,
-                                                       optional=True),
   }
   OUTPUTS = {executor.DRIFT_KEY: ChannelParameter(type=DataDrift)}
 
@@ -55,10 +52,11 @@ class DriftCheck(base_component.BaseComponent):
 
   SPEC_CLASS = DriftCheckSpec
   EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  # The previous span's Examples, found in ML Metadata when the component runs (driver.py).
+  DRIVER_CLASS = driver.PreviousSpanDriver
 
   def __init__(self, examples: types.BaseChannel, baseline_model: types.BaseChannel,
                score_key: str, threshold: float, on_drift: str = 'retrain',
-               previous_examples: Optional[types.BaseChannel] = None,
                scored_examples: int = DEFAULT_SCORED_EXAMPLES, seed: int = DEFAULT_SEED,
                code_fingerprint: str = ''):
     """score_key: the served model's per-image score output (models/kinds.py).
@@ -76,8 +74,7 @@ class DriftCheck(base_component.BaseComponent):
       raise ValueError(f'threshold={threshold}: expected a distance from 0 to 1')
     if scored_examples < 1:
       raise ValueError(f'scored_examples={scored_examples}: expected 1 or more')
-    spec = DriftCheckSpec(examples=examples, baseline_model=baseline_model,
-                          previous_examples=previous_examples, threshold=threshold,
+    spec = DriftCheckSpec(examples=examples, baseline_model=baseline_model, threshold=threshold,
                           on_drift=on_drift, score_key=score_key,
                           scored_examples=scored_examples, seed=seed,
                           code_fingerprint=code_fingerprint or None,

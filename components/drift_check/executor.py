@@ -3,27 +3,27 @@
 Two signals, each the largest difference between two distributions (0: the same,
 1: nothing in common), so one threshold reads on both:
 
-- labels: TFDV's drift comparator, the L-infinity distance between the label
-  distributions (a schema with `drift_comparator.infinity_norm` on `label`,
-  tfdv.validate_statistics with previous_statistics; the anomalies are kept);
-- the served model's own view: its per-image score (the kind's score_key: a
-  VAE's ELBO, an autoencoder's reconstruction log-likelihood) on the new data
-  against its score on the previous data, as the two-sample Kolmogorov-Smirnov
-  statistic, with the shift of the median in nats. Digits the model has not
-  seen, or seen differently (inverted), score lower whatever their labels say.
+- labels, against the previous span: TFDV's drift comparator, the L-infinity
+  distance between the label distributions (a schema with
+  `drift_comparator.infinity_norm` on `label`, tfdv.validate_statistics with
+  previous_statistics; the anomalies are kept);
+- the served model's view, against what it knows: its per-image score (the
+  kind's score_key: a VAE's ELBO, an autoencoder's reconstruction
+  log-likelihood) on the new data against its score on the data it was
+  evaluated on, which its provenance record names (ServedModelImporter's
+  `provenance`): the two-sample Kolmogorov-Smirnov statistic, with the shift of
+  the median in nats. Digits the model has not seen, or seen differently
+  (inverted), score lower whatever their labels say.
 
-The previous data is `previous_examples` when the pipeline gives it (the
-previous span's Examples, found in ML Metadata by a resolver), else the
-Examples the served model was trained and evaluated on, which its provenance
-record names (serving_folder; ServedModelImporter's `provenance`). Both sides
-compare their held-out `eval` split, the data the gate scores.
+The previous span comes from the driver (driver.py: ML Metadata, on local
+runs); without one (the first span, data without spans, Kubeflow) the labels
+are compared with the served model's data too. Both sides compare their
+held-out `eval` split, the data the gate scores.
 
 The served model's scores of both sides are drawn as two histograms
-(score_drift.png, in the artifact beside drift.json), whether the run goes on or
-stops here; the run summary names the file.
-
-Nothing is checked (and nothing stops) when nothing is served, the served model
-was not comparable, or its data is gone; the result says why. With
+(score_drift.png, beside drift.json); the run summary names the file. A signal
+is not checked when its previous data is missing (nothing served yet, a served
+model that is not comparable, data that is gone); the result says why. With
 on_drift='stop', drift fails this component with DataDrifted, which carries the
 result: the run ends before the Trainer.
 """
@@ -51,7 +51,6 @@ from vaetfx.models import export
 from vaetfx.shared import features
 
 EXAMPLES_KEY = 'examples'
-PREVIOUS_EXAMPLES_KEY = 'previous_examples'
 BASELINE_MODEL_KEY = 'baseline_model'
 DRIFT_KEY = 'drift'
 THRESHOLD_KEY = 'threshold'
@@ -60,6 +59,8 @@ ON_DRIFT_CHOICES = ('retrain', 'stop')
 SCORE_KEY = 'score_key'
 SCORED_EXAMPLES_KEY = 'scored_examples'
 SEED_KEY = 'seed'
+# Set by the driver when the component runs: the previous span's Examples (JSON), or ''.
+PREVIOUS_SPAN_KEY = 'previous_span'
 
 RESULT_FILE = 'drift.json'
 ANOMALIES_FILE = 'anomalies.pbtxt'
@@ -79,11 +80,13 @@ class DataDrifted(RuntimeError):
 
 @dataclasses.dataclass
 class DriftResult:
-  """What the check found; `reason` says why it was not checked when `checked` is False."""
-  checked: bool
-  reason: str = ''
-  threshold: float = 0.0
-  previous: Dict[str, Any] = dataclasses.field(default_factory=dict)  # where, span, how chosen
+  """What the check found. `labels_against` and `scores_against` say what each signal compared
+  the new data with ({'what': in words, 'examples_uri', 'span', ...}); `not_checked` says why a
+  signal was not measured."""
+  threshold: float
+  labels_against: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  scores_against: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  not_checked: List[str] = dataclasses.field(default_factory=list)
   label_l_infinity: Optional[float] = None
   score_name: str = ''
   score_ks: Optional[float] = None
@@ -92,6 +95,10 @@ class DriftResult:
   new_median: Optional[float] = None
   scored: Tuple[int, int] = (0, 0)  # images scored on each side (previous, new)
   picture: str = ''  # the histograms of both sides' scores (PICTURE_FILE), once drawn
+
+  @property
+  def checked(self) -> bool:
+    return self.label_l_infinity is not None or self.score_ks is not None
 
   @property
   def median_shift(self) -> Optional[float]:
@@ -105,7 +112,7 @@ class DriftResult:
     signals = {'label distribution (L-infinity)': self.label_l_infinity,
                f'served model\'s {self.score_name} (Kolmogorov-Smirnov)': self.score_ks}
     return [name for name, value in signals.items()
-            if self.checked and value is not None and value > self.threshold]
+            if value is not None and value > self.threshold]
 
   @property
   def drifted(self) -> bool:
@@ -114,13 +121,20 @@ class DriftResult:
   def describe(self) -> str:
     """One line for the summary and the error."""
     if not self.checked:
-      return f'not checked: {self.reason}'
+      return 'not checked: ' + '; '.join(self.not_checked)
     verdict = ('DRIFTED: ' + ' and '.join(self.over_threshold) + f' above {self.threshold:g}'
                if self.drifted else f'no drift (threshold {self.threshold:g})')
-    return (f'{verdict}; labels L-infinity {self.label_l_infinity:.3f}, served model\'s '
-            f'{self.score_name} KS {self.score_ks:.3f}, median {self.previous_median:.2f} -> '
-            f'{self.new_median:.2f} nats ({self.median_shift:+.2f}), {self.scored[1]} new against '
-            f'{self.scored[0]} previous held-out digits ({self.previous.get("what", "")})')
+    parts = [verdict]
+    if self.label_l_infinity is not None:
+      parts.append(f'labels L-infinity {self.label_l_infinity:.3f} against '
+                   f'{self.labels_against.get("what", "")}')
+    if self.score_ks is not None:
+      parts.append(
+          f'served model\'s {self.score_name} KS {self.score_ks:.3f}, median '
+          f'{self.previous_median:.2f} -> {self.new_median:.2f} nats ({self.median_shift:+.2f}), '
+          f'{self.scored[1]} new against {self.scored[0]} held-out digits of '
+          f'{self.scores_against.get("what", "")}')
+    return '; '.join(parts + [f'not checked: {why}' for why in self.not_checked])
 
   def to_json(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
@@ -170,38 +184,35 @@ def score_images(model: export.ExportedModel, images: np.ndarray, score_key: str
   return reconstruct_in_batches(model, images)[score_key].astype(np.float64)
 
 
-def measure(model: export.ExportedModel, score_key: str,
-            previous: Tuple[np.ndarray, np.ndarray], new: Tuple[np.ndarray, np.ndarray],
-            threshold: float, scored_examples: int, seed: int,
-            previous_source: Optional[Dict[str, Any]] = None
-            ) -> Tuple[DriftResult, anomalies_pb2.Anomalies, Dict[str, np.ndarray]]:
-  """Both signals for (images, labels) of the previous and the new data: every label, and the
-  scores of at most `scored_examples` images of each side. Returns the result, TFDV's
-  anomalies and the two score samples."""
-  linf, anomalies = label_drift(previous[1], new[1], threshold)
+def score_drift(model: export.ExportedModel, score_key: str, previous: np.ndarray,
+                new: np.ndarray, scored_examples: int, seed: int
+                ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+  """The served model's scores of at most `scored_examples` images of each side: the
+  Kolmogorov-Smirnov statistic and p-value, both medians (DriftResult's fields), and the scores."""
   scores = {side: score_images(model, images[sample(len(images), scored_examples, seed)],
                                score_key)
-            for side, (images, _) in (('previous', previous), ('new', new))}
+            for side, images in (('previous', previous), ('new', new))}
   ks = stats.ks_2samp(scores['previous'], scores['new'])
-  result = DriftResult(
-      checked=True, threshold=threshold, previous=previous_source or {},
-      label_l_infinity=float(linf), score_name=features.SCORE_NAMES[score_key],
-      score_ks=float(ks.statistic), score_ks_pvalue=float(ks.pvalue),
-      previous_median=float(np.median(scores['previous'])),
-      new_median=float(np.median(scores['new'])),
-      scored=(len(scores['previous']), len(scores['new'])))
-  return result, anomalies, scores
+  return {'score_name': features.SCORE_NAMES[score_key], 'score_ks': float(ks.statistic),
+          'score_ks_pvalue': float(ks.pvalue),
+          'previous_median': float(np.median(scores['previous'])),
+          'new_median': float(np.median(scores['new'])),
+          'scored': (len(scores['previous']), len(scores['new']))}, scores
 
 
-def previous_data(input_dict: Dict[str, List[types.Artifact]],
-                  baseline: Optional[types.Artifact]) -> Tuple[Optional[str], Dict[str, Any]]:
-  """(the previous data's eval split folder, where it came from), or (None, {'reason': ...})."""
-  previous = input_dict.get(PREVIOUS_EXAMPLES_KEY)
-  if previous:
-    artifact = artifact_utils.get_single_instance(previous)
-    return (artifact_utils.get_split_uri(previous, features.EVAL_SPLIT),
-            {'what': f'the previous span, {artifact.span}', 'examples_uri': artifact.uri,
-             'span': artifact.span})
+def measure(model: export.ExportedModel, score_key: str,
+            previous: Tuple[np.ndarray, np.ndarray], new: Tuple[np.ndarray, np.ndarray],
+            threshold: float, scored_examples: int, seed: int) -> DriftResult:
+  """Both signals for (images, labels) of one previous data set and the new data (the bench's
+  cases; the executor may compare the labels with another data set than the scores)."""
+  label_l_infinity, _ = label_drift(previous[1], new[1], threshold)
+  fields, _ = score_drift(model, score_key, previous[0], new[0], scored_examples, seed)
+  return DriftResult(threshold=threshold, label_l_infinity=label_l_infinity, **fields)
+
+
+def served_data(baseline: Optional[types.Artifact]) -> Tuple[Optional[str], Dict[str, Any]]:
+  """(the eval split folder of the data the served model was evaluated on, what it is), or
+  (None, {'reason': why there is none})."""
   if baseline is None or not served_baseline.has_served_model(baseline):
     why = baseline and baseline.get_string_custom_property(served_baseline.NOT_COMPARED_KEY)
     return None, {'reason': f'the served model is not comparable ({why})' if why else
@@ -216,18 +227,30 @@ def previous_data(input_dict: Dict[str, List[types.Artifact]],
     return None, {'reason': f'the data served version {version} was evaluated on '
                             f'({examples_uri or "not named in its provenance record"}) is '
                             'not readable'}
-  return split_uri, {'what': f'served version {version}\'s evaluation data, span '
-                             f'{data.get("span")}', 'examples_uri': examples_uri,
+  return split_uri, {'what': f'served version {version}\'s evaluation data (span '
+                             f'{data.get("span")})', 'examples_uri': examples_uri,
                      'span': data.get('span'), 'served_version': version}
 
 
+def previous_span_data(record: str) -> Tuple[Optional[str], Dict[str, Any]]:
+  """The driver's `previous_span` record as (its eval split folder, what it is); (None, {})
+  without one."""
+  if not record:
+    return None, {}
+  found = json.loads(record)
+  return (os.path.join(found['examples_uri'], f'Split-{features.EVAL_SPLIT}'),
+          {**found, 'what': f'the previous span, {found["span"]}'})
+
+
+
+
 def draw_scores(scores: Dict[str, np.ndarray], result: DriftResult, path: str) -> str:
-  """The two sides' scores as overlaid histograms, titled with the distances."""
+  """The two sides' scores as overlaid histograms, titled with the distance."""
   return plots.plot_score_drift(
       scores['previous'], scores['new'], path,
-      f'Served model\'s {result.score_name}: previous data ({result.previous.get("what", "")}) '
-      f'and new data\nKolmogorov-Smirnov {result.score_ks:.3f}, labels L-infinity '
-      f'{result.label_l_infinity:.3f}, threshold {result.threshold:g}', result.score_name)
+      f'Served model\'s {result.score_name}: {result.scores_against.get("what", "")} and the '
+      f'new data\nKolmogorov-Smirnov {result.score_ks:.3f} (threshold {result.threshold:g})',
+      result.score_name)
 
 
 def write_result(drift_dir: str, result: DriftResult,
@@ -264,31 +287,41 @@ class Executor(base_executor.BaseExecutor):
     self._log_startup(input_dict, output_dict, exec_properties)
     drift = artifact_utils.get_single_instance(output_dict[DRIFT_KEY])
     threshold = float(exec_properties[THRESHOLD_KEY])
+    score_key = exec_properties[SCORE_KEY]
     baselines = input_dict.get(BASELINE_MODEL_KEY)
-    baseline = artifact_utils.get_single_instance(baselines) if baselines else None
-    previous_split, source = previous_data(input_dict, baseline)
-    if previous_split is None or baseline is None or not served_baseline.has_served_model(
-        baseline):
-      result = DriftResult(checked=False, threshold=threshold,
-                           reason=source.get('reason', 'no served model to score with'),
-                           previous=source)
-      write_result(drift.uri, result)
-      drift.set_int_custom_property(CHECKED_PROPERTY, 0)
-      drift.set_int_custom_property(DRIFTED_PROPERTY, 0)
-      logging.info('Drift: %s', result.describe())
-      return
-    model = export.load_exported_model(path_utils.serving_model_path(baseline.uri))
-    new_split = artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT)
-    result, anomalies, scores = measure(
-        model, exec_properties[SCORE_KEY], read_heldout_digits(previous_split, -1),
-        read_heldout_digits(new_split, -1), threshold, exec_properties[SCORED_EXAMPLES_KEY],
-        exec_properties[SEED_KEY], source)
+    served_split, served = served_data(
+        artifact_utils.get_single_instance(baselines) if baselines else None)
+    span_split, span = previous_span_data(exec_properties.get(PREVIOUS_SPAN_KEY) or '')
+    result = DriftResult(threshold=threshold)
+    labels_split, result.labels_against = (span_split, span) if span_split else (served_split,
+                                                                                 served)
+    if labels_split:  # Else nothing to compare with: the new data need not be read.
+      new_images, new_labels = read_heldout_digits(
+          artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT), -1)
+    anomalies = scores = None
+    if labels_split:
+      result.label_l_infinity, anomalies = label_drift(
+          read_heldout_digits(labels_split, -1)[1], new_labels, threshold)
+    if served_split:
+      model = export.load_exported_model(
+          path_utils.serving_model_path(artifact_utils.get_single_instance(baselines).uri))
+      fields, scores = score_drift(model, score_key, read_heldout_digits(served_split, -1)[0],
+                                   new_images, exec_properties[SCORED_EXAMPLES_KEY],
+                                   exec_properties[SEED_KEY])
+      result.scores_against = served
+      for name, value in fields.items():
+        setattr(result, name, value)
+    else:
+      result.not_checked.append(
+          served['reason'] if not labels_split else
+          f'the served model\'s {features.SCORE_NAMES[score_key]}: {served["reason"]}')
     stop = result.drifted and exec_properties[ON_DRIFT_KEY] == 'stop'
     result_dir = self.kept_dir(drift.uri) if stop else drift.uri
     fileio.makedirs(result_dir)
-    result.picture = draw_scores(scores, result, os.path.join(result_dir, PICTURE_FILE))
+    if scores is not None:
+      result.picture = draw_scores(scores, result, os.path.join(result_dir, PICTURE_FILE))
     write_result(result_dir, result, anomalies)
-    drift.set_int_custom_property(CHECKED_PROPERTY, 1)
+    drift.set_int_custom_property(CHECKED_PROPERTY, int(result.checked))
     drift.set_int_custom_property(DRIFTED_PROPERTY, int(result.drifted))
     logging.info('Drift: %s', result.describe())
     if stop:

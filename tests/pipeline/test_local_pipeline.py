@@ -170,7 +170,7 @@ def test_rerun_recomputes_no_data_or_training_and_pushes_nothing_new(base_config
       run_summary.format_summary(summary))
   # The drift check compared the data with itself, the served model's evaluation data.
   drift = summary.drift
-  assert drift.checked and not drift.drifted and drift.previous['served_version'] == versions[-1]
+  assert drift.checked and not drift.drifted and drift.scores_against['served_version'] == versions[-1]
   assert drift.label_l_infinity == 0 and drift.score_ks == 0
   assert 'Data drift: no drift (threshold 0.1); labels L-infinity 0.000' in (
       run_summary.format_summary(summary))
@@ -195,7 +195,8 @@ def test_drifted_data_with_on_drift_stop_ends_the_run_before_training(base_confi
   assert _trainer_executions(base_config) == trainings and _versions(base_config) == versions
   [drift_line] = [line for line in out.splitlines() if line.startswith('Data drift: ')]
   assert drift_line.startswith('Data drift: DRIFTED: served model\'s ELBO (Kolmogorov-Smirnov) '
-                               'above 0.1; labels L-infinity 0.000, served model\'s ELBO KS ')
+                               'above 0.1; labels L-infinity 0.000 against served version ')
+  assert '; served model\'s ELBO KS 1.000, median ' in drift_line
   assert '  DriftCheck                     stopped' in out
   [picture] = [line.split(' as histograms: ')[1] for line in out.splitlines()
                if ' as histograms: ' in line]

@@ -388,3 +388,34 @@ def _trainer_executions(config):
   store = _store(config)
   types = {t.id: t.name for t in store.get_execution_types()}
   return sum(types[e.type_id].endswith('.Trainer') for e in store.get_executions())
+
+
+def test_a_new_span_is_compared_with_the_previous_span_found_in_ml_metadata(tmp_path,
+                                                                            mnist_splits):
+  """Span 1 (digits 5-9) is trained and pushed; span 2 (digits 0-4) arrives and, with
+  --on-drift stop, the drift check's driver finds span 1's Examples in ML Metadata, the labels
+  drift from them, and the run stops before training."""
+  data_dir = tmp_path / 'spans'
+  for span, keep in ((1, lambda labels: labels >= 5), (2, lambda labels: labels < 5)):
+    synthetic_mnist.write_mnist_idx(str(data_dir / f'span-{span}'), {
+        split: (images[keep(labels)], labels[keep(labels)])
+        for split, (images, labels) in mnist_splits.items()})
+  config = configs.PipelineConfig(
+      data_dir=str(data_dir), output_dir=str(tmp_path / 'out'), data_pattern=configs.SPAN_PATTERN,
+      span=1, hparams=TINY_TRAINING, gate=configs.GateConfig(score_floor=-1000.0),
+      report=configs.ReportConfig(likelihood_examples=0))
+  first, _ = _run(config)
+  assert first.pushed_path and not first.drift.checked
+  trainings = _trainer_executions(config)
+  second, printed = _run(dataclasses.replace(
+      config, span=2, drift=configs.DriftConfig(on_drift='stop')))
+  assert second.drift_stopped and _trainer_executions(config) == trainings
+  drift = second.drift
+  assert drift.labels_against['what'] == 'the previous span, 1'
+  # The served model was trained on span 1 too: both signals compared with its Examples.
+  assert drift.scores_against['span'] == 1
+  assert drift.labels_against['examples_uri'] == drift.scores_against['examples_uri']
+  assert drift.label_l_infinity == pytest.approx(0.2, abs=0.05)
+  assert 'label distribution (L-infinity)' in drift.over_threshold
+  assert 'against the previous span, 1' in run_summary.format_summary(second)
+  assert 'DriftCheck                     stopped after' in printed

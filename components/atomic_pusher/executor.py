@@ -59,6 +59,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from vaetfx.components import spans
 from vaetfx.models import score_metrics
 from vaetfx.shared import serving_folder, storage
 from vaetfx.shared.model_name import check_model_name
@@ -297,7 +298,7 @@ def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
   if not examples:
     return {}
   artifact = artifact_utils.get_single_instance(examples)
-  return {'examples_uri': artifact.uri, 'span': artifact.span,
+  return {'examples_uri': artifact.uri, 'span': spans.span_of(artifact.mlmd_artifact),
           'splits': artifact_utils.decode_split_names(artifact.split_names),
           'input_fingerprint': artifact.get_string_custom_property('input_fingerprint')}
 

@@ -1,6 +1,6 @@
 """DriftCheck's driver: finds the previous span's Examples in ML Metadata when the component runs.
 
-ExampleGen gives its Examples TFX's `span` property. The previous span is the
+ExampleGen gives its Examples TFX's `span` (components/spans.py). The previous span is the
 newest Examples this pipeline's ExampleGen node wrote (its node context in ML
 Metadata) with the largest span below the new data's; the driver puts its URI
 and span into the `previous_span` execution property, so it is also in TFX's
@@ -19,6 +19,7 @@ from tfx.orchestration.portable import data_types
 from tfx.proto.orchestration import driver_output_pb2
 from tfx.types import artifact_utils
 
+from vaetfx.components import spans
 from vaetfx.components.drift_check import executor
 
 NODE_CONTEXT_TYPE = 'node'  # TFX's context of one pipeline node: '<pipeline>.<node id>'
@@ -33,8 +34,8 @@ def previous_span(store, node_context: str, span: int) -> Optional[metadata_stor
   earlier = [artifact for artifact in store.get_artifacts_by_context(context.id)
              if artifact.type_id == examples_type.id
              and artifact.state == metadata_store_pb2.Artifact.LIVE
-             and 'span' in artifact.properties and artifact.properties['span'].int_value < span]
-  return max(earlier, key=lambda a: (a.properties['span'].int_value, a.id), default=None)
+             and spans.span_of(artifact) is not None and spans.span_of(artifact) < span]
+  return max(earlier, key=lambda a: (spans.span_of(a), a.id), default=None)
 
 
 class PreviousSpanDriver(base_driver.BaseDriver):
@@ -46,9 +47,8 @@ class PreviousSpanDriver(base_driver.BaseDriver):
         executor.EXAMPLES_KEY].channels[0].producer_node_query.id
     with self._metadata_handle as mlmd:
       found = previous_span(mlmd.store, f'{execution_info.pipeline_info.id}.{producer}',
-                            examples.span)
-    record = json.dumps({'examples_uri': found.uri,
-                         'span': found.properties['span'].int_value}) if found else ''
+                            spans.span_of(examples.mlmd_artifact) or 0)
+    record = json.dumps({'examples_uri': found.uri, 'span': spans.span_of(found)}) if found else ''
     output = driver_output_pb2.DriverOutput()
     data_types_utils.set_metadata_value(output.exec_properties[executor.PREVIOUS_SPAN_KEY], record)
     return output

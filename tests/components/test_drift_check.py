@@ -214,22 +214,30 @@ def test_the_component_refuses_settings_out_of_range(settings, message):
 
 def _store_with_spans():
   """ML Metadata holding Examples as TFX attributes them to ExampleGen's node context: spans
-  1, 2 (twice) and 3 of pipeline p, a newer span 2 of pipeline q, a deleted newer span 2 of p."""
+  1, 2 (twice) and 3 of pipeline p, a newer span 2 of pipeline q, a deleted newer span 2 of p,
+  and a span-less Examples of p (another producer's)."""
   config = metadata_store_pb2.ConnectionConfig()
   config.fake_database.SetInParent()
   store = metadata_store.MetadataStore(config)
   type_id = store.put_artifact_type(metadata_store_pb2.ArtifactType(
-      name='Examples', properties={'span': metadata_store_pb2.INT}))
+      name='Examples', properties={'span': metadata_store_pb2.INT}))  # declared, left unset
   node_type = store.put_context_type(metadata_store_pb2.ContextType(name='node'))
   contexts = dict(zip('pq', store.put_contexts([
       metadata_store_pb2.Context(type_id=node_type, name=f'{pipeline}.MnistExampleGen')
       for pipeline in 'pq'])))
   for pipeline, span, state, uri in (('p', 1, 'LIVE', 'p1'), ('p', 2, 'LIVE', 'p2-old'),
                                      ('p', 2, 'LIVE', 'p2'), ('p', 3, 'LIVE', 'p3'),
-                                     ('q', 2, 'LIVE', 'q2'), ('p', 2, 'DELETED', 'p2-deleted')):
+                                     ('q', 2, 'LIVE', 'q2'), ('p', 2, 'DELETED', 'p2-deleted'),
+                                     ('p', None, 'LIVE', 'no-span')):
     artifact = metadata_store_pb2.Artifact(
         type_id=type_id, uri=uri, state=getattr(metadata_store_pb2.Artifact, state))
-    artifact.properties['span'].int_value = span
+    # As TFX's ExampleGen driver records it; older TFX wrote a string.
+    if span is None:
+      pass
+    elif uri == 'p1':
+      artifact.custom_properties['span'].string_value = str(span)
+    else:
+      artifact.custom_properties['span'].int_value = span
     [artifact_id] = store.put_artifacts([artifact])
     store.put_attributions_and_associations([metadata_store_pb2.Attribution(
         artifact_id=artifact_id, context_id=contexts[pipeline])], [])

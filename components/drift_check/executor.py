@@ -242,8 +242,6 @@ def previous_span_data(record: str) -> Tuple[Optional[str], Dict[str, Any]]:
           {**found, 'what': f'the previous span, {found["span"]}'})
 
 
-
-
 def draw_scores(scores: Dict[str, np.ndarray], result: DriftResult, path: str) -> str:
   """The two sides' scores as overlaid histograms, titled with the distance."""
   return plots.plot_score_drift(
@@ -295,14 +293,13 @@ class Executor(base_executor.BaseExecutor):
     result = DriftResult(threshold=threshold)
     labels_split, result.labels_against = (span_split, span) if span_split else (served_split,
                                                                                  served)
-    if labels_split:  # Else nothing to compare with: the new data need not be read.
+    anomalies = scores = None
+    if labels_split:  # Else there is nothing to compare with, and the new data is not read.
       new_images, new_labels = read_heldout_digits(
           artifact_utils.get_split_uri(input_dict[EXAMPLES_KEY], features.EVAL_SPLIT), -1)
-    anomalies = scores = None
-    if labels_split:
       result.label_l_infinity, anomalies = label_drift(
           read_heldout_digits(labels_split, -1)[1], new_labels, threshold)
-    if served_split:
+    if served_split:  # Then labels_split too: without a previous span, it is this.
       model = export.load_exported_model(
           path_utils.serving_model_path(artifact_utils.get_single_instance(baselines).uri))
       fields, scores = score_drift(model, score_key, read_heldout_digits(served_split, -1)[0],

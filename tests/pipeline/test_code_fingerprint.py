@@ -42,6 +42,7 @@ AFFECTED_BY = {
     'vaetfx.flags': set(),
     'vaetfx.serving_commands': set(),
     'vaetfx.components.vae_report.component': set(),  # reached only through vaetfx.__getattr__
+    'vaetfx.components.drift_check.component': set(),  # likewise
 }
 
 

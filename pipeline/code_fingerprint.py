@@ -39,6 +39,9 @@ ENTRY_MODULES = {
                             f'{PACKAGE}.components.served_state_driver'),
     # The validator runs the server in a child process (its child module, imported by the
     # executor's, starts serving.server): the server is its code too.
+    # Its driver finds the previous span in ML Metadata.
+    'DriftCheck': (f'{PACKAGE}.components.drift_check.executor',
+                   f'{PACKAGE}.components.drift_check.driver'),
     'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',),
     'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
     'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',

@@ -2,12 +2,13 @@
 import dataclasses
 import sys
 import threading
-from typing import List, Sequence, Set
+from typing import List, Optional, Sequence, Set, Tuple
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from vaetfx.components.drift_check.executor import DataDrifted
 from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.pipeline import pipeline as pipeline_def
 from vaetfx.pipeline.run_summary import ComponentRun, RunSummary, summarize
@@ -87,8 +88,9 @@ class ComponentProgress:
     failed = [run for run in self.runs if run.error]
     if failed:
       failed[-1].error = _one_line(error)
+      outcome = 'stopped' if isinstance(error, DataDrifted) else 'FAILED'
       self._print(self.runs.index(failed[-1]) + 1, failed[-1].component,
-                  f'FAILED after {failed[-1].seconds:.1f} s: {failed[-1].error}')
+                  f'{outcome} after {failed[-1].seconds:.1f} s: {failed[-1].error}')
 
   def _component(self, execution: metadata_store_pb2.Execution) -> str:
     """The node's id (`Trainer`), from the execution's node context `<pipeline>.<node id>`."""
@@ -156,9 +158,11 @@ def cancel_running(store: metadata_store.MetadataStore, after_id: int) -> List[s
 
 
 def _run_dag(pipeline: tfx.dsl.Pipeline, config: configs.PipelineConfig,
-             store: metadata_store.MetadataStore, before: int, out) -> List[ComponentRun]:
-  """Runs one pipeline with progress lines; the runs of its components. A failure in an
-  optional component is in the runs; any other is raised; Ctrl-C raises Interrupted."""
+             store: metadata_store.MetadataStore, before: int,
+             out) -> Tuple[List[ComponentRun], Optional[DataDrifted]]:
+  """Runs one pipeline with progress lines: the runs of its components, and the drift that
+  stopped it (--on-drift stop), an outcome rather than an error. A failure in an optional
+  component is in the runs; any other is raised; Ctrl-C raises Interrupted."""
   progress = ComponentProgress(metadata_store.MetadataStore(metadata_connection(config)),
                                _last_execution_id(store), len(pipeline.components), out)
   try:
@@ -169,9 +173,11 @@ def _run_dag(pipeline: tfx.dsl.Pipeline, config: configs.PipelineConfig,
   except Exception as e:  # pylint: disable=broad-except
     progress.failed(e)
     runs = progress.runs
+    if isinstance(e, DataDrifted):
+      return runs, e
     if not (runs and runs[-1].error and runs[-1].component in pipeline_def.OPTIONAL_COMPONENTS):
       raise
-  return progress.runs
+  return progress.runs, None
 
 
 def run(config: configs.PipelineConfig, out=sys.stdout,
@@ -188,7 +194,9 @@ def run(config: configs.PipelineConfig, out=sys.stdout,
   in the summary; any other failure is raised. Raises Interrupted on Ctrl-C,
   once the interrupted executions are CANCELED, and
   serving_folder.IncomparableServedModel (from ServedModelImporter, the first
-  component) when the served model cannot be the gate's baseline.
+  component) when the served model cannot be the gate's baseline. Drift with
+  --on-drift stop (DriftCheck's DataDrifted) is an outcome, not an error: the
+  summary carries its result and says the run stopped.
   """
   store = metadata_store.MetadataStore(metadata_connection(config))
   before = _last_execution_id(store)
@@ -198,5 +206,8 @@ def run(config: configs.PipelineConfig, out=sys.stdout,
     _run_dag(span_data_half(config, span), config, store, before, out)
   if config.older_spans:
     print(f'Span {config.span}: the pipeline', file=out, flush=True)
-  runs = _run_dag(build_pipeline(config, last_components), config, store, before, out)
-  return summarize(store, runs)
+  runs, drifted = _run_dag(build_pipeline(config, last_components), config, store, before, out)
+  summary = summarize(store, runs)
+  if drifted:
+    summary.drift, summary.drift_stopped = drifted.result, True
+  return summary

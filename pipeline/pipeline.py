@@ -12,6 +12,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from vaetfx.components.atomic_pusher.component import AtomicPusher
+from vaetfx.components.drift_check.component import DriftCheck
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen, span_parameter
 from vaetfx.components.served_baseline.component import (ServedBaselineEvaluator,
                                                          ServedModelImporter)
@@ -158,8 +159,9 @@ def create_pipeline(
     trainer_platform_config: Optional[Any] = None,
     last_components: Sequence[str] = (),
 ) -> tfx.dsl.Pipeline:
-  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
-  push -> anomaly scores of the held-out split (BulkInferrer) -> report, as `config` sets them.
+  """MNIST -> validation and drift check -> Transform -> Trainer -> Evaluator gate and infra
+  validation -> atomic push -> anomaly scores of the held-out split (BulkInferrer) -> report,
+  as `config` sets them.
 
   code_fingerprints: {component id: hash of the code it runs}
   (code_fingerprint.component_fingerprints()), put among each component's
@@ -216,6 +218,14 @@ def create_pipeline(
       score_key=kind.score_key, on_incomparable=config.gate.on_incomparable_baseline,
       code_fingerprint=fingerprints.get('ServedModelImporter', ''))
   trainer.add_upstream_node(served_model)
+  # The new data against the previous span's and the served model's, before the Trainer, which
+  # waits for it: with on_drift 'stop', drift ends the run here.
+  drift_check = DriftCheck(
+      examples=example_gen.outputs['examples'],
+      baseline_model=served_model.outputs['baseline_model'], score_key=kind.score_key,
+      threshold=config.drift.drift_threshold, on_drift=config.drift.on_drift,
+      code_fingerprint=fingerprints.get('DriftCheck', ''))
+  trainer.add_upstream_node(drift_check)
   evaluator = ServedBaselineEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
@@ -257,8 +267,8 @@ def create_pipeline(
   report.add_upstream_node(pusher)
 
   components = [served_model, example_gen, statistics_gen, schema_gen, example_validator,
-                transform, *span_window, trainer, evaluator, infra_validator, pusher,
-                bulk_inferrer, report]
+                drift_check, transform, *span_window, trainer, evaluator, infra_validator,
+                pusher, bulk_inferrer, report]
   code_fingerprint.check_covered([component.id for component in components], fingerprints)
   if last_components:
     components = upstream_closure(components, last_components)

@@ -16,6 +16,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
 from vaetfx.components.atomic_pusher import executor as pusher
+from vaetfx.components.drift_check import executor as drift_check
 from vaetfx.components.served_baseline import executor as served_baseline
 from vaetfx.components.serving_infra_validator import executor as infra_validator
 from vaetfx.models import score_metrics, iwae, kinds
@@ -63,6 +64,9 @@ class RunSummary:
   log_likelihood: Dict = dataclasses.field(default_factory=dict)
   eval_span: Optional[int] = None  # the span ExampleGen ingested: the gate's eval split
   train_spans: List[int] = dataclasses.field(default_factory=list)  # the Trainer's examples'
+  # DriftCheck's result (or why it did not check); drift_stopped: it ended the run (on_drift stop).
+  drift: Optional[drift_check.DriftResult] = None
+  drift_stopped: bool = False
 
 
 def output_artifacts(store: metadata_store.MetadataStore,
@@ -168,6 +172,9 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
     summary.pushed_on_disk = serving_folder.holds_saved_model(summary.pushed_path)
   if pushed is not None:
     summary.foreign_versions = json.loads(_custom(pushed, pusher.FOREIGN_KEY) or '[]')
+  drift = outputs.get('DriftCheck', {}).get(drift_check.DRIFT_KEY)
+  if drift is not None:
+    summary.drift = drift_check.read_result(drift.uri)
   report = outputs.get('VaeReport', {}).get('report')
   if report is not None:
     summary.report_path = os.path.join(report.uri, 'index.html')
@@ -210,11 +217,18 @@ def format_summary(summary: RunSummary) -> str:
   """The end-of-run text: timings, then what the run decided and where its outputs are."""
   lines = ['Component wall times:']
   for run in summary.runs:
-    timing = 'FAILED' if run.error else 'cached' if run.cached else f'{run.seconds:7.1f} s'
+    timing = ('stopped' if run.error and summary.drift_stopped and run.component == 'DriftCheck'
+              else 'FAILED' if run.error else 'cached' if run.cached else f'{run.seconds:7.1f} s')
     lines.append(f'  {run.component:<30} {timing}')
   if summary.eval_span or len(summary.train_spans) > 1:
     lines.append(f'Data: trained on {_spans_words(summary.train_spans)}, gated on span '
                  f'{summary.eval_span}\'s eval split')
+  if summary.drift is not None:
+    lines.append(f'Data drift: {summary.drift.describe()}')
+    if summary.drift.picture:
+      lines.append(f'  the served model\'s scores of both, as histograms: {summary.drift.picture}')
+  if summary.drift_stopped:
+    lines.append('Stopped before training, as --on-drift stop asks: nothing trained or pushed')
   if summary.candidate_score is not None:
     baseline = (f'{summary.baseline_score:.2f} nats (version {summary.baseline_version}, served)'
                 if summary.baseline_score is not None else

@@ -51,7 +51,6 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from absl import logging
 from tfx import types
-from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.util import model_utils
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
@@ -60,6 +59,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from vaetfx.components import span_window
 from vaetfx.models import score_metrics
 from vaetfx.shared import serving_folder, storage
 from vaetfx.shared.model_name import check_model_name
@@ -73,7 +73,6 @@ CODE_FINGERPRINT_KEY = 'code_fingerprint'
 PROVENANCE_KEY = 'provenance'
 EVALUATION_KEY = 'model_evaluation'
 TRAIN_EXAMPLES_KEY = 'train_examples'
-SPAN = example_gen_utils.SPAN_PROPERTY_NAME
 # Custom properties of the PushedModel: 1 when its model was already served and nothing was
 # copied; the version a new push replaced as the served one; the foreign entries left alone.
 ALREADY_SERVED_KEY = 'already_served'
@@ -294,9 +293,9 @@ def _scores(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
 
 
 def spans(artifacts: List[types.Artifact]) -> List[int]:
-  """The span custom properties (as TFX's ExampleGen driver sets them) of `artifacts`, sorted."""
-  return sorted(artifact.get_int_custom_property(SPAN) for artifact in artifacts
-                if artifact.has_custom_property(SPAN))
+  """The spans of `artifacts` (components/span_window.span_of), sorted."""
+  return sorted(span for span in (span_window.span_of(a.mlmd_artifact) for a in artifacts)
+                if span is not None)
 
 
 def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
@@ -306,8 +305,7 @@ def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
   if not examples:
     return {}
   artifact = artifact_utils.get_single_instance(examples)
-  # The custom property: Examples' `span` property is never set (it would read 0).
-  data = {'examples_uri': artifact.uri, 'span': artifact.get_int_custom_property(SPAN),
+  data = {'examples_uri': artifact.uri, 'span': span_window.span_of(artifact.mlmd_artifact),
           'splits': artifact_utils.decode_split_names(artifact.split_names),
           'input_fingerprint': artifact.get_string_custom_property('input_fingerprint')}
   train_examples = input_dict.get(TRAIN_EXAMPLES_KEY)

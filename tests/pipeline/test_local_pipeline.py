@@ -138,6 +138,14 @@ def test_transformed_pixels_are_the_numpy_binarization(base_config, first_run, m
   np.testing.assert_array_equal(in_order(pixels), in_order(expected))
 
 
+def test_the_first_run_says_drift_was_not_checked_and_why(first_run):
+  summary, _ = first_run
+  assert summary.drift is not None and not summary.drift.checked and not summary.drift_stopped
+  assert ('Data drift: not checked: nothing is served yet, so there is no previous data to '
+          'compare with') in run_summary.format_summary(summary)
+  assert not summary.drift.picture
+
+
 def test_statistics_schema_and_anomalies_are_written(base_config, first_run):
   store = _store(base_config)
   assert os.path.exists(os.path.join(_output_uri(store, 'SchemaGen', 'Schema'), 'schema.pbtxt'))
@@ -148,16 +156,53 @@ def test_statistics_schema_and_anomalies_are_written(base_config, first_run):
 
 
 def test_rerun_recomputes_no_data_or_training_and_pushes_nothing_new(base_config, first_run):
-  """The Evaluator re-runs (it now has a baseline), and the Pusher finds its model served."""
+  """The Evaluator re-runs (it now has a baseline), and the Pusher finds its model served.
+  So does the drift check, which now has a served model to compare with."""
   versions = _versions(base_config)
   summary, _ = _run(base_config)
   cached = {run.component for run in summary.runs if run.cached}
   assert {*DATA_COMPONENTS, 'Trainer', 'BulkInferrer', 'VaeReport', 'ServingInfraValidator'} <= cached
+  assert 'DriftCheck' not in cached
   assert summary.blessed and summary.already_served
   assert summary.pushed_version == str(versions[-1])
   assert _versions(base_config) == versions
   assert f'Pushed: nothing new; version {versions[-1]}, the served one, already holds' in (
       run_summary.format_summary(summary))
+  # The drift check compared the data with itself, the served model's evaluation data.
+  drift = summary.drift
+  assert drift.checked and not drift.drifted and drift.scores_against['served_version'] == versions[-1]
+  assert drift.label_l_infinity == 0 and drift.score_ks == 0
+  assert 'Data drift: no drift (threshold 0.1); labels L-infinity 0.000' in (
+      run_summary.format_summary(summary))
+  with Image.open(drift.picture) as picture:
+    assert picture.format == 'PNG'
+  assert f'the served model\'s scores of both, as histograms: {drift.picture}' in (
+      run_summary.format_summary(summary))
+
+
+def test_drifted_data_with_on_drift_stop_ends_the_run_before_training(base_config, first_run,
+                                                                      mnist_splits, tmp_path,
+                                                                      capsys):
+  """Inverted digits against the served model's: exit 3 before any Trainer execution, the
+  distances in the summary, nothing pushed."""
+  inverted = {split: (255 - images, labels) for split, (images, labels) in mnist_splits.items()}
+  data_dir = synthetic_mnist.write_mnist_idx(str(tmp_path / 'inverted'), inverted)
+  versions, trainings = _versions(base_config), _trainer_executions(base_config)
+  status = cli.main(['run', '--data-dir', data_dir, '--output-dir', base_config.output_dir,
+                     '--on-drift', 'stop', '--latent-dim', '2'])
+  out = capsys.readouterr().out
+  assert status == flags.EXIT_NOT_PUSHED
+  assert _trainer_executions(base_config) == trainings and _versions(base_config) == versions
+  [drift_line] = [line for line in out.splitlines() if line.startswith('Data drift: ')]
+  assert drift_line.startswith('Data drift: DRIFTED: served model\'s ELBO (Kolmogorov-Smirnov) '
+                               'above 0.1; labels L-infinity 0.000 against served version ')
+  assert '; served model\'s ELBO KS 1.000, median ' in drift_line
+  assert '  DriftCheck                     stopped' in out
+  [picture] = [line.split(' as histograms: ')[1] for line in out.splitlines()
+               if ' as histograms: ' in line]
+  with Image.open(picture) as image:  # Kept, though TFX removes a failed execution's outputs.
+    assert image.format == 'PNG'
+  assert out.rstrip().endswith('Result: stopped before training: the data drifted (exit status 3).')
 
 
 def test_a_code_edit_reruns_the_components_that_run_that_code(base_config, first_run, tmp_path):
@@ -343,3 +388,34 @@ def _trainer_executions(config):
   store = _store(config)
   types = {t.id: t.name for t in store.get_execution_types()}
   return sum(types[e.type_id].endswith('.Trainer') for e in store.get_executions())
+
+
+def test_a_new_span_is_compared_with_the_previous_span_found_in_ml_metadata(tmp_path,
+                                                                            mnist_splits):
+  """Span 1 (digits 5-9) is trained and pushed; span 2 (digits 0-4) arrives and, with
+  --on-drift stop, the drift check's driver finds span 1's Examples in ML Metadata, the labels
+  drift from them, and the run stops before training."""
+  data_dir = tmp_path / 'spans'
+  for span, keep in ((1, lambda labels: labels >= 5), (2, lambda labels: labels < 5)):
+    synthetic_mnist.write_mnist_idx(str(data_dir / f'span-{span}'), {
+        split: (images[keep(labels)], labels[keep(labels)])
+        for split, (images, labels) in mnist_splits.items()})
+  config = configs.PipelineConfig(
+      data_dir=str(data_dir), output_dir=str(tmp_path / 'out'), data_pattern=configs.SPAN_PATTERN,
+      span=1, hparams=TINY_TRAINING, gate=configs.GateConfig(score_floor=-1000.0),
+      report=configs.ReportConfig(likelihood_examples=0))
+  first, _ = _run(config)
+  assert first.pushed_path and not first.drift.checked
+  trainings = _trainer_executions(config)
+  second, printed = _run(dataclasses.replace(
+      config, span=2, drift=configs.DriftConfig(on_drift='stop')))
+  assert second.drift_stopped and _trainer_executions(config) == trainings
+  drift = second.drift
+  assert drift.labels_against['what'] == 'the previous span, 1'
+  # The served model was trained on span 1 too: both signals compared with its Examples.
+  assert drift.scores_against['span'] == 1
+  assert drift.labels_against['examples_uri'] == drift.scores_against['examples_uri']
+  assert drift.label_l_infinity == pytest.approx(0.2, abs=0.05)
+  assert 'label distribution (L-infinity)' in drift.over_threshold
+  assert 'against the previous span, 1' in run_summary.format_summary(second)
+  assert 'DriftCheck                     stopped after' in printed

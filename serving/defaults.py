@@ -30,3 +30,7 @@ MAX_SAMPLE_COUNT = 1_000
 ROWS_PER_REQUEST = 1_000
 # Rows per model call: bigger requests run in slices, so a request's memory stops growing here.
 SLICE_ROWS = 256
+# Batches running at once under `vaetfx serve`'s default batching: one batch already keeps
+# every core busy (TensorFlow's own threads), and a second halves both batches' sizes for
+# twice the CPU per row (docs/measurements.md).
+BATCH_THREADS = 1

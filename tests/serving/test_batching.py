@@ -108,6 +108,72 @@ def test_full_batch_runs_without_waiting_for_the_timeout():
   assert sorted(model.sizes) == [4, 4]
 
 
+class _Threads(_Recorder):
+  """Records the thread each batch ran on, and the most batches running at once."""
+
+  def __init__(self, seconds: float = 0.0):
+    super().__init__()
+    self.threads = []
+    self.most_at_once = 0
+    self._running = 0
+    self._lock = threading.Lock()
+    self._seconds = seconds
+
+  def __call__(self, inputs):
+    with self._lock:
+      self._running += 1
+      self.most_at_once = max(self.most_at_once, self._running)
+      self.threads.append(threading.current_thread().name)
+    time.sleep(self._seconds)
+    try:
+      return super().__call__(inputs)
+    finally:
+      with self._lock:
+        self._running -= 1
+
+
+def test_a_lone_request_without_timeout_runs_on_its_own_thread():
+  scheduler = batching.BatchScheduler(batching.BatchingParameters(num_batch_threads=1))
+  model = _Threads()
+  try:
+    for i in range(3):
+      np.testing.assert_array_equal(scheduler.run('key', model, {'x': np.full((2, 3), i)})['y'],
+                                    np.full((2, 3), 2 * i))
+  finally:
+    scheduler.stop()
+  assert model.threads == [threading.current_thread().name] * 3
+
+
+def test_a_lone_request_with_a_timeout_waits_for_a_batch_thread():
+  scheduler = batching.BatchScheduler(batching.BatchingParameters(
+      batch_timeout_micros=1000, num_batch_threads=1))
+  model = _Threads()
+  try:
+    scheduler.run('key', model, {'x': np.zeros((1, 3))})
+  finally:
+    scheduler.stop()
+  assert model.threads == ['batch-0']
+
+
+@pytest.mark.parametrize('threads', [1, 2])
+def test_runs_at_once_never_exceed_num_batch_threads(threads):
+  """Requests run on their own threads when the scheduler is idle, and on batch threads when
+  it is not: together never more than num_batch_threads at once, every answer its own."""
+  scheduler = batching.BatchScheduler(batching.BatchingParameters(
+      max_batch_size=4, max_enqueued_batches=64, num_batch_threads=threads))
+  model = _Threads(seconds=0.005)
+  sizes = [1, 2, 1, 3, 1, 1, 2, 1] * 4
+  try:
+    results = _run_concurrently(scheduler, model, sizes)
+  finally:
+    scheduler.stop()
+  for i, (result, size) in enumerate(zip(results, sizes)):
+    np.testing.assert_array_equal(result['y'], np.full((size, 3), 2 * i))
+  assert model.most_at_once <= threads
+  assert sum(model.sizes) == sum(sizes) and max(model.sizes) <= 4
+  assert len(model.sizes) < len(sizes), 'some requests waited and shared a batch'
+
+
 def test_limits_give_tf_serving_codes():
   release = threading.Event()
   scheduler = batching.BatchScheduler(batching.BatchingParameters(

@@ -3,8 +3,9 @@
 Measures serving_default at batch 1 and 64 (latency p50/p99) and requests per
 second with 16 concurrent clients (batch 1), with the CPU time client and
 server spent per request, for the model called in-process (the floor) and for
-`vaetfx serve` in its own process: as it starts by default (batching on),
-with --no-enable-batching, and with TF Serving's deploy file
+`vaetfx serve` in its own process: as it starts by default (batching on, one
+TensorFlow thread per pool), with --no-enable-batching, with TensorFlow's own
+thread pools (one thread per core), and with TF Serving's deploy file
 (serving/deploy/batching_parameters.txt). The servers run side by side and
 every case is measured in turn, --rounds times, medians reported, so other
 load on the machine affects all alike. In the same rounds: a gRPC round trip
@@ -359,6 +360,8 @@ def main(argv=None) -> int:
   in_process = in_process_calls(version_dir)
   cases = [('vaetfx serve (batching on, the default)', []),
            ('vaetfx serve --no-enable-batching', ['--no-enable-batching']),
+           ('vaetfx serve, TensorFlow\'s thread pools', ['--tensorflow-intra-op-parallelism', '0',
+                                                        '--tensorflow-inter-op-parallelism', '0']),
            ('vaetfx serve, TF Serving\'s deploy file', ['--batching-parameters-file',
                                                         BATCHING_FILE])]
   results = {name: [] for name in ['in-process (floor)'] + [name for name, _ in cases]}

@@ -34,3 +34,10 @@ SLICE_ROWS = 256
 # every core busy (TensorFlow's own threads), and a second halves both batches' sizes for
 # twice the CPU per row (docs/measurements.md).
 BATCH_THREADS = 1
+# TensorFlow's thread pools in `vaetfx serve` (TF Serving's --tensorflow_intra_op_parallelism
+# and --tensorflow_inter_op_parallelism; 0 lets TensorFlow choose, one per core). With one of
+# each a batch-1 Predict took 0.6 to 1.3 ms less, 0.1 to 0.3 ms over the in-process floor
+# against 0.7 to 1.5 ms; a batch of 64 in-process took twice as long (one core instead of
+# two), served 1.0 to 1.1 times as long (docs/measurements.md).
+INTRA_OP_THREADS = 1
+INTER_OP_THREADS = 1

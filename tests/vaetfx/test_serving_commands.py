@@ -21,6 +21,7 @@ from vaetfx.serving import batching, limits, server
     ('--max-sample-count', '1.5', 'a whole number >= 1'),
     ('--max-inflight-mb', '0', 'a whole number >= 1'),
     ('--slice-rows', '0', 'a whole number >= 1'),
+    ('--tensorflow-intra-op-parallelism', '-1', 'a whole number >= 0'),
     ('--max-num-load-retries', '-1', 'a whole number >= 0'),
     ('--load-retry-interval-seconds', '-0.5', 'a finite number >= 0'),
 ])
@@ -75,3 +76,12 @@ def test_batching_is_on_by_default_sized_by_the_row_limit_and_can_be_turned_off(
       batching.BatchingParameters(max_batch_size=8, num_batch_threads=3))
   with pytest.raises(ValueError, match='contradicts --no-enable-batching'):
     config('--no-enable-batching', '--batching-parameters-file', str(parameters_file))
+
+
+def test_tensorflow_thread_flags_reach_the_server_config(tmp_path):
+  def config(*flags):
+    return serving_commands._server_config(  # pylint: disable=protected-access
+        cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path), *flags]))
+  assert (config().intra_op_threads, config().inter_op_threads) == (1, 1)
+  chosen = config('--tensorflow-intra-op-parallelism', '0', '--tensorflow-inter-op-parallelism', '3')
+  assert (chosen.intra_op_threads, chosen.inter_op_threads) == (0, 3)

@@ -2,8 +2,8 @@
 
 Requests for the same model version, signature and outputs wait in one queue.
 A batch closes when it holds `max_batch_size` rows or when its first request
-has waited `batch_timeout_micros`; at most `num_batch_threads` batches run at
-once: inputs concatenated along dimension 0, padded up to the next
+has waited `batch_timeout_micros`; `num_batch_threads` threads run closed
+batches: inputs concatenated along dimension 0, padded up to the next
 `allowed_batch_sizes` entry with copies of the first row, outputs split back
 per request. Requests join a batch checked, priced and decoded (the server
 does all three first); a batch that fails runs again one request at a time, so
@@ -12,12 +12,6 @@ a request the model refuses fails alone. A request larger than
 `max_enqueued_batches` batches answers UNAVAILABLE, with TF Serving's
 messages. The knobs and their defaults are TF Serving's BatchingParameters,
 read from the same batching_parameters.txt.
-
-With no batch timeout, a request that finds nothing queued and a run free
-runs at once on its own thread, as a batch of one: what a batch thread would
-do with it, less the two thread hand-offs (into the queue, back to the
-handler) that cost a lone client about 0.X ms on this machine
-(docs/measurements.md). Requests arriving meanwhile queue and merge as usual.
 """
 import collections
 import dataclasses
@@ -100,7 +94,6 @@ class BatchScheduler:
     self._queues: Dict[Hashable, Deque[_Batch]] = {}
     self._ready = threading.Condition()
     self._stopping = False
-    self._running = 0  # Batches running, on batch threads or their request's own.
     self._threads = [threading.Thread(target=self._work, name=f'batch-{i}', daemon=True)
                      for i in range(parameters.num_batch_threads)]
     for thread in self._threads:
@@ -115,20 +108,13 @@ class BatchScheduler:
       raise status.invalid_argument(
           'Batching Run() input tensors must have equal 0th-dimension size')
     task = _Task(inputs)
-    if self._enqueue(key, run, task):
-      try:
-        self._answer(run, [task])
-      finally:
-        self._end_run()
-    else:
-      task.done.wait()
+    self._enqueue(key, run, task)
+    task.done.wait()
     if task.error:
       raise task.error
     return task.outputs
 
-  def _enqueue(self, key: Hashable, run: Callable[[Arrays], Arrays], task: _Task) -> bool:
-    """Queues `task`, or returns True when the caller may run it now as a batch of its own
-    (no timeout to wait for, nothing queued, a run free), its run then counted as started."""
+  def _enqueue(self, key: Hashable, run: Callable[[Arrays], Arrays], task: _Task):
     limit = self.parameters.max_batch_size
     if task.size > limit:
       raise status.invalid_argument(
@@ -136,10 +122,6 @@ class BatchScheduler:
     with self._ready:
       if self._stopping:
         raise _shutting_down()
-      if (not self.parameters.batch_timeout_micros and not self._queues
-          and self._running < self.parameters.num_batch_threads):
-        self._running += 1
-        return True
       queue = self._queues.setdefault(key, collections.deque())
       if not queue or queue[-1].size + task.size > limit:
         if len(queue) >= self.parameters.max_enqueued_batches:
@@ -151,40 +133,28 @@ class BatchScheduler:
       queue[-1].tasks.append(task)
       queue[-1].size += task.size
       self._ready.notify()
-      return False
-
-  def _end_run(self):
-    with self._ready:
-      self._running -= 1
-      self._ready.notify()
 
   def _next_batch(self) -> Optional[_Batch]:
-    """Waits for a full or timed-out batch, oldest deadline first, and a free run (one may be
-    a request's own, see _enqueue), counting its run as started; None once stopping."""
+    """Waits for a full or timed-out batch, oldest deadline first; None once stopping."""
     with self._ready:
       while not self._stopping:
         now = time.monotonic()
-        free = self._running < self.parameters.num_batch_threads
         ready = [(queue[0].deadline, key) for key, queue in self._queues.items()
                  if queue[0].size >= self.parameters.max_batch_size or len(queue) > 1
-                 or queue[0].deadline <= now] if free else []
+                 or queue[0].deadline <= now]
         if ready:
           key = min(ready)[1]
           batch = self._queues[key].popleft()
           if not self._queues[key]:
             del self._queues[key]
-          self._running += 1
           return batch
-        deadlines = [queue[0].deadline for queue in self._queues.values()] if free else []
+        deadlines = [queue[0].deadline for queue in self._queues.values()]
         self._ready.wait(min(deadlines) - now if deadlines else None)
     return None
 
   def _work(self):
     while (batch := self._next_batch()) is not None:
-      try:
-        self._process(batch)
-      finally:
-        self._end_run()
+      self._process(batch)
 
   def _process(self, batch: _Batch):
     self._answer(batch.run, batch.tasks)

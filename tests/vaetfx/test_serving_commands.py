@@ -83,5 +83,6 @@ def test_tensorflow_thread_flags_reach_the_server_config(tmp_path):
     return serving_commands._server_config(  # pylint: disable=protected-access
         cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path), *flags]))
   assert (config().intra_op_threads, config().inter_op_threads) == (1, 1)
-  chosen = config('--tensorflow-intra-op-parallelism', '0', '--tensorflow-inter-op-parallelism', '3')
+  chosen = config('--tensorflow-intra-op-parallelism', '0',
+                  '--tensorflow-inter-op-parallelism', '3')
   assert (chosen.intra_op_threads, chosen.inter_op_threads) == (0, 3)

@@ -30,8 +30,9 @@ MAX_SAMPLE_COUNT = 1_000
 ROWS_PER_REQUEST = 1_000
 # Rows per model call: bigger requests run in slices, so a request's memory stops growing here.
 SLICE_ROWS = 256
-# Batches running at once under `vaetfx serve`'s default batching: with a second, batches
-# were half as big and the server spent 1.3 to 1.7 times the CPU per request (docs/serving.md).
+# Batches running at once under `vaetfx serve`'s default batching: with a second (and
+# TensorFlow's pools) batches were half as big and the server spent 1.3 to 1.7 times the CPU
+# per request; with one thread per pool, no difference beyond the noise (docs/serving.md).
 BATCH_THREADS = 1
 # TensorFlow's thread pools in `vaetfx serve` (TF Serving's --tensorflow_intra_op_parallelism
 # and --tensorflow_inter_op_parallelism; 0 lets TensorFlow choose, one per core). With one of

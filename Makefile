@@ -10,7 +10,7 @@ RUN_ARGS  ?=
 PYTHON310 := $(shell for p in $$(command -v python3.10) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: setup run test bench-train bench-serve bench-data image compile-kubeflow clean
+.PHONY: setup run test bench-train bench-serve bench-data bench-continuous image compile-kubeflow clean
 
 setup: $(BIN)/vaetfx
 
@@ -73,3 +73,11 @@ BENCH_DATA_ARGS ?=
 
 bench-data: setup
 	$(BIN)/python bench/data_bench.py --data-dir $(DATA_DIR) $(BENCH_DATA_ARGS)
+
+# Continuous-training benchmark (not a test): on real MNIST cut into two spans, a retrain
+# on span 2 warm-started from the span-1 model against a cold one, side by side.
+# BENCH_CONTINUOUS_ARGS e.g. '--warm-epochs 2 3'.
+BENCH_CONTINUOUS_ARGS ?=
+
+bench-continuous: setup
+	$(BIN)/python bench/continuous_bench.py --data-dir $(DATA_DIR) $(BENCH_CONTINUOUS_ARGS)

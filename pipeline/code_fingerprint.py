@@ -29,6 +29,7 @@ ENTRY_MODULES = {
                         f'{PACKAGE}.components.mnist_example_gen.driver'),
     'Transform': (f'{PACKAGE}.models.preprocessing',),
     'Trainer': (f'{PACKAGE}.models.trainer',),
+    'WarmStartBase': (f'{PACKAGE}.components.warm_start_base.executor',),
     # The Evaluator runs the SavedModel (a changed model is a new Model artifact
     # already) and the TFMA metric module, which is Python.
     'Evaluator': (f'{PACKAGE}.models.score_metrics',

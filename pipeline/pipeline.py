@@ -17,6 +17,7 @@ from vaetfx.components.served_baseline.component import (ServedBaselineEvaluator
                                                          ServedModelImporter)
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
 from vaetfx.components.vae_report.component import VaeReport
+from vaetfx.components.warm_start_base.component import WarmStartBase
 from vaetfx.models import score_metrics, hparams, kinds
 from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.shared import features
@@ -113,6 +114,8 @@ def create_pipeline(
   changes. A component running our code without an entry is an error here:
   its cached results would outlive edits to that code.
 
+  The Trainer starts from the served model's weights when it fits and this data is new to it
+  (WarmStartBase: a warm start), else from scratch (config.hparams.warm_start turns it off).
   The baseline is what TF Serving serves from `<serving_dir>/<model_name>`,
   read when the run runs (ServedModelImporter); a served model that cannot be
   compared stops the run before training unless config.gate says 'floor'.
@@ -139,11 +142,18 @@ def create_pipeline(
       preprocessing_fn=PREPROCESSING_FN,
       custom_config={hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Transform', '')},
       disable_statistics=True)  # StatisticsGen already describes the raw data.
+  # What the Trainer starts from: the served model when it fits and the data is new to it.
+  warm_start_base = WarmStartBase(
+      examples=example_gen.outputs['examples'], serving_dir=config.serving_dir,
+      model_name=config.push.model_name, model_kind=kind.name,
+      latent_dim=config.hparams.latent_dim, warm_start=config.hparams.warm_start,
+      code_fingerprint=fingerprints.get('WarmStartBase', ''))
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN,
       examples=transform.outputs['transformed_examples'],
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
+      base_model=warm_start_base.outputs['base_model'],
       custom_config={**trainer_custom_config,
                      hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Trainer', '')})
   if trainer_platform_config is not None:
@@ -176,6 +186,7 @@ def create_pipeline(
                         code_fingerprint=fingerprints.get('AtomicPusher', ''),
                         model_evaluation=evaluator.outputs['evaluation'],
                         examples=example_gen.outputs['examples'],
+                        base_model=warm_start_base.outputs['base_model'],
                         provenance=json.dumps({
                             'pipeline_name': config.pipeline_name,
                             'model': {'kind': kind.name, 'score_key': kind.score_key,
@@ -195,7 +206,7 @@ def create_pipeline(
   report.add_upstream_node(pusher)
 
   components = [served_model, example_gen, statistics_gen, schema_gen, example_validator,
-                transform, trainer, evaluator, infra_validator, pusher, bulk_inferrer, report]
+                transform, warm_start_base, trainer, evaluator, infra_validator, pusher, bulk_inferrer, report]
   code_fingerprint.check_covered([component.id for component in components], fingerprints)
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,

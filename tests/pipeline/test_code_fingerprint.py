@@ -23,7 +23,10 @@ AFFECTED_BY = {
     # The Pusher reads the gate's scores for each version's provenance record.
     'vaetfx.models.score_metrics': {'Evaluator', 'AtomicPusher'},
     'vaetfx.components.served_baseline.executor': {'Evaluator', 'ServedModelImporter'},
-    'vaetfx.shared.serving_folder': {'ServedModelImporter', 'Evaluator', 'AtomicPusher'},
+    'vaetfx.shared.serving_folder': {'ServedModelImporter', 'Evaluator', 'AtomicPusher',
+                                     'WarmStartBase'},
+    # The Pusher writes the base version into each version's provenance record.
+    'vaetfx.components.warm_start_base.executor': {'WarmStartBase', 'AtomicPusher'},
     'vaetfx.components.atomic_pusher.executor': {'AtomicPusher'},
     'vaetfx.shared.mnist_files': {'MnistExampleGen'},
     'vaetfx.serving.servable': {'ServingInfraValidator'},

@@ -306,7 +306,7 @@ def _import_client_without_tensorflow():
   stand_in.__path__ = list(importlib.util.find_spec('tensorflow').submodule_search_locations)
   sys.modules['tensorflow'] = stand_in
   try:
-    from vaetfx.serving import client  # pylint: disable=g-import-not-at-top,unused-import
+    importlib.import_module('vaetfx.serving.client')
   finally:
     if sys.modules.get('tensorflow') is stand_in:
       del sys.modules['tensorflow']

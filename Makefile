@@ -74,13 +74,17 @@ BENCH_DATA_ARGS ?=
 bench-data: setup
 	$(BIN)/python bench/data_bench.py --data-dir $(DATA_DIR) $(BENCH_DATA_ARGS)
 
-# Continuous-training benchmark (not a test): the data half of a run on a new span with the
-# older span cached, against computing both spans (bench/make_spans.py's spans of DATA_DIR).
-# BENCH_CONTINUOUS_ARGS e.g. '--rounds 5'.
+# Continuous-training benchmark (not a test), on real MNIST cut into spans (bench/make_spans.py):
+# the data half of a run on a new span with the older span cached against computing both, and a
+# retrain on span 2 warm-started from the span-1 model against a cold one, side by side.
+# BENCH_CONTINUOUS_ARGS e.g. '--rounds 5'; BENCH_WARM_START_ARGS e.g. '--warm-epochs 2 3'.
 BENCH_CONTINUOUS_ARGS ?=
+BENCH_WARM_START_ARGS ?=
 
 bench-continuous: setup
 	$(BIN)/python bench/continuous_bench.py --data-dir $(DATA_DIR) $(BENCH_CONTINUOUS_ARGS)
+	$(BIN)/python bench/warm_start_bench.py --data-dir $(DATA_DIR) $(BENCH_WARM_START_ARGS)
+
 # Drift benchmark (not a test): the drift check's distances on real MNIST, drifted (digits 0-4
 # after 5-9, inverted digits) and not (random re-splits), from which --drift-threshold's default
 # was chosen. Trains (or finds cached) two 4-epoch models to score with, in DRIFT_MODELS.

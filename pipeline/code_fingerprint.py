@@ -30,6 +30,7 @@ ENTRY_MODULES = {
     'Transform': (f'{PACKAGE}.models.preprocessing',
                   f'{PACKAGE}.components.span_transform.executor'),
     'Trainer': (f'{PACKAGE}.models.trainer',),
+    'WarmStartBase': (f'{PACKAGE}.components.warm_start_base.executor',),
     # The Evaluator runs the SavedModel (a changed model is a new Model artifact
     # already) and the TFMA metric module, which is Python.
     'Evaluator': (f'{PACKAGE}.models.score_metrics',

@@ -20,6 +20,7 @@ from vaetfx.components.serving_infra_validator.component import ServingInfraVali
 from vaetfx.components.span_transform.component import SpanTransform
 from vaetfx.components.span_window import SpanWindowStrategy
 from vaetfx.components.vae_report.component import VaeReport
+from vaetfx.components.warm_start_base.component import WarmStartBase
 from vaetfx.models import score_metrics, hparams, kinds
 from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.shared import features
@@ -169,6 +170,8 @@ def create_pipeline(
   changes. A component running our code without an entry is an error here:
   its cached results would outlive edits to that code.
 
+  The Trainer starts from the served model's weights when it fits and this data is new to it
+  (WarmStartBase: a warm start), else from scratch (config.hparams.warm_start turns it off).
   The baseline is what TF Serving serves from `<serving_dir>/<model_name>`,
   read when the run runs (ServedModelImporter); a served model that cannot be
   compared stops the run before training unless config.gate says 'floor'.
@@ -202,11 +205,18 @@ def create_pipeline(
   span_window = training_examples(config, transform)
   train_examples = (span_window[0].outputs['examples'] if span_window
                     else transform.outputs['transformed_examples'])
+  # What the Trainer starts from: the served model when it fits and the data is new to it.
+  warm_start_base = WarmStartBase(
+      examples=example_gen.outputs['examples'], serving_dir=config.serving_dir,
+      model_name=config.push.model_name, model_kind=kind.name,
+      latent_dim=config.hparams.latent_dim, warm_start=config.hparams.warm_start,
+      code_fingerprint=fingerprints.get('WarmStartBase', ''))
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN,
       examples=train_examples,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
+      base_model=warm_start_base.outputs['base_model'],
       custom_config={**trainer_custom_config,
                      hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Trainer', '')})
   if trainer_platform_config is not None:
@@ -248,6 +258,7 @@ def create_pipeline(
                         model_evaluation=evaluator.outputs['evaluation'],
                         examples=example_gen.outputs['examples'],
                         train_examples=train_examples,
+                        base_model=warm_start_base.outputs['base_model'],
                         provenance=json.dumps({
                             'pipeline_name': config.pipeline_name,
                             'model': {'kind': kind.name, 'score_key': kind.score_key,
@@ -267,8 +278,8 @@ def create_pipeline(
   report.add_upstream_node(pusher)
 
   components = [served_model, example_gen, statistics_gen, schema_gen, example_validator,
-                drift_check, transform, *span_window, trainer, evaluator, infra_validator,
-                pusher, bulk_inferrer, report]
+                drift_check, transform, *span_window, warm_start_base, trainer, evaluator,
+                infra_validator, pusher, bulk_inferrer, report]
   code_fingerprint.check_covered([component.id for component in components], fingerprints)
   if last_components:
     components = upstream_closure(components, last_components)

@@ -19,6 +19,7 @@ from vaetfx.components.atomic_pusher import executor as pusher
 from vaetfx.components.drift_check import executor as drift_check
 from vaetfx.components.served_baseline import executor as served_baseline
 from vaetfx.components.serving_infra_validator import executor as infra_validator
+from vaetfx.components.warm_start_base import executor as warm_start_base
 from vaetfx.models import score_metrics, iwae, kinds
 from vaetfx.shared import features, serving_folder
 
@@ -67,6 +68,7 @@ class RunSummary:
   # DriftCheck's result (or why it did not check); drift_stopped: it ended the run (on_drift stop).
   drift: Optional[drift_check.DriftResult] = None
   drift_stopped: bool = False
+  start: str = ''  # How the Trainer began: describe_start().
 
 
 def output_artifacts(store: metadata_store.MetadataStore,
@@ -137,6 +139,28 @@ def _custom(artifact: metadata_store_pb2.Artifact, name: str):
   return getattr(value, value.WhichOneof('value'))
 
 
+def describe_start(base_version: int, base_reason: str, history: Dict) -> str:
+  """'warm start from version V (N epochs)' or 'cold start: why (N epochs)', from
+  WarmStartBase's base Model (its version, or -1 and why none) and the Trainer's history.json,
+  whose `start` says whether the weights were loaded (and why not when they did not fit)."""
+  start = history.get('start', {})
+  epochs = f' ({len(history.get("epochs", []))} epochs)'
+  if start.get('warm'):
+    return f'warm start from version {base_version}{epochs}'
+  if base_version == warm_start_base.NO_BASE:
+    return f'cold start: {base_reason}{epochs}'
+  return f'cold start: version {base_version} did not fit: {start.get("reason", "?")}{epochs}'
+
+
+def read_history(model_run_dir: str) -> Dict:
+  """The Trainer's history.json (models/trainer.py), {} when it has none."""
+  path = os.path.join(model_run_dir, 'history.json')
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
 def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> RunSummary:
   summary = RunSummary(runs=runs)
   outputs = {run.component: output_artifacts(store, run.execution_id)
@@ -160,6 +184,12 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
   if baseline is not None:
     summary.baseline_version = _custom(baseline, served_baseline.SERVED_VERSION_KEY)
     summary.baseline_not_compared = _custom(baseline, served_baseline.NOT_COMPARED_KEY) or ''
+  base_model = outputs.get('WarmStartBase', {}).get('base_model')
+  model_run = outputs.get('Trainer', {}).get('model_run')
+  if base_model is not None and model_run is not None:
+    summary.start = describe_start(_custom(base_model, warm_start_base.BASE_VERSION_KEY),
+                                   _custom(base_model, warm_start_base.REASON_KEY) or '',
+                                   read_history(model_run.uri))
   blessing = outputs.get('Evaluator', {}).get('blessing')
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))
@@ -229,6 +259,8 @@ def format_summary(summary: RunSummary) -> str:
       lines.append(f'  the served model\'s scores of both, as histograms: {summary.drift.picture}')
   if summary.drift_stopped:
     lines.append('Stopped before training, as --on-drift stop asks: nothing trained or pushed')
+  if summary.start:
+    lines.append(f'Trainer: {summary.start}')
   if summary.candidate_score is not None:
     baseline = (f'{summary.baseline_score:.2f} nats (version {summary.baseline_version}, served)'
                 if summary.baseline_score is not None else

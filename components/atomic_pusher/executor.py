@@ -60,6 +60,7 @@ from tfx.utils import io_utils
 from tfx.utils import path_utils
 
 from vaetfx.components import span_window
+from vaetfx.components.warm_start_base import executor as warm_start_base
 from vaetfx.models import score_metrics
 from vaetfx.shared import serving_folder, storage
 from vaetfx.shared.model_name import check_model_name
@@ -314,11 +315,21 @@ def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
   return data
 
 
+def _warm_start(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
+  """The version the Trainer was given to start from (None: a cold start), and why cold."""
+  base_models = input_dict.get(standard_component_specs.BASE_MODEL_KEY)
+  if not base_models:
+    return {}
+  return {warm_start_base.PROVENANCE_ENTRY:
+              warm_start_base.provenance_entry(artifact_utils.get_single_instance(base_models))}
+
+
 def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optional[str],
                       served: Optional[serving_folder.Version],
                       rollback_of: Optional[int]) -> Dict[str, Any]:
   """The pushed version's story (serving_folder.PROVENANCE_FILE): the pipeline's static part
-  and what this run knows: when, which run, its scores and data, what it replaced."""
+  and what this run knows: when, which run, its scores and data, the version its training
+  started from (`warm_start`), what it replaced."""
   static = json.loads(exec_properties.get(PROVENANCE_KEY) or '{}')
   data = {**static.pop('data', {}), **_data(input_dict)}
   return {
@@ -328,6 +339,7 @@ def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optio
       'pushed_at': serving_folder.pushed_at_now(),
       'scores': _scores(input_dict),
       'data': data,
+      **_warm_start(input_dict),
       'replaced': served.number if served else None,
       'rollback_of': rollback_of,
   }

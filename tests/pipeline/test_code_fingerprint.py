@@ -28,7 +28,9 @@ AFFECTED_BY = {
     'vaetfx.components.served_baseline.executor': {'Evaluator', 'ServedModelImporter',
                                                    'DriftCheck'},
     'vaetfx.shared.serving_folder': {'ServedModelImporter', 'Evaluator', 'AtomicPusher',
-                                     'DriftCheck'},
+                                     'DriftCheck', 'WarmStartBase'},
+    # The Pusher writes the base version into each version's provenance record.
+    'vaetfx.components.warm_start_base.executor': {'WarmStartBase', 'AtomicPusher'},
     'vaetfx.components.atomic_pusher.executor': {'AtomicPusher'},
     'vaetfx.shared.mnist_files': {'MnistExampleGen'},
     'vaetfx.serving.servable': {'ServingInfraValidator'},

@@ -166,9 +166,11 @@ def test_infra_validator_runs_through_the_entrypoint_and_gates_the_pusher(compil
   assert args[args.index('--executor_class_path') + 1] == (
       'vaetfx.components.serving_infra_validator.executor.Executor')
   pusher_inputs = spec.root.dag.tasks['AtomicPusher'].inputs.artifacts
-  # No `model`: the blessing's copy is pushed; the evaluation and examples tell its story.
+  # No `model`: the blessing's copy is pushed; the evaluation, examples and base model (the
+  # version its training started from) tell its story.
   assert set(pusher_inputs) == {'model_blessing', 'infra_blessing', 'model_evaluation',
-                                'examples'}
+                                'examples', 'base_model'}
+  assert pusher_inputs['base_model'].task_output_artifact.producer_task == 'WarmStartBase'
   assert pusher_inputs['infra_blessing'].task_output_artifact.producer_task == (
       'ServingInfraValidator')
 

@@ -26,7 +26,7 @@ from vaetfx.models import score_metrics, export
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner, run_summary
 from vaetfx.serving import client, server, warmup
-from vaetfx.shared import mnist_files
+from vaetfx.shared import mnist_files, serving_folder
 
 Execution = metadata_store_pb2.Execution
 SIGNATURES = {'serving_default', 'encode', 'decode', 'sample', 'from_examples'}
@@ -161,7 +161,8 @@ def test_rerun_recomputes_no_data_or_training_and_pushes_nothing_new(base_config
   versions = _versions(base_config)
   summary, _ = _run(base_config)
   cached = {run.component for run in summary.runs if run.cached}
-  assert {*DATA_COMPONENTS, 'Trainer', 'BulkInferrer', 'VaeReport', 'ServingInfraValidator'} <= cached
+  assert {*DATA_COMPONENTS, 'WarmStartBase', 'Trainer', 'BulkInferrer', 'VaeReport',
+          'ServingInfraValidator'} <= cached
   assert 'DriftCheck' not in cached
   assert summary.blessed and summary.already_served
   assert summary.pushed_version == str(versions[-1])
@@ -273,6 +274,43 @@ def test_a_component_after_the_push_failing_does_not_block_it(base_config, first
     assert 'VaeReport' not in [run.component for run in summary.runs]
 
 
+def test_the_first_run_trained_cold_as_nothing_was_served(first_run):
+  summary, _ = first_run
+  assert summary.start.startswith('cold start: ') and 'serves no model' in summary.start
+  assert summary.start.endswith('(3 epochs)')
+  assert 'Trainer: cold start: ' in run_summary.format_summary(summary)
+
+
+def test_new_data_trains_warm_from_the_served_version_and_its_push_names_it(base_config,
+                                                                           first_run, tmp_path):
+  """New digits (another span, in effect) re-decide the base: the served version, whose weights
+  the Trainer loads; the pushed version's provenance names it. --no-warm-start on the same data
+  trains cold, and re-running the warm configuration recomputes no training."""
+  served = _versions(base_config)[-1]
+  new_data = synthetic_mnist.write_mnist_idx(str(tmp_path / 'new'),
+                                             synthetic_mnist.make_splits(seed=24))
+  warm = dataclasses.replace(
+      base_config, data_dir=new_data,
+      hparams=dataclasses.replace(TINY_TRAINING, warm_start_epochs=1),
+      gate=configs.GateConfig(score_floor=-1e9, score_tolerance=1e9))
+  summary, _ = _run(warm)
+  runs = {run.component: run for run in summary.runs}
+  assert not runs['WarmStartBase'].cached and not runs['Trainer'].cached
+  assert summary.start == f'warm start from version {served} (1 epochs)'
+  pushed = serving_folder.read_provenance(summary.pushed_path)
+  assert pushed['warm_start'] == {'base_version': served, 'reason': ''}
+  assert pushed['data']['input_fingerprint'] != serving_folder.read_provenance(
+      os.path.join(base_config.serving_dir, 'vae', str(served)))['data']['input_fingerprint']
+
+  rerun, _ = _run(warm)  # Now the served model is the one trained on this data.
+  assert {'WarmStartBase', 'Trainer'} <= {run.component for run in rerun.runs if run.cached}
+  assert rerun.start == summary.start
+
+  cold, _ = _run(dataclasses.replace(warm, hparams=dataclasses.replace(
+      warm.hparams, warm_start=False)))
+  assert cold.start == 'cold start: warm starting is off (--no-warm-start) (3 epochs)'
+
+
 def test_bad_input_fails_at_example_gen_with_nothing_published(tmp_path, mnist_splits):
   data_dir = synthetic_mnist.write_mnist_idx(str(tmp_path / 'data'), mnist_splits)
   with open(os.path.join(data_dir, 'train-images-idx3-ubyte.gz'), 'wb') as f:
@@ -375,7 +413,6 @@ def test_a_vae_aimed_at_the_autoencoders_serving_folder_is_refused_before_traini
 def test_the_importer_refuses_another_kind_at_run_time_too(autoencoder_config, autoencoder_run):
   """The folder can change between the command's check and the run: ServedModelImporter, the
   first component, checks again, so nothing trains (on Kubeflow this is the only check)."""
-  from vaetfx.shared import serving_folder  # pylint: disable=g-import-not-at-top
   config = dataclasses.replace(autoencoder_config, hparams=TINY_TRAINING,
                                pipeline_name='vae-into-ae')
   trainings = _trainer_executions(config)

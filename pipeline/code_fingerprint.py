@@ -40,11 +40,13 @@ ENTRY_MODULES = {
     # executor's, starts serving.server): the server is its code too.
     'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',),
     'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
+    # The AnomalyScorer, under the id TFX's BulkInferrer had.
+    'BulkInferrer': (f'{PACKAGE}.components.anomaly_scorer.executor',),
     'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',
                      f'{PACKAGE}.components.atomic_pusher.driver'),
 }
 # Components that run only TFX's own code (a TFX upgrade is a new pipeline IR already).
-STOCK_COMPONENTS = ('StatisticsGen', 'SchemaGen', 'ExampleValidator', 'BulkInferrer')
+STOCK_COMPONENTS = ('StatisticsGen', 'SchemaGen', 'ExampleValidator')
 
 
 def _spec(module: str):

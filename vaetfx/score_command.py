@@ -64,8 +64,8 @@ def add_subcommands(subparsers) -> None:
   score = subparsers.add_parser(
       'score', help='Score every image of an MNIST-format data set with a model, on Beam.',
       description='Computes each image\'s ELBO under the model (its anomaly score: low means '
-                  'unlike the training data) with tfx-bsl\'s RunInference on Beam, through the '
-                  f'model\'s {SIGNATURE!r} signature, as the pipeline\'s BulkInferrer does, and '
+                  'unlike the training data) on Beam, through the model\'s '
+                  f'{SIGNATURE!r} signature in batches, with the pipeline\'s scorer\'s code, and '
                   'writes a CSV of rank, split, index, label and elbo, lowest ELBO first. A '
                   'plain autoencoder (run --model ae) is scored by its '
                   'reconstruction_log_likelihood instead, the last column\'s name then.',

@@ -16,10 +16,13 @@ COMPONENTS = set(code_fingerprint.ENTRY_MODULES)
 # The infra validator reads held-out digits as the report does and runs the server; the
 # command line is no component's code, so editing a flag's help re-runs nothing.
 AFFECTED_BY = {
-    'vaetfx.models.vae': {'Trainer', 'VaeReport', 'ServingInfraValidator'},
+    # The scorer loads the model through models/export.py, which imports the model code.
+    'vaetfx.models.vae': {'Trainer', 'VaeReport', 'ServingInfraValidator', 'BulkInferrer'},
     'vaetfx.models.preprocessing': {'Transform', 'VaeReport', 'ServingInfraValidator'},
     'vaetfx.shared.features': {'MnistExampleGen', 'Transform', 'Trainer', 'VaeReport',
-                               'ServingInfraValidator'},
+                               'ServingInfraValidator', 'BulkInferrer'},
+    'vaetfx.shared.examples': {'MnistExampleGen', 'BulkInferrer'},
+    'vaetfx.components.anomaly_scorer.scoring': {'BulkInferrer'},
     # The Pusher reads the gate's scores for each version's provenance record.
     'vaetfx.models.score_metrics': {'Evaluator', 'AtomicPusher'},
     'vaetfx.components.served_baseline.executor': {'Evaluator', 'ServedModelImporter'},

@@ -46,6 +46,7 @@ def _score(args) -> int:
     return flags.EXIT_BAD_INPUT
   total = sum(counts.values())
   beam = flags.beam_config(args)
+  batch_scoring.import_beam()  # Before the clock starts: the time printed is the scoring's.
   per_split = ', '.join(f'{split} {count:,}' for split, count in counts.items())
   print(f'vaetfx score: scoring {total:,} images ({per_split}) from {data_dir} with {model_path} '
         f'on Beam ({" ".join(beam.pipeline_args()) or "DirectRunner, in_memory"}) ...', flush=True)

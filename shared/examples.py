@@ -12,6 +12,11 @@ import numpy as np
 
 from vaetfx.shared import features
 
+# gzip level of the TFRecord files of examples written (ExampleGen's, the scorer's): level 1
+# measured 3x faster to write than zlib's default level 6 on MNIST's tf.Examples, for files 14%
+# larger (5.5 vs 4.8 MB for 22,699 images).
+GZIP_LEVEL = 1
+
 
 def _list_column(values: np.ndarray, arrow_type):
   """[N, K] values -> an Arrow list column of N rows of K values (int64_list or float_list)."""

@@ -1,17 +1,24 @@
 """The scorer's executor: a split of examples -> the same examples with their score added.
 
-What TFX's BulkInferrer wrote for this pipeline (the `output_examples` of each
-example plus one float feature, the model's score, in gzipped TFRecords under
-`Split-<name>/`), through scoring.py, the code `vaetfx score` runs: batches of
-examples through the model's `from_examples` signature, and the score appended to
-each serialized example without parsing it (shared/examples.py).
+What TFX's BulkInferrer wrote for this pipeline (each example plus one float
+feature, the model's score, in gzipped TFRecords under `Split-<name>/` of
+`output_examples`), through scoring.py, the code `vaetfx score` runs. As there,
+a Beam element is a chunk of CHUNK_SIZE examples, never one example: TensorFlow's
+reader yields each input file's records a chunk at a time, the model scores
+them in batches, the score is appended to each serialized example without
+parsing it (shared/examples.py), and each chunk becomes one output file.
+Beam's own TFRecord source and sink, one element per example, measured slower
+(docs/measurements.md, "Batch scoring").
 """
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
+import tensorflow as tf
 from tfx import types
 from tfx.dsl.components.base import base_beam_executor
+from tfx.dsl.io import fileio
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
@@ -21,8 +28,27 @@ from vaetfx.shared import examples
 SPLIT_KEY = 'split'
 SCORE_KEY_KEY = 'score_key'
 CODE_FINGERPRINT_KEY = 'code_fingerprint'
-# TFX's BulkInferrer's file name, so the output looks as it did.
-EXAMPLES_FILE = 'examples'
+CHUNK_SIZE = 2000  # examples per Beam element and per output file
+
+
+def read_chunks(path: str) -> Iterator[Tuple[str, List[bytes]]]:
+  """A TFRecord file's records (gzipped if its name ends in .gz), CHUNK_SIZE at a time, each
+  with the name of the output file it becomes."""
+  stem = os.path.basename(path).split('.')[0]
+  compression = 'GZIP' if path.endswith('.gz') else ''
+  chunks = tf.data.TFRecordDataset(path, compression_type=compression).batch(CHUNK_SIZE)
+  for index, chunk in enumerate(chunks.as_numpy_iterator()):
+    yield f'{stem}-{index:05d}.gz', list(chunk)
+
+
+def write_scored(name: str, serialized: Sequence[bytes], scores: np.ndarray, split_dir: str,
+                 score: str):
+  """One gzipped TFRecord file of the examples with their score; a retried chunk rewrites it."""
+  options = tf.io.TFRecordOptions(compression_type='GZIP',
+                                  compression_level=examples.GZIP_LEVEL)
+  with tf.io.TFRecordWriter(os.path.join(split_dir, name), options) as writer:
+    for record in examples.with_float_feature(serialized, score, scores):
+      writer.write(record)
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -36,17 +62,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     score = exec_properties[SCORE_KEY_KEY]
     input_uri = artifact_utils.get_split_uri(input_dict[standard_component_specs.EXAMPLES_KEY],
                                              split)
+    input_files = sorted(fileio.glob(io_utils.all_files_pattern(input_uri)))
+    if not input_files:
+      raise FileNotFoundError(f'{input_uri}: no example files to score')
     output = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.OUTPUT_EXAMPLES_KEY])
     output.split_names = artifact_utils.encode_split_names([split])
-    output_path = os.path.join(artifact_utils.get_split_uri([output], split), EXAMPLES_FILE)
+    split_dir = artifact_utils.get_split_uri([output], split)
+    fileio.makedirs(split_dir)
     with self._make_beam_pipeline() as pipeline:
       _ = (pipeline
-           | 'ReadExamples' >> beam.io.ReadFromTFRecord(io_utils.all_files_pattern(input_uri))
-           | 'Batch' >> beam.BatchElements(min_batch_size=scoring.BATCH_SIZE,
-                                           max_batch_size=scoring.BATCH_SIZE)
-           | 'Unkeyed' >> beam.Map(lambda batch: (None, batch))
+           | 'ExampleFiles' >> beam.Create(input_files)
+           | 'ReadChunks' >> beam.FlatMap(read_chunks)
            | 'Score' >> beam.ParDo(scoring.ScoreBatches(model_path, score))
-           | 'AddScores' >> beam.FlatMapTuple(
-               lambda _, batch, scores: examples.with_float_feature(batch, score, scores))
-           | 'WriteExamples' >> beam.io.WriteToTFRecord(output_path, file_name_suffix='.gz'))
+           | 'WriteScored' >> beam.Map(lambda scored: write_scored(*scored, split_dir, score)))

@@ -63,6 +63,21 @@ def test_each_example_keeps_its_features_and_gains_the_models_own_score(
                                   for example in given)
 
 
+def test_chunks_become_files_and_every_example_is_scored_once(
+    monkeypatch, tmp_path, transformed_mnist, trained_model):
+  monkeypatch.setattr(executor, 'CHUNK_SIZE', 7)
+  output = score_split(transformed_mnist.raw_examples_dir, trained_model.serving_model_dir,
+                       str(tmp_path / 'scored'), features.ELBO_KEY)
+  given = artifacts.read_examples(transformed_mnist.raw_examples_dir, features.EVAL_SPLIT)
+  files = os.listdir(os.path.join(output.uri, 'Split-eval'))
+  assert len(files) == -(-len(given) // 7) > 1
+  images, _, scores = _images_labels_scores(
+      artifacts.read_examples(output.uri, features.EVAL_SPLIT), features.ELBO_KEY)
+  assert len(images) == len(given)
+  direct = export.load_exported_model(trained_model.serving_model_dir).reconstruct(images)
+  np.testing.assert_allclose(scores, direct[features.ELBO_KEY], rtol=1e-5, atol=1e-3)
+
+
 def test_a_split_the_examples_do_not_have_is_an_error(tmp_path, transformed_mnist, trained_model):
   with pytest.raises(ValueError, match='holdout'):
     score_split(transformed_mnist.raw_examples_dir, trained_model.serving_model_dir,

@@ -64,10 +64,16 @@ def resolve_model_dir(model_dir: str) -> str:
 def check_signature(model_path: str) -> str:
   """The name of the score the model's from_examples signature outputs (one of
   features.SCORE_NAMES); every exported VAE and autoencoder has one (models/export.py)."""
+  from google.protobuf import message  # pylint: disable=g-import-not-at-top
   from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=g-import-not-at-top
   saved_model = saved_model_pb2.SavedModel()
-  with storage.open_file(os.path.join(model_path, SAVED_MODEL_FILE), 'rb') as f:
-    saved_model.ParseFromString(f.read())
+  path = os.path.join(model_path, SAVED_MODEL_FILE)
+  with storage.open_file(path, 'rb') as f:
+    try:
+      saved_model.ParseFromString(f.read())
+    except message.DecodeError as e:
+      raise BadInput(f'--model-dir {model_path}: {SAVED_MODEL_FILE} is not a SavedModel '
+                     f'(corrupt or truncated: {e})') from e
   signature_defs = {name: signature for graph in saved_model.meta_graphs
                     for name, signature in graph.signature_def.items()
                     if not name.startswith('__')}  # TensorFlow's own, e.g. __saved_model_init_op

@@ -51,8 +51,20 @@ def _read_pil(path: str) -> np.ndarray:
   return (255 - pixels if pixels.mean() > 127 else pixels)[np.newaxis]
 
 
+def _load_npy(path: str) -> np.ndarray:
+  """An .npy file's array, memory-mapped: a header that declares more data than the file holds
+  (10^9 images in a few bytes) is refused by the file's size before any memory is taken."""
+  try:
+    return np.load(path, mmap_mode='r', allow_pickle=False)
+  except ValueError as e:
+    if 'mmap length is greater than file size' not in str(e):
+      raise
+    raise InputFileError(f'{path}: its header declares more data than the file\'s '
+                         f'{os.path.getsize(path):,} bytes hold (truncated or forged)') from e
+
+
 def _read_npy(path: str) -> np.ndarray:
-  array = np.load(path, allow_pickle=False)
+  array = _load_npy(path)
   if array.ndim == 2:
     array = array[np.newaxis]
   if array.ndim != 3 or array.shape[1:] != (SIZE, SIZE):
@@ -105,9 +117,11 @@ def read_latents(path: str) -> np.ndarray:
       with np.load(path, allow_pickle=False) as archive:
         array = archive['latent' if 'latent' in archive.files else 'latent_mean']
     elif suffix == '.npy':
-      array = np.load(path, allow_pickle=False)
+      array = _load_npy(path)
     else:
       array = np.loadtxt(path, ndmin=2, delimiter=',' if suffix == '.csv' else None)
+  except InputFileError:
+    raise
   except (OSError, ValueError, KeyError) as e:
     raise InputFileError(f'{path}: cannot read latent vectors ({e})') from e
   return latents_array(array, path)
@@ -121,7 +135,14 @@ def latents_array(values, source: str) -> np.ndarray:
   if array.ndim != 2 or not array.size or array.dtype.kind not in 'iuf':
     raise InputFileError(f'{source}: expected numbers shaped [L] or [N, L], got '
                          f'{array.dtype} {list(array.shape)}')
-  return array.astype(np.float32)
+  with np.errstate(over='ignore'):  # Beyond float32's range becomes inf, refused below.
+    latents = array.astype(np.float32)
+  finite = np.isfinite(latents)
+  if not finite.all():
+    row = int(np.flatnonzero(~finite.all(axis=1))[0])
+    raise InputFileError(f'{source}: latent vector {row} holds {latents[row][~finite[row]][0]}: '
+                         'expected finite numbers (within float32\'s range)')
+  return latents
 
 
 def grid(images: np.ndarray, columns: int = 0, padding: int = 2) -> np.ndarray:

@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Set
 
 import grpc
 import tensorflow as tf
@@ -19,46 +19,12 @@ from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
 from vaetfx.serving import servable as servable_lib
 from vaetfx.serving import defaults, status, warmup
+from vaetfx.serving.version_policy import VersionPolicy
 from vaetfx.shared import storage
 
 State = get_model_status_pb2.ModelVersionStatus.State
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class VersionPolicy:
-  """TF Serving's ServableVersionPolicy: the latest N versions, all, or specific ones."""
-  latest: int = 1
-  all: bool = False
-  specific: Tuple[int, ...] = ()
-
-  @classmethod
-  def parse(cls, text: str) -> 'VersionPolicy':
-    """'latest', 'latest:N', 'all' or 'specific:V1,V2'."""
-    kind, _, value = text.partition(':')
-    try:
-      if kind == 'latest':
-        policy = cls(latest=int(value or 1))
-      elif kind == 'all' and not value:
-        policy = cls(all=True)
-      elif kind == 'specific' and value:
-        policy = cls(specific=tuple(sorted(int(v) for v in value.split(','))))
-      else:
-        raise ValueError(text)
-    except ValueError:
-      raise ValueError(f'{text!r}: expected latest, latest:N, all or specific:V1,V2') from None
-    if policy.latest < 1:
-      raise ValueError(f'{text!r}: latest:N needs N >= 1')
-    return policy
-
-  def aspired(self, versions: Iterable[int]) -> Set[int]:
-    versions = set(versions)
-    if self.all:
-      return versions
-    if self.specific:
-      return versions & set(self.specific)
-    return set(sorted(versions)[-self.latest:])
 
 
 def requested_version(model_spec: model_pb2.ModelSpec, labels: Mapping[str, int]) -> Optional[int]:

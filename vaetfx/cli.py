@@ -75,13 +75,15 @@ def _add_run_parser(subparsers):
 
 
 def _checked_config(args):
-  """The run's PipelineConfig once its folders passed their checks; raises BadPath or
-  MnistUnavailableError. Only light modules are imported until here."""
+  """The run's PipelineConfig once its folders and input files passed their checks; raises
+  BadPath, MnistUnavailableError or MnistFormatError. Only light modules are imported until
+  here."""
   from vaetfx.pipeline import mnist_source  # pylint: disable=g-import-not-at-top
   output_dir = flags.writable_dir(args.output_dir, '--output-dir')
   serving_dir = args.serving_dir and flags.writable_dir(args.serving_dir, '--serving-dir')
   data_dir = mnist_source.resolve_data_dir(
       args.data_dir, os.environ.get('MNIST_DIR'), os.path.expanduser(args.cache_dir))
+  mnist_source.check_files(data_dir, args.span)
   config = dataclasses.replace(
       flags.pipeline_config(args, data_dir=data_dir, output_dir=output_dir,
                             serving_dir=serving_dir,
@@ -132,7 +134,7 @@ def _run(args) -> int:
   from vaetfx.shared import mnist_files  # pylint: disable=g-import-not-at-top
   try:
     config = _checked_config(args)
-  except (flags.BadPath, mnist_source.MnistUnavailableError) as e:
+  except (flags.BadPath, mnist_source.MnistUnavailableError, mnist_files.MnistFormatError) as e:
     print(f'vaetfx run: error: {e}', file=sys.stderr)
     return flags.EXIT_BAD_INPUT
   except serving_folder.IncomparableServedModel as e:

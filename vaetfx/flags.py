@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tempfile
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from vaetfx.models import kinds
 from vaetfx.pipeline import configs
@@ -123,6 +123,28 @@ def model_name(text: str) -> str:
     return check_model_name(text)
   except ValueError as e:
     raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def parsed_by(parse: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+  """An argparse type from a parser that raises ValueError naming what is wrong."""
+  def parse_flag(text: str):
+    try:
+      return parse(text)
+    except ValueError as e:
+      raise argparse.ArgumentTypeError(str(e)) from None
+  parse_flag.__name__ = what
+  return parse_flag
+
+
+def readable_file(text: str) -> str:
+  """An argparse type: a local file that exists and can be read (a TLS key, a config file)."""
+  path = os.path.expanduser(text)
+  if not os.path.isfile(path):
+    raise _expected(text, 'a file' + (', this is a folder' if os.path.isdir(path) else
+                                      ', there is no such file'))
+  if not os.access(path, os.R_OK):
+    raise _expected(text, 'a file that can be read')
+  return path
 
 
 class BadPath(ValueError):

@@ -16,14 +16,13 @@ import numpy as np
 
 from vaetfx import flags
 from vaetfx.serving import defaults
+from vaetfx.serving.version_policy import VersionPolicy
 from vaetfx.shared import features
 
 EXIT_SERVING_ERROR = flags.EXIT_FAILED
 EXIT_USAGE = flags.EXIT_BAD_INPUT
 # gRPC's message limits are int32 byte counts.
 max_message_mb = flags.integer(1, (2**31 - 1) >> 20)
-# A sample answer is 3,136 bytes per digit: 10,000 fit the default 64 MiB message limit.
-MAX_SAMPLES = 10_000
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -73,7 +72,8 @@ def _add_serve_parser(subparsers):
   serve.add_argument('--poll-seconds', type=flags.non_negative_float, default=defaults.POLL_SECONDS,
                      help='Seconds between looks at --model-dir for new or removed versions '
                           '(0: look once at start).')
-  serve.add_argument('--version-policy', default='latest',
+  serve.add_argument('--version-policy', default=VersionPolicy(),
+                     type=flags.parsed_by(VersionPolicy.parse, 'version policy'),
                      help='Versions to serve: latest, latest:N, all, or specific:V1,V2 (TF '
                           'Serving\'s model_version_policy). Requests without a version get the '
                           'highest loaded one.')
@@ -122,12 +122,14 @@ def _add_serve_parser(subparsers):
                      help='Batch concurrent Predict calls of a signature together, as TF '
                           'Serving\'s --enable_batching (signatures with scalar inputs, like '
                           'sample, run unbatched).')
-  serve.add_argument('--batching-parameters-file', default='',
+  serve.add_argument('--batching-parameters-file', type=flags.readable_file,
                      help='TF Serving\'s batching_parameters.txt (max_batch_size, '
                           'batch_timeout_micros, max_enqueued_batches, num_batch_threads, '
                           'allowed_batch_sizes); implies --enable-batching.')
-  serve.add_argument('--tls-cert', default='', help='PEM certificate chain: serve over TLS.')
-  serve.add_argument('--tls-key', default='', help='PEM private key of --tls-cert.')
+  serve.add_argument('--tls-cert', type=flags.readable_file,
+                     help='PEM certificate chain: serve over TLS.')
+  serve.add_argument('--tls-key', type=flags.readable_file,
+                     help='PEM private key of --tls-cert.')
   serve.add_argument('--grace-seconds', type=flags.non_negative_float,
                      default=defaults.GRACE_SECONDS,
                      help='On SIGTERM, how long requests in flight may take to finish.')
@@ -140,7 +142,7 @@ def _server_config(args):
     raise ValueError('--tls-cert and --tls-key go together')
   if '://' not in args.model_dir and not os.path.isdir(args.model_dir):
     raise ValueError(f'--model-dir {args.model_dir}: no such folder')
-  from vaetfx.serving import batching, limits, server, versions  # pylint: disable=g-import-not-at-top
+  from vaetfx.serving import batching, limits, server  # pylint: disable=g-import-not-at-top
   parameters = None
   if args.batching_parameters_file:
     with open(args.batching_parameters_file, encoding='utf-8') as f:
@@ -150,11 +152,11 @@ def _server_config(args):
   return server.ServerConfig(
       model_dir=args.model_dir, model_name=args.model_name, host=args.host, port=args.port,
       poll_seconds=args.poll_seconds,
-      version_policy=versions.VersionPolicy.parse(args.version_policy),
+      version_policy=args.version_policy,
       version_labels=dict(args.version_label), max_load_retries=args.max_num_load_retries,
       load_retry_seconds=args.load_retry_interval_seconds, threads=args.threads,
       max_message_bytes=args.max_message_mb << 20, batching_parameters=parameters,
-      tls_cert_file=args.tls_cert, tls_key_file=args.tls_key, rest_port=args.rest_port,
+      tls_cert_file=args.tls_cert or '', tls_key_file=args.tls_key or '', rest_port=args.rest_port,
       max_inflight_bytes=args.max_inflight_mb << 20,
       limits=limits.Limits(args.max_batch_rows, args.max_decoded_mb << 20,
                            args.max_sample_count, args.slice_rows))
@@ -267,7 +269,7 @@ def _add_query_parser(subparsers):
       help='Draw digits from the prior.',
       description='Runs the sample signature: latents from N(0, I), decoded. A plain '
                   'autoencoder (vaetfx run --model ae) has none: decode chosen codes instead.')
-  sample.add_argument('--count', type=flags.integer(1, MAX_SAMPLES), default=16,
+  sample.add_argument('--count', type=flags.integer(1, defaults.MAX_SAMPLE_COUNT), default=16,
                       help='How many digits.')
   sample.add_argument('--seed', type=flags.integer(0, flags.INT64_MAX), default=None,
                       help='Seed for a repeatable draw, 0 to 2^63-1. Default: a fresh random '
@@ -304,7 +306,7 @@ def _import_client_without_tensorflow():
   stand_in.__path__ = list(importlib.util.find_spec('tensorflow').submodule_search_locations)
   sys.modules['tensorflow'] = stand_in
   try:
-    from vaetfx.serving import client  # pylint: disable=g-import-not-at-top,unused-import
+    importlib.import_module('vaetfx.serving.client')
   finally:
     if sys.modules.get('tensorflow') is stand_in:
       del sys.modules['tensorflow']

@@ -6,6 +6,7 @@ and, for flags and folders, that the refusal came before TensorFlow or TFX was
 loaded (the time bound is generous: it guards against importing them, the
 machine may be loaded; benchmarks measure speed).
 """
+import io
 import os
 import signal
 import subprocess
@@ -41,7 +42,19 @@ def files(tmp_path_factory, mnist_splits):
   Image.new('L', (8000, 6000)).save(root / 'huge.png')
   (root / 'not-a.png').write_bytes(b'not a picture')
   np.save(root / 'floats.npy', np.full((2, 28, 28), 7.5))
+  np.save(root / 'inf-latents.npy', np.array([[0.5, 1.0], [np.inf, 0.0]]))
+  (root / 'forged.npy').write_bytes(_npy_declaring((10**9, 28, 28)) + bytes(28 * 28))
+  os.makedirs(root / 'corrupt-model')
+  (root / 'corrupt-model' / 'saved_model.pb').write_bytes(b'\xff' * 64)
   return root
+
+
+def _npy_declaring(shape):
+  """An .npy header that declares `shape` of uint8, whatever data follows it."""
+  header = io.BytesIO()
+  np.lib.format.write_array_header_1_0(
+      header, {'descr': '|u1', 'fortran_order': False, 'shape': shape})
+  return header.getvalue()
 
 
 # (case id, arguments, exit status, the error line must contain, checked before TF loads)
@@ -92,6 +105,8 @@ CASES = [
      '--data-dir {in}/a-file: is a file, expected a folder'),
     ('data-dir-without-mnist', 'run --output-dir {out}/outputs --data-dir {in}/empty', 2,
      '--data-dir {in}/empty: holds no MNIST'),
+    ('data-dir-half-npz', 'run --output-dir {out}/outputs --data-dir {in}/half-npz', 2,
+     'vaetfx run: error: {in}/half-npz/mnist.npz: corrupt or truncated .npz file'),
     ('output-dir-a-file', 'run --data-dir {in}/good --output-dir {in}/a-file', 2,
      '--output-dir {in}/a-file: is a file, expected a folder'),
     ('output-dir-under-a-file', 'run --data-dir {in}/good --output-dir {in}/a-file/out', 2,
@@ -113,10 +128,26 @@ CASES = [
      "--max-message-mb: '4096': expected a whole number from 1 to 2047"),
     ('serve-model-dir-missing', 'serve --model-dir {out}/nowhere', 2,
      '--model-dir {out}/nowhere: no such folder'),
+    ('serve-version-policy-latest-0', 'serve --model-dir {out} --version-policy latest:0', 2,
+     "--version-policy: 'latest:0': latest:N needs N >= 1"),
+    ('serve-version-policy-unknown', 'serve --model-dir {out} --version-policy newest', 2,
+     "--version-policy: 'newest': expected latest, latest:N, all or specific:V1,V2"),
+    ('serve-tls-cert-missing', 'serve --model-dir {out} --tls-cert {in}/nowhere.pem '
+     '--tls-key {in}/a-file', 2, "--tls-cert: '{in}/nowhere.pem': expected a file, there is no"),
+    ('serve-batching-file-a-folder', 'serve --model-dir {out} --batching-parameters-file {in}',
+     2, "--batching-parameters-file: '{in}': expected a file, this is a folder"),
     ('query-seed-overflow', 'query sample --seed 99999999999999999999', 2,
      "--seed: '99999999999999999999': expected a whole number from 0 to"),
     ('query-seed-negative', 'query sample --seed -5', 2, "--seed: '-5': expected"),
     ('query-count-0', 'query sample --count 0', 2, "--count: '0': expected"),
+    ('query-count-over-the-servers-limit', 'query sample --count 1001', 2,
+     "--count: '1001': expected a whole number from 1 to 1000"),
+    ('query-npy-header-declaring-a-billion-images', 'query reconstruct {in}/forged.npy', 2,
+     '{in}/forged.npy: its header declares more data than the file\'s 912 bytes hold'),
+    ('query-decode-nan-latent', 'query decode --latent 0.5,nan', 2,
+     '--latent: latent vector 0 holds nan: expected finite numbers'),
+    ('query-decode-inf-latent-file', 'query decode --input {in}/inf-latents.npy', 2,
+     '{in}/inf-latents.npy: latent vector 1 holds inf'),
     ('query-limit-negative', 'query score {in}/huge.png --limit -1', 2,
      "--limit: '-1': expected a whole number >= 0"),
     ('query-timeout-0', 'query sample --timeout 0', 2, "--timeout: '0': expected a finite number > 0"),
@@ -181,15 +212,15 @@ def test_bad_input_fails_fast_with_one_line(files, tmp_path, arguments, status, 
   assert _written(str(tmp_path)) == []
 
 
-def test_half_downloaded_npz_stops_the_run_at_examplegen_naming_the_file(files, tmp_path):
-  """The other damages (bad CRC, garbage) are tests/components/test_mnist_files.py's."""
-  result, _ = _vaetfx(['run', '--data-dir', str(files / 'half-npz'),
-                       '--output-dir', str(tmp_path / 'outputs')])
+def test_a_corrupt_saved_model_is_named_by_score(files, tmp_path):
+  """Parsing saved_model.pb needs TensorFlow's protos, so this one is not timed."""
+  result, _ = _vaetfx(['score', '--data-dir', str(files / 'good'), '--output',
+                       str(tmp_path / 's.csv'), '--model-dir', str(files / 'corrupt-model')])
   assert result.returncode == flags.EXIT_BAD_INPUT, result.stderr
-  npz = files / 'half-npz' / 'mnist.npz'
-  assert f'ExampleGen rejected the input: {npz}: corrupt or truncated .npz file' in result.stderr
+  assert (f'--model-dir {files / "corrupt-model"}: saved_model.pb is not a SavedModel '
+          '(corrupt or truncated' in result.stderr)
   assert 'Traceback' not in result.stderr + result.stdout
-  assert not os.path.exists(tmp_path / 'outputs' / 'serving')
+  assert _written(str(tmp_path)) == []
 
 
 def _failing_handler(args):

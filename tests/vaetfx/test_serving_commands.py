@@ -3,7 +3,7 @@ anything loads; the limits and retry flags reach the server's config."""
 import pytest
 
 from vaetfx import cli, serving_commands
-from vaetfx.serving import limits, server
+from vaetfx.serving import limits, server, version_policy
 
 
 @pytest.mark.parametrize('flag, value, expected', [
@@ -38,12 +38,13 @@ def test_limit_and_retry_flags_reach_the_server_config(tmp_path):
       'serve', '--model-dir', str(tmp_path), '--port', '0', '--max-batch-rows', '300',
       '--max-decoded-mb', '5', '--max-sample-count', '7', '--slice-rows', '32',
       '--max-num-load-retries', '2', '--load-retry-interval-seconds', '0.5',
-      '--max-inflight-mb', '100'])
+      '--max-inflight-mb', '100', '--version-policy', 'specific:3,1'])
   config = serving_commands._server_config(args)  # pylint: disable=protected-access
   assert config.limits == limits.Limits(max_batch_rows=300, max_decoded_bytes=5 << 20,
                                         max_sample_count=7, slice_rows=32)
   assert (config.port, config.max_load_retries, config.load_retry_seconds) == (0, 2, 0.5)
   assert config.max_inflight_bytes == 100 << 20
+  assert config.version_policy == version_policy.VersionPolicy(specific=(1, 3))
   assert config.rest_port is None
   rest_args = cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path),
                                              '--rest-port', '8501'])

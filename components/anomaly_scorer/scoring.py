@@ -26,7 +26,7 @@ BATCH_SIZE = 256
 def score_examples(model: export.ExportedModel, serialized: Sequence[bytes],
                    score: str) -> np.ndarray:
   """float32 [N]: the `score` output of from_examples for each example, BATCH_SIZE at a time."""
-  batches = [model.from_examples(list(serialized[start:start + BATCH_SIZE]))[score].reshape(-1)
+  batches = [model.from_examples(serialized[start:start + BATCH_SIZE])[score].reshape(-1)
              for start in range(0, len(serialized), BATCH_SIZE)]
   return np.concatenate(batches) if batches else np.zeros(0, np.float32)
 

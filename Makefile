@@ -10,7 +10,7 @@ RUN_ARGS  ?=
 PYTHON310 := $(shell for p in $$(command -v python3.10) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: setup run test bench-train bench-serve bench-data bench-continuous bench-drift image compile-kubeflow clean
+.PHONY: setup run test bench-train bench-serve bench-data bench-score bench-continuous bench-drift image compile-kubeflow clean
 
 setup: $(BIN)/vaetfx
 
@@ -99,3 +99,14 @@ bench-drift: setup
 	$(BIN)/python bench/drift_bench.py --data-dir $(DATA_DIR) \
 		--model-59 $(DRIFT_MODELS)/digits-5-9/serving/vae \
 		--model-all $(DRIFT_MODELS)/all-digits/serving/vae $(BENCH_DRIFT_ARGS)
+
+# Batch-scoring benchmark (not a test): the model's from_examples called in-process in batches
+# of 256 (the floor) against `vaetfx score` and the pipeline's scorer on the same t10k images,
+# alternating, medians, with peak memory and the load average. SCORE_MODEL_DIR: a SavedModel
+# or a serving folder. BENCH_SCORE_ARGS e.g. '--rounds 5' or
+# '--contenders command,scorer,bulk_inferrer' (TFX's BulkInferrer, as the pipeline ran before).
+SCORE_MODEL_DIR ?= $(OUTPUT_DIR)/serving/vae
+BENCH_SCORE_ARGS ?=
+
+bench-score: setup
+	$(BIN)/python bench/score_bench.py --model-dir $(SCORE_MODEL_DIR) --data-dir $(DATA_DIR) $(BENCH_SCORE_ARGS)

@@ -45,11 +45,13 @@ ENTRY_MODULES = {
                    f'{PACKAGE}.components.drift_check.driver'),
     'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',),
     'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
+    # The AnomalyScorer, under the id TFX's BulkInferrer had.
+    'BulkInferrer': (f'{PACKAGE}.components.anomaly_scorer.executor',),
     'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',
                      f'{PACKAGE}.components.atomic_pusher.driver'),
 }
 # Components that run only TFX's own code (a TFX upgrade is a new pipeline IR already).
-STOCK_COMPONENTS = ('StatisticsGen', 'SchemaGen', 'ExampleValidator', 'BulkInferrer')
+STOCK_COMPONENTS = ('StatisticsGen', 'SchemaGen', 'ExampleValidator')
 # Resolvers have no cache key of their own: what they resolve is the consumer's inputs, which
 # are in its cache key (the rolling window's components/span_window.py).
 RESOLVERS = ('SpanWindow',)

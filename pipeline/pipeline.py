@@ -11,6 +11,7 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from vaetfx.components.anomaly_scorer.component import AnomalyScorer
 from vaetfx.components.atomic_pusher.component import AtomicPusher
 from vaetfx.components.drift_check.component import DriftCheck
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen, span_parameter
@@ -33,7 +34,8 @@ EXAMPLES_SIGNATURE = 'from_examples'
 OVERALL_SLICE = tfma.SlicingSpec()
 DIGIT_SLICES = tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
 # A component runs after the AtomicPusher and may fail without taking the push with it.
-OPTIONAL_COMPONENTS = ('BulkInferrer', 'VaeReport')
+SCORER_ID = 'BulkInferrer'
+OPTIONAL_COMPONENTS = (SCORER_ID, 'VaeReport')
 # The last components of the data half: with their upstream nodes, what a span costs to ingest.
 DATA_HALF = ('ExampleValidator', 'Transform')
 # The rolling window's resolver (components/span_window.py).
@@ -82,28 +84,24 @@ def gate_eval_config(gate: configs.GateConfig, kind: kinds.ModelKind,
                             per_slice_thresholds=thresholds)])])
 
 
-def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel,
-                   score_key: str) -> tfx.components.BulkInferrer:
-  """TFX's BulkInferrer scoring the held-out split with the trained model on Beam.
+def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel, score_key: str,
+                   code_fingerprint: str = '') -> AnomalyScorer:
+  """The held-out split scored with the trained model on Beam, as `vaetfx score` scores.
 
   Each output example is a held-out one (image, label) with its ELBO under the
   model added as the `elbo` feature (`score_key`: the autoencoder's
   reconstruction log-likelihood): low means unlike the training data. It goes
-  through the from_examples signature, as the Evaluator scores it.
+  through the from_examples signature, as the Evaluator scores it. Its id is
+  BulkInferrer, the name of the step since TFX's BulkInferrer did it.
 
   Every candidate is scored, blessed or not, as the report draws every
   candidate: with the blessing as an input, the scoring and the report would
   re-run on every run, since the Evaluator re-runs once it has a baseline,
   where now they are cached with the model they describe.
   """
-  return tfx.components.BulkInferrer(
-      examples=examples, model=model,
-      data_spec=tfx.proto.DataSpec(example_splits=[features.EVAL_SPLIT]),
-      model_spec=tfx.proto.ModelSpec(model_signature_name=[EXAMPLES_SIGNATURE]),
-      output_example_spec=tfx.proto.OutputExampleSpec(output_columns_spec=[
-          tfx.proto.OutputColumnsSpec(predict_output=tfx.proto.PredictOutput(output_columns=[
-              tfx.proto.PredictOutputCol(output_key=score_key,
-                                         output_column=score_key)]))]))
+  return AnomalyScorer(examples=examples, model=model, split=features.EVAL_SPLIT,
+                       score_key=score_key,
+                       code_fingerprint=code_fingerprint).with_id(SCORER_ID)
 
 
 def training_examples(config: configs.PipelineConfig, transform: Any) -> List[Any]:
@@ -161,7 +159,7 @@ def create_pipeline(
     last_components: Sequence[str] = (),
 ) -> tfx.dsl.Pipeline:
   """MNIST -> validation and drift check -> Transform -> Trainer -> Evaluator gate and infra
-  validation -> atomic push -> anomaly scores of the held-out split (BulkInferrer) -> report,
+  validation -> atomic push -> anomaly scores of the held-out split (AnomalyScorer) -> report,
   as `config` sets them.
 
   code_fingerprints: {component id: hash of the code it runs}
@@ -267,7 +265,7 @@ def create_pipeline(
                             'data': {'root': config.data_dir, 'digits': list(config.digits)}},
                             sort_keys=True))
   bulk_inferrer = anomaly_scorer(example_gen.outputs['examples'], trainer.outputs['model'],
-                                 kind.score_key)
+                                 kind.score_key, fingerprints.get(SCORER_ID, ''))
   bulk_inferrer.add_upstream_node(pusher)
   report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
                      examples=example_gen.outputs['examples'], model_kind=kind.name,

@@ -21,11 +21,11 @@ from tfx.components.util import tfxio_utils
 from tfx.types import artifact_utils
 from tfx.types import standard_artifacts
 
-from vaetfx.components.mnist_example_gen.executor import to_example
 from vaetfx.models import preprocessing
 from vaetfx.models import trainer
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.shared import features
+from vaetfx.shared.examples import to_example
 
 RAW_FEATURE_SPEC = {
     features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),

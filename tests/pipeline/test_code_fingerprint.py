@@ -17,11 +17,14 @@ COMPONENTS = set(code_fingerprint.ENTRY_MODULES)
 # validator runs the server; the command line is no component's code, so editing a flag's
 # help re-runs nothing.
 AFFECTED_BY = {
-    'vaetfx.models.vae': {'Trainer', 'VaeReport', 'ServingInfraValidator', 'DriftCheck'},
-    # The served models carry Transform's graph; only the report imports the Python code.
-    'vaetfx.models.preprocessing': {'Transform', 'VaeReport'},
+    # The scorer loads the model through models/export.py, which imports the model code.
+    'vaetfx.models.vae': {'Trainer', 'VaeReport', 'ServingInfraValidator', 'DriftCheck',
+                          'BulkInferrer'},
+    'vaetfx.models.preprocessing': {'Transform', 'VaeReport', 'ServingInfraValidator'},
     'vaetfx.shared.features': {'MnistExampleGen', 'Transform', 'Trainer', 'VaeReport',
-                               'ServingInfraValidator', 'DriftCheck'},
+                               'ServingInfraValidator', 'DriftCheck', 'BulkInferrer'},
+    'vaetfx.shared.examples': {'MnistExampleGen', 'BulkInferrer'},
+    'vaetfx.components.anomaly_scorer.scoring': {'BulkInferrer'},
     # The Pusher reads the gate's scores for each version's provenance record.
     'vaetfx.models.score_metrics': {'Evaluator', 'AtomicPusher'},
     # The drift check reads the baseline's properties: the served model and its data.

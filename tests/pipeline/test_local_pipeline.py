@@ -16,11 +16,11 @@ import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from PIL import Image
-from tfx.components.bulk_inferrer import executor as bulk_inferrer_executor
 
 from tests import artifacts, synthetic_mnist
 from tests.pipeline import test_code_fingerprint
 from vaetfx import cli, flags
+from vaetfx.components.anomaly_scorer import executor as anomaly_scorer_executor
 from vaetfx.components.vae_report import executor as vae_report_executor
 from vaetfx.models import score_metrics, export
 from vaetfx.models.hparams import TrainingHparams
@@ -251,7 +251,7 @@ def test_changed_hyperparameter_retrains_and_an_untrained_candidate_loses(base_c
 
 @pytest.mark.parametrize('failing, executor_class, seed', [
     ('VaeReport', vae_report_executor.Executor, 7),
-    ('BulkInferrer', bulk_inferrer_executor.Executor, 8),
+    ('BulkInferrer', anomaly_scorer_executor.Executor, 8),
 ])
 def test_a_component_after_the_push_failing_does_not_block_it(base_config, first_run, failing,
                                                              executor_class, seed):

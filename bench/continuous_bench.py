@@ -29,6 +29,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-position
+import importlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 import shutil  # pylint: disable=g-import-not-at-top,wrong-import-position
 import statistics  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -93,9 +94,9 @@ def make_spans(data_dir: str, spans_dir: str) -> None:
 def run_one(measurement: str, contender: str, spans_dir: str, data_dir: str, work_dir: str,
             result_path: str) -> None:
   """The child process: imports first (counted on no side), the setup, then the timed part."""
-  import tensorflow_data_validation  # pylint: disable=g-import-not-at-top,unused-import
-  import tensorflow_transform.beam  # pylint: disable=g-import-not-at-top,unused-import
-  from vaetfx.pipeline import local_runner  # pylint: disable=g-import-not-at-top,unused-import
+  for module in ('tensorflow_data_validation', 'tensorflow_transform.beam',
+                 'vaetfx.pipeline.local_runner'):
+    importlib.import_module(module)
   chosen = MEASUREMENTS[measurement](spans_dir, data_dir)[contender]
   chosen.setup(work_dir)
   load_before = os.getloadavg()[0]

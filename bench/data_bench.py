@@ -32,6 +32,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import argparse  # pylint: disable=g-import-not-at-top,wrong-import-position
 import dataclasses  # pylint: disable=g-import-not-at-top,wrong-import-position
 import glob  # pylint: disable=g-import-not-at-top,wrong-import-position
+import importlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import json  # pylint: disable=g-import-not-at-top,wrong-import-position
 import shutil  # pylint: disable=g-import-not-at-top,wrong-import-position
 import statistics  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -163,9 +164,9 @@ def run_one(contender: str, data_dir: str, work_dir: str, result_path: str,
 
   TFX, TFDV and TFT are imported first, so neither side's components pay for imports.
   """
-  import tensorflow_data_validation  # pylint: disable=g-import-not-at-top,unused-import
-  import tensorflow_transform.beam  # pylint: disable=g-import-not-at-top,unused-import
-  from vaetfx.pipeline import local_runner  # pylint: disable=g-import-not-at-top,unused-import
+  for module in ('tensorflow_data_validation', 'tensorflow_transform.beam',
+                 'vaetfx.pipeline.local_runner'):
+    importlib.import_module(module)
   load_before = os.getloadavg()[0]
   process_seconds = time.perf_counter() - STARTED
   seconds = (run_ours(data_dir, work_dir) if contender == 'ours'

@@ -28,6 +28,17 @@ SPAN = example_gen_utils.SPAN_PROPERTY_NAME
 _OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
 
 
+def span_of(artifact: metadata_store_pb2.Artifact) -> Optional[int]:
+  """The span of an Examples artifact (an ML Metadata proto; a TFX Artifact's `.mlmd_artifact`),
+  None when it has none. TFX's ExampleGen drivers record it as the custom property `span` (an
+  int; older TFX wrote a string), not as the Examples type's declared `span` property, which
+  stays unset (`artifact.span` reads 0 for every span); TFX's SpanRangeStrategy reads the same."""
+  value = artifact.custom_properties.get(SPAN)
+  if value is None:
+    return None
+  return int(value.string_value) if value.HasField('string_value') else value.int_value
+
+
 def last_output_execution(store: mlmd.MetadataStore, artifact_ids: List[int]) -> Dict[int, int]:
   """{artifact id: the id of the newest execution that output it}; executions are numbered in
   the order they were registered, so a higher id is a later (re-)output."""

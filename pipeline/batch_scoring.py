@@ -1,30 +1,32 @@
 """`vaetfx score`: every image of an MNIST-format data set scored by an exported model, on Beam.
 
 A VAE's ELBO of an image is an anomaly score: low means unlike the data it was
-trained on. This scores whole data sets offline, as the pipeline's BulkInferrer
-scores the held-out split: the images become the tf.Examples ExampleGen writes
-and go through tfx-bsl's RunInference with the model's `from_examples`
-signature, so the scores are those the Evaluator gated on. The result is a CSV
-of one row per image, worst first. A plain autoencoder (--model ae) is scored
-the same way by its reconstruction log-likelihood, the column's name then.
+trained on. This scores whole data sets offline, as the pipeline's scorer scores
+the held-out split and through the same code (components/anomaly_scorer/
+scoring.py): the images become the tf.Examples ExampleGen writes and go through
+the model's `from_examples` signature in batches, so the scores are those the
+Evaluator gated on. The result is a CSV of one row per image, worst first. A
+plain autoencoder (--model ae) is scored the same way by its reconstruction
+log-likelihood, the column's name then.
 
 Beam workers read the data folder themselves (a chunk of images each), so any
 runner works (`--beam-arg=--runner=...`) when the folder, the model and the
 output are where its workers can reach them (gs://...).
 
-Beam, TensorFlow and tfx-bsl are imported inside the functions that use them,
+Beam and TensorFlow are imported inside the functions that use them,
 so that `vaetfx --help` and the checks of bad flags do not pay for them.
 """
 import csv
 import dataclasses
 import functools
+import importlib
 import io
 import os
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from vaetfx.shared import features, mnist_files, storage
+from vaetfx.shared import examples, features, mnist_files, storage
 
 SIGNATURE = 'from_examples'
 SCORE_OUTPUT = features.ELBO_KEY  # A VAE's; an autoencoder's is the other of features.SCORE_NAMES.
@@ -93,21 +95,22 @@ def _cached_split(data_dir: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
   return mnist_files.load_split(data_dir, split)
 
 
-def chunk_to_keyed_examples(bounds: Tuple[str, int, int],
-                            data_dir: str) -> Iterator[Tuple[ImageKey, bytes]]:
-  """The images [start, end) of a split as (key, serialized tf.Example) pairs."""
-  from vaetfx.components.mnist_example_gen import executor  # pylint: disable=g-import-not-at-top
+def chunk_examples(bounds: Tuple[str, int, int], data_dir: str
+                   ) -> Tuple[Tuple[str, int, np.ndarray], List[bytes]]:
+  """The images [start, end) of a split: ((split, start, their labels), serialized tf.Examples),
+  serialized in bulk as ExampleGen writes them."""
   split, start, end = bounds
   images, labels = _cached_split(data_dir, split)
-  for index in range(start, end):
-    yield (split, index, int(labels[index])), executor.to_example(images[index], labels[index])
+  return ((split, start, labels[start:end]),
+          examples.serialize_examples(images[start:end], labels[start:end]))
 
 
-def score_of(prediction_log, score: str = SCORE_OUTPUT) -> float:
-  """The ELBO (or another `score`) RunInference returned for one example (a size-1 tensor)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  return float(tf.make_ndarray(prediction_log.predict_log.response.outputs[score])
-               .reshape(-1)[0])
+def _keyed_scores(chunks: Sequence[Tuple[Tuple[str, int, np.ndarray], np.ndarray]]
+                  ) -> List[Tuple[ImageKey, float]]:
+  """Each chunk's scores as (image key, score) pairs."""
+  return [((split, start + offset, int(label)), float(score))
+          for (split, start, labels), scores in chunks
+          for offset, (label, score) in enumerate(zip(labels, scores))]
 
 
 def format_csv(scores: Sequence[Tuple[ImageKey, float]], score: str = SCORE_OUTPUT) -> str:
@@ -137,24 +140,32 @@ def _chunks(counts: Dict[str, int]) -> List[Tuple[str, int, int]]:
           for split, count in counts.items() for start in range(0, count, CHUNK_SIZE)]
 
 
+def import_beam():
+  """Imports Beam and the scorer's code (TensorFlow is in once check_signature ran).
+
+  `vaetfx score` calls it before it starts the clock, so the time and rate it
+  prints are the scoring's (the model's load included), not Python's imports:
+  the figure docs/measurements.md compares with the model called in-process.
+  """
+  for module in ('apache_beam', 'vaetfx.components.anomaly_scorer.scoring'):
+    importlib.import_module(module)
+
+
 def run_scoring(data_dir: str, counts: Dict[str, int], model_path: str, output: str,
                 beam_args: Sequence[str], score: str = SCORE_OUTPUT):
-  """The Beam pipeline: chunks of images -> tf.Examples -> RunInference -> one sorted CSV."""
+  """The Beam pipeline: chunks of images -> tf.Examples -> their scores (the pipeline's scorer's
+  code) -> one sorted CSV. An element is a chunk, never an image."""
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
-  from tfx_bsl.public.beam import run_inference  # pylint: disable=g-import-not-at-top
-  from tfx_bsl.public.proto import model_spec_pb2  # pylint: disable=g-import-not-at-top
-  spec = model_spec_pb2.InferenceSpecType(saved_model_spec=model_spec_pb2.SavedModelSpec(
-      model_path=model_path, signature_name=[SIGNATURE]))
+  from vaetfx.components.anomaly_scorer import scoring  # pylint: disable=g-import-not-at-top
   with beam.Pipeline(argv=list(beam_args)) as pipeline:
     _ = (pipeline
          | 'Chunks' >> beam.Create(_chunks(counts))
-         | 'ToExamples' >> beam.FlatMap(chunk_to_keyed_examples, data_dir).with_output_types(
-             beam.typehints.Tuple[beam.typehints.Tuple[str, int, int], bytes])
-         | 'RunInference' >> run_inference.RunInference(spec)
-         | 'Scores' >> beam.MapTuple(lambda key, log: (key, score_of(log, score)))
+         | 'ToExamples' >> beam.Map(chunk_examples, data_dir)
+         | 'Score' >> beam.ParDo(scoring.ScoreBatches(model_path, score))
+         | 'DropExamples' >> beam.MapTuple(lambda key, _, scores: (key, scores))
          | 'All' >> beam.combiners.ToList()
-         | 'WriteSortedCsv' >> beam.Map(lambda scores: write_atomically(
-             output, format_csv(scores, score))))
+         | 'WriteSortedCsv' >> beam.Map(lambda chunks: write_atomically(
+             output, format_csv(_keyed_scores(chunks), score))))
 
 
 @dataclasses.dataclass(frozen=True)

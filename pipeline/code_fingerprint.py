@@ -30,6 +30,7 @@ ENTRY_MODULES = {
     'Transform': (f'{PACKAGE}.models.preprocessing',
                   f'{PACKAGE}.components.span_transform.executor'),
     'Trainer': (f'{PACKAGE}.models.trainer',),
+    'WarmStartBase': (f'{PACKAGE}.components.warm_start_base.executor',),
     # The Evaluator runs the SavedModel (a changed model is a new Model artifact
     # already) and the TFMA metric module, which is Python.
     'Evaluator': (f'{PACKAGE}.models.score_metrics',
@@ -39,13 +40,18 @@ ENTRY_MODULES = {
                             f'{PACKAGE}.components.served_state_driver'),
     # The validator runs the server in a child process (its child module, imported by the
     # executor's, starts serving.server): the server is its code too.
+    # Its driver finds the previous span in ML Metadata.
+    'DriftCheck': (f'{PACKAGE}.components.drift_check.executor',
+                   f'{PACKAGE}.components.drift_check.driver'),
     'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',),
     'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
+    # The AnomalyScorer, under the id TFX's BulkInferrer had.
+    'BulkInferrer': (f'{PACKAGE}.components.anomaly_scorer.executor',),
     'AtomicPusher': (f'{PACKAGE}.components.atomic_pusher.executor',
                      f'{PACKAGE}.components.atomic_pusher.driver'),
 }
 # Components that run only TFX's own code (a TFX upgrade is a new pipeline IR already).
-STOCK_COMPONENTS = ('StatisticsGen', 'SchemaGen', 'ExampleValidator', 'BulkInferrer')
+STOCK_COMPONENTS = ('StatisticsGen', 'SchemaGen', 'ExampleValidator')
 # Resolvers have no cache key of their own: what they resolve is the consumer's inputs, which
 # are in its cache key (the rolling window's components/span_window.py).
 RESOLVERS = ('SpanWindow',)

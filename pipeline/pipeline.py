@@ -11,7 +11,9 @@ import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from vaetfx.components.anomaly_scorer.component import AnomalyScorer
 from vaetfx.components.atomic_pusher.component import AtomicPusher
+from vaetfx.components.drift_check.component import DriftCheck
 from vaetfx.components.mnist_example_gen.component import MnistExampleGen, span_parameter
 from vaetfx.components.served_baseline.component import (ServedBaselineEvaluator,
                                                          ServedModelImporter)
@@ -19,6 +21,7 @@ from vaetfx.components.serving_infra_validator.component import ServingInfraVali
 from vaetfx.components.span_transform.component import SpanTransform
 from vaetfx.components.span_window import SpanWindowStrategy
 from vaetfx.components.vae_report.component import VaeReport
+from vaetfx.components.warm_start_base.component import WarmStartBase
 from vaetfx.models import score_metrics, hparams, kinds
 from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.shared import features
@@ -31,7 +34,8 @@ EXAMPLES_SIGNATURE = 'from_examples'
 OVERALL_SLICE = tfma.SlicingSpec()
 DIGIT_SLICES = tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
 # A component runs after the AtomicPusher and may fail without taking the push with it.
-OPTIONAL_COMPONENTS = ('BulkInferrer', 'VaeReport')
+SCORER_ID = 'BulkInferrer'
+OPTIONAL_COMPONENTS = (SCORER_ID, 'VaeReport')
 # The last components of the data half: with their upstream nodes, what a span costs to ingest.
 DATA_HALF = ('ExampleValidator', 'Transform')
 # The rolling window's resolver (components/span_window.py).
@@ -80,28 +84,24 @@ def gate_eval_config(gate: configs.GateConfig, kind: kinds.ModelKind,
                             per_slice_thresholds=thresholds)])])
 
 
-def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel,
-                   score_key: str) -> tfx.components.BulkInferrer:
-  """TFX's BulkInferrer scoring the held-out split with the trained model on Beam.
+def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel, score_key: str,
+                   code_fingerprint: str = '') -> AnomalyScorer:
+  """The held-out split scored with the trained model on Beam, as `vaetfx score` scores.
 
   Each output example is a held-out one (image, label) with its ELBO under the
   model added as the `elbo` feature (`score_key`: the autoencoder's
   reconstruction log-likelihood): low means unlike the training data. It goes
-  through the from_examples signature, as the Evaluator scores it.
+  through the from_examples signature, as the Evaluator scores it. Its id is
+  BulkInferrer, the name of the step since TFX's BulkInferrer did it.
 
   Every candidate is scored, blessed or not, as the report draws every
   candidate: with the blessing as an input, the scoring and the report would
   re-run on every run, since the Evaluator re-runs once it has a baseline,
   where now they are cached with the model they describe.
   """
-  return tfx.components.BulkInferrer(
-      examples=examples, model=model,
-      data_spec=tfx.proto.DataSpec(example_splits=[features.EVAL_SPLIT]),
-      model_spec=tfx.proto.ModelSpec(model_signature_name=[EXAMPLES_SIGNATURE]),
-      output_example_spec=tfx.proto.OutputExampleSpec(output_columns_spec=[
-          tfx.proto.OutputColumnsSpec(predict_output=tfx.proto.PredictOutput(output_columns=[
-              tfx.proto.PredictOutputCol(output_key=score_key,
-                                         output_column=score_key)]))]))
+  return AnomalyScorer(examples=examples, model=model, split=features.EVAL_SPLIT,
+                       score_key=score_key,
+                       code_fingerprint=code_fingerprint).with_id(SCORER_ID)
 
 
 def training_examples(config: configs.PipelineConfig, transform: Any) -> List[Any]:
@@ -158,8 +158,9 @@ def create_pipeline(
     trainer_platform_config: Optional[Any] = None,
     last_components: Sequence[str] = (),
 ) -> tfx.dsl.Pipeline:
-  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
-  push -> anomaly scores of the held-out split (BulkInferrer) -> report, as `config` sets them.
+  """MNIST -> validation and drift check -> Transform -> Trainer -> Evaluator gate and infra
+  validation -> atomic push -> anomaly scores of the held-out split (AnomalyScorer) -> report,
+  as `config` sets them.
 
   code_fingerprints: {component id: hash of the code it runs}
   (code_fingerprint.component_fingerprints()), put among each component's
@@ -167,6 +168,8 @@ def create_pipeline(
   changes. A component running our code without an entry is an error here:
   its cached results would outlive edits to that code.
 
+  The Trainer starts from the served model's weights when it fits and this data is new to it
+  (WarmStartBase: a warm start), else from scratch (config.hparams.warm_start turns it off).
   The baseline is what TF Serving serves from `<serving_dir>/<model_name>`,
   read when the run runs (ServedModelImporter); a served model that cannot be
   compared stops the run before training unless config.gate says 'floor'.
@@ -200,11 +203,18 @@ def create_pipeline(
   span_window = training_examples(config, transform)
   train_examples = (span_window[0].outputs['examples'] if span_window
                     else transform.outputs['transformed_examples'])
+  # What the Trainer starts from: the served model when it fits and the data is new to it.
+  warm_start_base = WarmStartBase(
+      examples=example_gen.outputs['examples'], serving_dir=config.serving_dir,
+      model_name=config.push.model_name, model_kind=kind.name,
+      latent_dim=config.hparams.latent_dim, warm_start=config.hparams.warm_start,
+      code_fingerprint=fingerprints.get('WarmStartBase', ''))
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN,
       examples=train_examples,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
+      base_model=warm_start_base.outputs['base_model'],
       custom_config={**trainer_custom_config,
                      hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Trainer', '')})
   if trainer_platform_config is not None:
@@ -216,6 +226,14 @@ def create_pipeline(
       score_key=kind.score_key, on_incomparable=config.gate.on_incomparable_baseline,
       code_fingerprint=fingerprints.get('ServedModelImporter', ''))
   trainer.add_upstream_node(served_model)
+  # The new data against the previous span's and the served model's, before the Trainer, which
+  # waits for it: with on_drift 'stop', drift ends the run here.
+  drift_check = DriftCheck(
+      examples=example_gen.outputs['examples'],
+      baseline_model=served_model.outputs['baseline_model'], score_key=kind.score_key,
+      threshold=config.drift.drift_threshold, on_drift=config.drift.on_drift,
+      code_fingerprint=fingerprints.get('DriftCheck', ''))
+  trainer.add_upstream_node(drift_check)
   evaluator = ServedBaselineEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
@@ -238,6 +256,7 @@ def create_pipeline(
                         model_evaluation=evaluator.outputs['evaluation'],
                         examples=example_gen.outputs['examples'],
                         train_examples=train_examples,
+                        base_model=warm_start_base.outputs['base_model'],
                         provenance=json.dumps({
                             'pipeline_name': config.pipeline_name,
                             'model': {'kind': kind.name, 'score_key': kind.score_key,
@@ -246,7 +265,7 @@ def create_pipeline(
                             'data': {'root': config.data_dir, 'digits': list(config.digits)}},
                             sort_keys=True))
   bulk_inferrer = anomaly_scorer(example_gen.outputs['examples'], trainer.outputs['model'],
-                                 kind.score_key)
+                                 kind.score_key, fingerprints.get(SCORER_ID, ''))
   bulk_inferrer.add_upstream_node(pusher)
   report = VaeReport(model=trainer.outputs['model'], model_run=trainer.outputs['model_run'],
                      examples=example_gen.outputs['examples'], model_kind=kind.name,
@@ -257,8 +276,8 @@ def create_pipeline(
   report.add_upstream_node(pusher)
 
   components = [served_model, example_gen, statistics_gen, schema_gen, example_validator,
-                transform, *span_window, trainer, evaluator, infra_validator, pusher,
-                bulk_inferrer, report]
+                drift_check, transform, *span_window, warm_start_base, trainer, evaluator,
+                infra_validator, pusher, bulk_inferrer, report]
   code_fingerprint.check_covered([component.id for component in components], fingerprints)
   if last_components:
     components = upstream_closure(components, last_components)

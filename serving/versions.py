@@ -11,7 +11,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Set
 
 import grpc
 import tensorflow as tf

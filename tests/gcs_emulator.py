@@ -45,6 +45,8 @@ import urllib.parse
 import uuid
 from typing import Dict, List, Optional, Tuple
 
+from tests import certificates
+
 GCS_HOSTS = ('www.googleapis.com', 'storage.googleapis.com', 'oauth2.googleapis.com')
 FOLDER_MARKER = '.gcs-folder-marker'
 READY_LINE = 'gcs-emulator ready'
@@ -471,30 +473,7 @@ def make_handler(gcs: Gcs):
 
 def write_certificate(cert_dir: str) -> str:
   """A self-signed certificate for the GCS host names and 127.0.0.1; returns its path."""
-  from cryptography import x509  # pylint: disable=g-import-not-at-top
-  from cryptography.hazmat.primitives import hashes, serialization  # pylint: disable=g-import-not-at-top
-  from cryptography.hazmat.primitives.asymmetric import ec  # pylint: disable=g-import-not-at-top
-  import ipaddress  # pylint: disable=g-import-not-at-top
-  key = ec.generate_private_key(ec.SECP256R1())
-  name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, GCS_HOSTS[0])])
-  now = datetime.datetime.now(datetime.timezone.utc)
-  certificate = (
-      x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-      .serial_number(x509.random_serial_number())
-      .not_valid_before(now - datetime.timedelta(days=1))
-      .not_valid_after(now + datetime.timedelta(days=7))
-      .add_extension(x509.SubjectAlternativeName(
-          [x509.DNSName(host) for host in GCS_HOSTS] +
-          [x509.IPAddress(ipaddress.ip_address('127.0.0.1'))]), critical=False)
-      .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-      .sign(key, hashes.SHA256()))
-  with open(os.path.join(cert_dir, KEY_FILE), 'wb') as f:
-    f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-  cert_path = os.path.join(cert_dir, CERT_FILE)
-  with open(cert_path, 'wb') as f:
-    f.write(certificate.public_bytes(serialization.Encoding.PEM))
-  return cert_path
+  return certificates.write_self_signed(cert_dir, GCS_HOSTS, CERT_FILE, KEY_FILE)[0]
 
 
 def write_credentials(cert_dir: str) -> str:

@@ -116,6 +116,9 @@ def _outcome(summary):
   """(exit code, the summary's last line): did this run leave its model pushed?"""
   if summary.pushed_path and summary.pushed_on_disk:
     return flags.EXIT_OK, f'Result: model pushed (exit status {flags.EXIT_OK}).'
+  if summary.drift_stopped:
+    return flags.EXIT_NOT_PUSHED, ('Result: stopped before training: the data drifted '
+                                   f'(exit status {flags.EXIT_NOT_PUSHED}).')
   reason = ('the Evaluator did not bless it' if summary.blessed is False
             else 'its version is no longer on disk' if summary.pushed_path
             else 'it was not pushed')

@@ -22,12 +22,14 @@ from vaetfx.shared import storage, validation
 EXIT_OK = 0  # Done: a run pushed its model (or had nothing to do), a query was answered.
 EXIT_FAILED = 1  # Something failed that the input did not cause: a component, the server.
 EXIT_BAD_INPUT = 2  # A flag, path or input file is wrong; the message names it.
-EXIT_NOT_PUSHED = 3  # The run finished, but its model was not blessed or not pushed.
+EXIT_NOT_PUSHED = 3  # The run finished, but its model was not blessed or not pushed (or,
+# with --on-drift stop, the data drifted and nothing trained).
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it (128 + SIGINT).
 EXIT_CODES_HELP = (
     'Exit codes: 0 done (for run: the model was pushed, or nothing needed doing); '
     '1 failed (a component or the server; not the input); 2 bad flag, path or input file; '
-    '3 the run finished but its model was not blessed or not pushed; 130 interrupted (Ctrl-C). '
+    '3 the run finished but its model was not blessed or not pushed, or it stopped before '
+    'training because the data drifted (--on-drift stop); 130 interrupted (Ctrl-C). '
     'Add --verbose (or set VAETFX_VERBOSE=1) for tracebacks and TensorFlow\'s own log lines.')
 INT64_MAX = 2**63 - 1
 # A URI TFX's fileio may serve: a scheme, '://', then at least a bucket or host.
@@ -278,6 +280,9 @@ def add_settings_flags(parser: argparse.ArgumentParser):
                     help='Also refuse a model more than this many nats below the served '
                          'model on any one digit. Default: off (the floor and the tolerance '
                          'gate the mean over all digits; per-digit ELBOs are reported only).')
+  _add_dataclass_flags(parser, configs.DriftConfig,
+                       'drift check before training (the new data against the previous data '
+                       'and the served model)')
   _add_dataclass_flags(parser, configs.ReportConfig,
                        'report: held-out log-likelihood (IWAE bound)')
   push = parser.add_argument_group('pusher')
@@ -327,6 +332,7 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
                               args.keep_versions),
       beam=beam_config(args),
       report=_from_flags(configs.ReportConfig, args),
+      drift=_from_flags(configs.DriftConfig, args),
       enable_cache=not args.no_cache,
       pipeline_root_uri=pipeline_root_uri,
   )

@@ -46,6 +46,7 @@ def _score(args) -> int:
     return flags.EXIT_BAD_INPUT
   total = sum(counts.values())
   beam = flags.beam_config(args)
+  batch_scoring.import_beam()  # Before the clock starts: the time printed is the scoring's.
   per_split = ', '.join(f'{split} {count:,}' for split, count in counts.items())
   print(f'vaetfx score: scoring {total:,} images ({per_split}) from {data_dir} with {model_path} '
         f'on Beam ({" ".join(beam.pipeline_args()) or "DirectRunner, in_memory"}) ...', flush=True)
@@ -64,8 +65,8 @@ def add_subcommands(subparsers) -> None:
   score = subparsers.add_parser(
       'score', help='Score every image of an MNIST-format data set with a model, on Beam.',
       description='Computes each image\'s ELBO under the model (its anomaly score: low means '
-                  'unlike the training data) with tfx-bsl\'s RunInference on Beam, through the '
-                  f'model\'s {SIGNATURE!r} signature, as the pipeline\'s BulkInferrer does, and '
+                  'unlike the training data) on Beam, through the model\'s '
+                  f'{SIGNATURE!r} signature in batches, with the pipeline\'s scorer\'s code, and '
                   'writes a CSV of rank, split, index, label and elbo, lowest ELBO first. A '
                   'plain autoencoder (run --model ae) is scored by its '
                   'reconstruction_log_likelihood instead, the last column\'s name then.',

@@ -51,7 +51,6 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from absl import logging
 from tfx import types
-from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.util import model_utils
 from tfx.dsl.components.base import base_executor
 from tfx.dsl.io import fileio
@@ -60,6 +59,8 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from vaetfx.components import span_window
+from vaetfx.components.warm_start_base import executor as warm_start_base
 from vaetfx.models import score_metrics
 from vaetfx.shared import serving_folder, storage
 from vaetfx.shared.model_name import check_model_name
@@ -73,7 +74,6 @@ CODE_FINGERPRINT_KEY = 'code_fingerprint'
 PROVENANCE_KEY = 'provenance'
 EVALUATION_KEY = 'model_evaluation'
 TRAIN_EXAMPLES_KEY = 'train_examples'
-SPAN = example_gen_utils.SPAN_PROPERTY_NAME
 # Custom properties of the PushedModel: 1 when its model was already served and nothing was
 # copied; the version a new push replaced as the served one; the foreign entries left alone.
 ALREADY_SERVED_KEY = 'already_served'
@@ -294,9 +294,9 @@ def _scores(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
 
 
 def spans(artifacts: List[types.Artifact]) -> List[int]:
-  """The span custom properties (as TFX's ExampleGen driver sets them) of `artifacts`, sorted."""
-  return sorted(artifact.get_int_custom_property(SPAN) for artifact in artifacts
-                if artifact.has_custom_property(SPAN))
+  """The spans of `artifacts` (components/span_window.span_of), sorted."""
+  return sorted(span for span in (span_window.span_of(a.mlmd_artifact) for a in artifacts)
+                if span is not None)
 
 
 def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
@@ -306,8 +306,7 @@ def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
   if not examples:
     return {}
   artifact = artifact_utils.get_single_instance(examples)
-  # The custom property: Examples' `span` property is never set (it would read 0).
-  data = {'examples_uri': artifact.uri, 'span': artifact.get_int_custom_property(SPAN),
+  data = {'examples_uri': artifact.uri, 'span': span_window.span_of(artifact.mlmd_artifact),
           'splits': artifact_utils.decode_split_names(artifact.split_names),
           'input_fingerprint': artifact.get_string_custom_property('input_fingerprint')}
   train_examples = input_dict.get(TRAIN_EXAMPLES_KEY)
@@ -316,11 +315,21 @@ def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
   return data
 
 
+def _warm_start(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
+  """The version the Trainer was given to start from (None: a cold start), and why cold."""
+  base_models = input_dict.get(standard_component_specs.BASE_MODEL_KEY)
+  if not base_models:
+    return {}
+  return {warm_start_base.PROVENANCE_ENTRY:
+              warm_start_base.provenance_entry(artifact_utils.get_single_instance(base_models))}
+
+
 def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optional[str],
                       served: Optional[serving_folder.Version],
                       rollback_of: Optional[int]) -> Dict[str, Any]:
   """The pushed version's story (serving_folder.PROVENANCE_FILE): the pipeline's static part
-  and what this run knows: when, which run, its scores and data, what it replaced."""
+  and what this run knows: when, which run, its scores and data, the version its training
+  started from (`warm_start`), what it replaced."""
   static = json.loads(exec_properties.get(PROVENANCE_KEY) or '{}')
   data = {**static.pop('data', {}), **_data(input_dict)}
   return {
@@ -330,6 +339,7 @@ def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optio
       'pushed_at': serving_folder.pushed_at_now(),
       'scores': _scores(input_dict),
       'data': data,
+      **_warm_start(input_dict),
       'replaced': served.number if served else None,
       'rollback_of': rollback_of,
   }

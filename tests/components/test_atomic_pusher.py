@@ -25,6 +25,7 @@ from tfx.utils import io_utils, path_utils
 
 from vaetfx.components.atomic_pusher import executor
 from vaetfx.components.atomic_pusher.component import AtomicPusher
+from vaetfx.components.warm_start_base import executor as warm_start_base
 from vaetfx.shared import serving_folder
 
 MODEL_NAME = 'vae'
@@ -162,6 +163,22 @@ def test_every_pushed_version_tells_its_story(push):
   assert record['version'] == int(second) and record['replaced'] == int(first)
   assert record['rollback_of'] is None and record['producer'] == 'vaetfx'
   assert record['pushed_at'].endswith('+00:00')
+
+
+@pytest.mark.parametrize('base_version, reason, expected', [
+    (5, '', {'base_version': 5, 'reason': ''}),
+    (-1, 'nothing served', {'base_version': None, 'reason': 'nothing served'}),
+])
+def test_the_provenance_record_names_the_version_training_started_from(base_version, reason,
+                                                                      expected):
+  base_model = standard_artifacts.Model()
+  base_model.set_int_custom_property(warm_start_base.BASE_VERSION_KEY, base_version)
+  base_model.set_string_custom_property(warm_start_base.REASON_KEY, reason)
+  record = executor.provenance_record({executor.PROVENANCE_KEY: json.dumps(PROVENANCE)},
+                                      {'base_model': [base_model]}, 'run', None, None)
+  assert record[warm_start_base.PROVENANCE_ENTRY] == expected
+  assert warm_start_base.PROVENANCE_ENTRY not in executor.provenance_record(
+      {executor.PROVENANCE_KEY: json.dumps(PROVENANCE)}, {}, 'run', None, None)
 
 
 def test_unblessed_model_is_not_pushed_and_the_served_version_stays(push):

@@ -4,7 +4,6 @@ import re
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from google.protobuf import message
 from ml_metadata import metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -80,18 +79,6 @@ def test_writes_train_and_eval_splits_with_every_image(tmp_path, mnist_idx_dir, 
       assert got_label == label
     assert os.listdir(os.path.join(examples.uri, f'Split-{split}')) == [executor.FILE_NAME]
   assert examples_utils.get_payload_format(examples) == example_gen_pb2.FORMAT_TF_EXAMPLE
-
-
-def test_bulk_serialization_equals_a_tf_example_built_field_by_field():
-  rng = np.random.default_rng(17)
-  images = rng.integers(0, 256, (50, 28, 28), dtype=np.uint8)  # every byte value, 2-byte varints too
-  labels = rng.integers(0, 10, 50, dtype=np.uint8)
-  for image, label, record in zip(images, labels, executor.serialize_examples(images, labels)):
-    expected = tf.train.Example(features=tf.train.Features(feature={
-        'image': tf.train.Feature(int64_list=tf.train.Int64List(value=image.reshape(-1).tolist())),
-        'label': tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-    }))
-    assert tf.train.Example.FromString(record) == expected
 
 
 def test_reads_mnist_from_a_non_local_uri(tmp_path, mnist_splits, ram_fileio_root):

@@ -13,9 +13,9 @@ from tfx.types import channel, standard_artifacts
 from tfx.utils import import_utils
 
 from tests import model_fixtures
-from vaetfx.components.mnist_example_gen.executor import to_example
 from vaetfx.components.vae_report import executor
 from vaetfx.components.vae_report.component import VaeReport, VaeReportArtifact
+from vaetfx.shared.examples import to_example
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 ALWAYS_DRAWN = (executor.RECONSTRUCTIONS_FILE, executor.PRIOR_SAMPLES_FILE,

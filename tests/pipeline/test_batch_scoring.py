@@ -13,10 +13,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import synthetic_mnist
+from tests import artifacts, synthetic_mnist
+from tests.components import test_anomaly_scorer
 from vaetfx import cli, flags
+from vaetfx.components.mnist_example_gen import executor as example_gen_executor
 from vaetfx.models import export
 from vaetfx.pipeline import batch_scoring
+from vaetfx.shared import features
 
 REAL, INVERTED, NOISE = 100, 20, 20
 # Measured with the tiny model (2 epochs on 200 drawn digits): real digits -409 to -481 nats,
@@ -87,6 +90,28 @@ def test_rows_are_ranked_worst_first_and_hold_each_images_own_score(scored, mixe
   by_index = np.array([float(row['elbo']) for row in sorted(rows, key=lambda r: int(r['index']))])
   direct = export.load_exported_model(exported_model_dir).reconstruct(images)['elbo']
   np.testing.assert_allclose(by_index, direct, rtol=1e-4, atol=1e-2)
+
+
+def test_the_pipelines_scorer_gives_each_image_the_score_vaetfx_score_gives_it(
+    scored, mixed_data_dir, exported_model_dir, tmp_path):
+  """The same images as ExampleGen writes them, through the pipeline's AnomalyScorer."""
+  _, rows, _ = scored
+  _, images = mixed_data_dir
+  examples_dir = tmp_path / 'examples'
+  os.makedirs(examples_dir / 'Split-eval')
+  example_gen_executor.write_examples(
+      str(examples_dir / 'Split-eval' / example_gen_executor.FILE_NAME), images,
+      np.array([int(row['label']) for row in sorted(rows, key=lambda r: int(r['index']))]))
+  output = test_anomaly_scorer.score_split(str(examples_dir), exported_model_dir,
+                                           str(tmp_path / 'scored'), 'elbo')
+  by_image = {}
+  for example in artifacts.read_examples(output.uri, features.EVAL_SPLIT):
+    image = bytes(np.array(example.features.feature['image'].int64_list.value, np.uint8))
+    by_image[image] = example.features.feature['elbo'].float_list.value[0]
+  csv_scores = {int(row['index']): float(row['elbo']) for row in rows}
+  assert len(csv_scores) == len(images)
+  for index, image in enumerate(images):
+    assert round(by_image[image.tobytes()], 4) == pytest.approx(csv_scores[index], abs=1e-4)
 
 
 def test_progress_line_and_summary_name_the_newest_version(scored, serving_dir):

@@ -129,7 +129,7 @@ def test_bulk_inferrer_scores_the_heldout_split_after_the_push_for_the_report(co
   scorer = tasks['BulkInferrer']
   assert scorer.inputs.artifacts['model'].task_output_artifact.producer_task == 'Trainer'
   assert 'AtomicPusher' in scorer.dependent_tasks
-  assert 'eval' in json_format.MessageToJson(scorer.inputs.parameters['data_spec'])
+  assert 'eval' in json_format.MessageToJson(scorer.inputs.parameters['split'])
   report_input = tasks['VaeReport'].inputs.artifacts['scored_examples'].task_output_artifact
   assert (report_input.producer_task, report_input.output_artifact_key) == (
       'BulkInferrer', 'output_examples')
@@ -166,10 +166,12 @@ def test_infra_validator_runs_through_the_entrypoint_and_gates_the_pusher(compil
   assert args[args.index('--executor_class_path') + 1] == (
       'vaetfx.components.serving_infra_validator.executor.Executor')
   pusher_inputs = spec.root.dag.tasks['AtomicPusher'].inputs.artifacts
-  # No `model`: the blessing's copy is pushed; the evaluation, the examples and the trained
-  # examples (their spans) tell its story.
+  # No `model`: the blessing's copy is pushed; the evaluation, the examples, the trained
+  # examples (their spans) and the base model (the version its training started from) tell
+  # its story.
   assert set(pusher_inputs) == {'model_blessing', 'infra_blessing', 'model_evaluation',
-                                'examples', 'train_examples'}
+                                'examples', 'train_examples', 'base_model'}
+  assert pusher_inputs['base_model'].task_output_artifact.producer_task == 'WarmStartBase'
   assert pusher_inputs['infra_blessing'].task_output_artifact.producer_task == (
       'ServingInfraValidator')
 
@@ -724,8 +726,7 @@ def test_compile_kubeflow_puts_the_autoencoder_into_the_spec(tmp_path):
   assert eval_config['model_specs'][0]['prediction_key'] == 'reconstruction_log_likelihood'
   [metric] = eval_config['metrics_specs'][0]['metrics']
   assert metric['class_name'] == 'MeanReconstructionLogLikelihood'
-  assert 'reconstruction_log_likelihood' in _task_parameters(spec, 'BulkInferrer')[
-      'output_example_spec']
+  assert _task_parameters(spec, 'BulkInferrer')['score_key'] == 'reconstruction_log_likelihood'
   assert _task_parameters(spec, 'AtomicPusher')['model_name'] == 'ae'
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests import synthetic_mnist
+from tests import certificates, synthetic_mnist
 from tests.serving.helpers import MODEL_NAME, push, running_server
 from vaetfx.serving import client
 from vaetfx.shared import features
@@ -59,3 +59,9 @@ def model_server(serving_dir):
 def serving(model_server):
   with client.ServingClient(model_server.address, MODEL_NAME, timeout=30) as serving_client:
     yield serving_client
+
+
+@pytest.fixture(scope='session')
+def certificate(tmp_path_factory):
+  """(cert.pem, key.pem) of a self-signed CA for localhost and 127.0.0.1."""
+  return certificates.write_self_signed(str(tmp_path_factory.mktemp('tls')), ['localhost'])

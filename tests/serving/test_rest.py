@@ -14,7 +14,6 @@ from google.protobuf import json_format
 
 from tests.serving.helpers import MODEL_NAME, running_server
 from tests.serving.test_server import signature_inputs
-from tests.serving.test_tls import certificate  # pylint: disable=unused-import  # noqa: F401
 from vaetfx.serving import batching, client, json_tensors, limits, rest, status
 
 MAX_MESSAGE_BYTES = 1 << 20

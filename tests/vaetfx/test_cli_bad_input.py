@@ -265,7 +265,8 @@ def test_help_documents_the_exit_codes():
 
 
 def test_ctrl_c_during_training_cancels_it_in_ml_metadata(files, tmp_path):
-  """SIGINT, as Ctrl-C sends it, while the Trainer runs: one line, status 130, nothing RUNNING."""
+  """SIGINT, as Ctrl-C sends it, while the Trainer runs: one line, status 130, nothing RUNNING.
+  Seven components run before the Trainer: the data five, ServedModelImporter, WarmStartBase."""
   from ml_metadata.metadata_store import metadata_store  # pylint: disable=g-import-not-at-top
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
   output_dir = tmp_path / 'outputs'
@@ -285,7 +286,7 @@ def test_ctrl_c_during_training_cancels_it_in_ml_metadata(files, tmp_path):
     process.kill()
   assert process.returncode == flags.EXIT_INTERRUPTED, stderr
   assert stderr.strip().splitlines() == [
-      'vaetfx run: interrupted during Trainer (6 components finished); '
+      'vaetfx run: interrupted during Trainer (7 components finished); '
       'a re-run resumes from the cache.']
   store = metadata_store.MetadataStore(
       metadata_store_pb2.ConnectionConfig(sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(

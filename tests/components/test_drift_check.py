@@ -13,9 +13,9 @@ from tfx.types import channel, standard_artifacts
 from tests import synthetic_mnist
 from vaetfx.components.drift_check import driver, executor
 from vaetfx.components.drift_check.component import DataDrift, DriftCheck
-from vaetfx.components.mnist_example_gen.executor import to_example
 from vaetfx.components.served_baseline import executor as served_baseline
 from vaetfx.shared import features
+from vaetfx.shared.examples import to_example
 
 THRESHOLD = 0.1
 SERVED_VERSION = 7

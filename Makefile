@@ -10,7 +10,7 @@ RUN_ARGS  ?=
 PYTHON310 := $(shell for p in $$(command -v python3.10) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: setup run test bench-train bench-serve bench-data bench-score image compile-kubeflow clean
+.PHONY: setup run test bench-train bench-serve bench-data bench-score bench-continuous bench-drift image compile-kubeflow clean
 
 setup: $(BIN)/vaetfx
 
@@ -73,6 +73,32 @@ BENCH_DATA_ARGS ?=
 
 bench-data: setup
 	$(BIN)/python bench/data_bench.py --data-dir $(DATA_DIR) $(BENCH_DATA_ARGS)
+
+# Continuous-training benchmark (not a test), on real MNIST cut into spans (bench/make_spans.py):
+# the data half of a run on a new span with the older span cached against computing both, and a
+# retrain on span 2 warm-started from the span-1 model against a cold one, side by side.
+# BENCH_CONTINUOUS_ARGS e.g. '--rounds 5'; BENCH_WARM_START_ARGS e.g. '--warm-epochs 2 3'.
+BENCH_CONTINUOUS_ARGS ?=
+BENCH_WARM_START_ARGS ?=
+
+bench-continuous: setup
+	$(BIN)/python bench/continuous_bench.py --data-dir $(DATA_DIR) $(BENCH_CONTINUOUS_ARGS)
+	$(BIN)/python bench/warm_start_bench.py --data-dir $(DATA_DIR) $(BENCH_WARM_START_ARGS)
+
+# Drift benchmark (not a test): the drift check's distances on real MNIST, drifted (digits 0-4
+# after 5-9, inverted digits) and not (random re-splits), from which --drift-threshold's default
+# was chosen. Trains (or finds cached) two 4-epoch models to score with, in DRIFT_MODELS.
+DRIFT_MODELS ?= $(OUTPUT_DIR)/drift-bench
+BENCH_DRIFT_ARGS ?=
+
+bench-drift: setup
+	$(BIN)/vaetfx run --data-dir $(DATA_DIR) --digits 5,6,7,8,9 --epochs 4 --likelihood-examples 0 \
+		--output-dir $(DRIFT_MODELS)/digits-5-9
+	$(BIN)/vaetfx run --data-dir $(DATA_DIR) --epochs 4 --likelihood-examples 0 \
+		--output-dir $(DRIFT_MODELS)/all-digits
+	$(BIN)/python bench/drift_bench.py --data-dir $(DATA_DIR) \
+		--model-59 $(DRIFT_MODELS)/digits-5-9/serving/vae \
+		--model-all $(DRIFT_MODELS)/all-digits/serving/vae $(BENCH_DRIFT_ARGS)
 
 # Batch-scoring benchmark (not a test): the model's from_examples called in-process in batches
 # of 256 (the floor) against `vaetfx score` and the pipeline's scorer on the same t10k images,

@@ -1,22 +1,30 @@
 """Benchmark: what serving over gRPC costs on top of calling the model in-process.
 
 Measures serving_default at batch 1 and 64 (latency p50/p99) and requests per
-second with 16 concurrent clients (batch 1), for the model called in-process
-(the floor), for `vaetfx serve` in its own process, and for the same server with
-batching (serving/deploy/batching_parameters.txt); in the same run, a gRPC round
-trip without model work (GetModelStatus), the in-process call made that round
-trip after the previous one (the idle gap a server's model calls have), and the
-server's peak resident memory while answering batches of 1, 64 and 10,000 rows,
-with its memory before and after; and 32 concurrent requests each just under every
-per-request limit of the server's defaults (10,000 rows, --max-decoded-mb, --max-sample-count),
-with the server's peak resident memory (VmHWM, and VmRSS sampled every 10 ms), every answer
-checked against the model in-process, and the p50/p99 of batch-1 requests sent alongside
-against the same requests without them. Prints three tables.
+second with 16 concurrent clients (batch 1), with the CPU time client and
+server spent per request, for the model called in-process (the floor) and for
+`vaetfx serve` in its own process: as it starts by default (batching on, one
+TensorFlow thread per pool), with --no-enable-batching, with TensorFlow's own
+thread pools (one thread per core), and with TF Serving's deploy file
+(serving/deploy/batching_parameters.txt). The servers run side by side and
+every case is measured in turn, --rounds times, medians reported, so other
+load on the machine affects all alike. In the same rounds: a gRPC round trip
+without model work (GetModelStatus), and the in-process call made that round
+trip after the previous one ended (the idle gap a server's model calls have);
+together they are the batch-1 floor. Then the server's peak resident memory
+while answering batches of 1, 64 and 10,000 rows, with its memory before and
+after; and 32 concurrent requests each just under every per-request limit of
+the server's defaults (10,000 rows, --max-decoded-mb, --max-sample-count),
+with the server's peak resident memory (VmHWM, and VmRSS sampled every 10 ms),
+every answer checked against the model in-process, and the p50/p99 of batch-1
+requests sent alongside against the same requests without them. Prints the
+load average (other processes skew every number) and four tables.
 
   python bench/serve_bench.py --model-dir outputs/serving/vae      (make bench-serve)
   python bench/serve_bench.py --only-large-requests                (the last case alone)
 """
 import argparse
+import contextlib
 import itertools
 import os
 import subprocess
@@ -61,8 +69,16 @@ def percentiles_ms(call, repeats: int, pause_seconds: float = 0.0):
   return tuple(float(np.percentile(seconds, q)) * 1e3 for q in (50, 99))
 
 
-def requests_per_second(make_call, images, seconds: float) -> float:
-  """CLIENTS threads, each with its own `make_call()`, send `images` in a loop for `seconds`."""
+def cpu_seconds(pid='self') -> float:
+  """User and system CPU time a process has used so far (/proc/PID/stat)."""
+  with open(f'/proc/{pid}/stat', encoding='ascii') as f:
+    fields = f.read().rsplit(')', 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def requests_per_second(make_call, images, seconds: float, server_pid=None):
+  """CLIENTS threads, each with its own `make_call()`, send `images` in a loop for `seconds`:
+  (requests per second, CPU ms per request of this process, of the server's)."""
   stop = threading.Event()
   counts = [0] * CLIENTS
 
@@ -72,22 +88,27 @@ def requests_per_second(make_call, images, seconds: float) -> float:
       counts[index] += 1
 
   threads = [threading.Thread(target=loop, args=(i, make_call())) for i in range(CLIENTS)]
+  own, server = cpu_seconds(), cpu_seconds(server_pid) if server_pid else 0.0
   for thread in threads:
     thread.start()
   time.sleep(seconds)
   stop.set()
   for thread in threads:
     thread.join()
-  return sum(counts) / seconds
+  requests = sum(counts)
+  server = cpu_seconds(server_pid) - server if server_pid else 0.0
+  return (requests / seconds, (cpu_seconds() - own) / requests * 1e3,
+          server / requests * 1e3)
 
 
-def measure(make_call, images, args):
-  """One table row: batch 1 and batch 64 latency, then throughput of 16 clients at batch 1."""
+def measure(make_call, images, args, server_pid=None):
+  """One round of a table row: batch 1 and batch 64 latency, then throughput of 16 clients
+  at batch 1 with CPU ms per request (this process's, the server's)."""
   call = make_call()
   one, many = images[:1], images[:64]
   return (*percentiles_ms(lambda: call(one), args.repeats),
           *percentiles_ms(lambda: call(many), max(20, args.repeats // 5)),
-          requests_per_second(make_call, one, args.seconds))
+          *requests_per_second(make_call, one, args.seconds, server_pid))
 
 
 def paused_in_process_ms(make_call, images, round_trip_ms: float, repeats: int) -> float:
@@ -207,6 +228,10 @@ class LocalServer:
     with client.ServingClient(self.address, model_name) as serving:
       return percentiles_ms(serving.version_states, repeats)[0]
 
+  @property
+  def pid(self) -> int:
+    return self._process.pid
+
   def calls(self, model_name: str):
     """A fresh client (own channel) per call site, as separate client processes would have."""
     def make_call():
@@ -275,22 +300,34 @@ def print_memory(rows):
     print(f'{size:<20,}{before >> 20:>10}{peak >> 20:>10}{after >> 20:>12}')
 
 
-def print_table(rows, round_trip_ms: float, paused_ms: float):
-  header = (f'{"":<28}{"batch 1 p50":>12}{"p99":>8}{"batch 64 p50":>14}{"p99":>8}'
-            f'{f"{CLIENTS} clients":>13}')
-  print(f'\n{header}\n{"":<28}{"ms":>12}{"ms":>8}{"ms":>14}{"ms":>8}{"req/s":>13}')
+COLUMNS = ('batch 1 p50', 'p99', 'batch 64 p50', 'p99', f'{CLIENTS} clients', 'client CPU',
+           'server CPU')
+UNITS = ('ms', 'ms', 'ms', 'ms', 'req/s', 'ms/req', 'ms/req')
+
+
+def print_table(rows, round_trip_ms: float, paused_ms: float, rounds: int):
+  """`rows`: (name, medians in COLUMNS order); rows[0] is the in-process floor."""
+  print(f'\nMedians of {rounds} rounds; CPU: milliseconds of CPU time per request at {CLIENTS} '
+        'clients, of the clients\' process and of the server\'s')
+  print(f'{"":<44}' + ''.join(f'{c:>13}' for c in COLUMNS))
+  print(f'{"":<44}' + ''.join(f'{u:>13}' for u in UNITS))
   for name, values in rows:
-    print(f'{name:<28}{values[0]:>12.2f}{values[1]:>8.2f}{values[2]:>14.2f}{values[3]:>8.2f}'
-          f'{values[4]:>13.0f}')
-  floor, served = rows[0][1], rows[1][1]
-  print(f'\nServer overhead at batch 1, p50: {served[0] - floor[0]:+.2f} ms '
-        f'(goal: under 1 ms); at batch 64: {served[2] - floor[2]:+.2f} ms.\n'
-        f'gRPC round trip without model work (GetModelStatus), p50: {round_trip_ms:.2f} ms; '
-        f'over the in-process call and that round trip, the server adds '
-        f'{served[0] - floor[0] - round_trip_ms:+.2f} ms at batch 1.\n'
-        f'In-process calls {round_trip_ms:.2f} ms apart (the gap a server sees between '
-        f'requests), p50: {paused_ms:.2f} ms; over those and the round trip the server adds '
-        f'{served[0] - paused_ms - round_trip_ms:+.2f} ms.')
+    print(f'{name:<44}' + ''.join(f'{v:>13.0f}' if u == 'req/s' else f'{v:>13.2f}'
+                                   for v, u in zip(values, UNITS)))
+  floor_ms = paused_ms + round_trip_ms
+  in_process = rows[0][1]
+  print(f'\nBatch-1 floor: the in-process call {round_trip_ms:.2f} ms after the previous one '
+        f'ended, p50 {paused_ms:.2f} ms (back to back {in_process[0]:.2f} ms), + a gRPC round '
+        f'trip without model work (GetModelStatus), p50 {round_trip_ms:.2f} ms = '
+        f'{floor_ms:.2f} ms.\n{CLIENTS}-client floor: the in-process calls from {CLIENTS} '
+        f'threads, {in_process[4]:.0f} req/s.')
+  print(f'{"":<44}{"batch 1 p50":>13}{"over floor":>13}{f"{CLIENTS} clients":>13}'
+        f'{"of floor":>13}')
+  for name, values in rows[1:]:
+    print(f'{name:<44}{values[0]:>10.2f} ms{values[0] - floor_ms:>+10.2f} ms'
+          f'{values[4]:>7.0f} req/s{values[4] / in_process[4]:>13.2f}')
+  print('Goals (issue #25): batch-1 p50 within +0.50 ms of the floor; with batching, '
+        f'{CLIENTS} clients at >= 0.80 of the floor.')
 
 
 def main(argv=None) -> int:
@@ -300,6 +337,8 @@ def main(argv=None) -> int:
                       help='<serving_dir>/<model_name> with pushed versions; the newest is used.')
   parser.add_argument('--repeats', type=int, default=500, help='Calls per batch-1 percentile.')
   parser.add_argument('--seconds', type=float, default=5.0, help='Duration of each throughput run.')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='Times every case is measured, in turn; medians are reported.')
   parser.add_argument('--only-large-requests', action='store_true',
                       help=f'Run only the {LARGE_CLIENTS} concurrent large requests.')
   args = parser.parse_args(argv)
@@ -317,20 +356,37 @@ def main(argv=None) -> int:
     with LocalServer(args.model_dir) as server:
       print_large(*server.large_requests_case(model_name, images, newest[max(newest)]))
     return 0
-  in_process = in_process_calls(newest[max(newest)])
-  rows = [('in-process (floor)', measure(in_process, images, args))]
-  with LocalServer(args.model_dir) as server:
-    rows.append(('vaetfx serve', measure(server.calls(model_name), images, args)))
-    round_trip_ms = server.round_trip_ms(model_name, args.repeats)
-    memory = server.memory_rows(model_name, images)
-  paused_ms = paused_in_process_ms(in_process, images, round_trip_ms, args.repeats)
-  with LocalServer(args.model_dir, ['--batching-parameters-file', BATCHING_FILE]) as server:
-    rows.append(('vaetfx serve, batching', measure(server.calls(model_name), images, args)))
-  with LocalServer(args.model_dir) as server:
-    large = server.large_requests_case(model_name, images, newest[max(newest)])
-  print_table(rows, round_trip_ms, paused_ms)
+  version_dir = newest[max(newest)]
+  in_process = in_process_calls(version_dir)
+  cases = [('vaetfx serve (batching on, the default)', []),
+           ('vaetfx serve --no-enable-batching', ['--no-enable-batching']),
+           ('vaetfx serve, TensorFlow\'s thread pools', ['--tensorflow-intra-op-parallelism', '0',
+                                                        '--tensorflow-inter-op-parallelism', '0']),
+           ('vaetfx serve, TF Serving\'s deploy file', ['--batching-parameters-file',
+                                                        BATCHING_FILE])]
+  results = {name: [] for name in ['in-process (floor)'] + [name for name, _ in cases]}
+  round_trips, paused = [], []
+  with contextlib.ExitStack() as stack:
+    servers = {name: stack.enter_context(LocalServer(args.model_dir, flags))
+               for name, flags in cases}
+    for index in range(args.rounds):
+      print(f'round {index + 1}/{args.rounds}, load average {os.getloadavg()[0]:.1f}',
+            flush=True)
+      results['in-process (floor)'].append(measure(in_process, images, args))
+      for name, server in servers.items():
+        results[name].append(measure(server.calls(model_name), images, args, server.pid))
+      default = servers[cases[0][0]]
+      round_trips.append(default.round_trip_ms(model_name, args.repeats))
+      paused.append(paused_in_process_ms(in_process, images, round_trips[-1], args.repeats))
+    memory = servers[cases[0][0]].memory_rows(model_name, images)
+  print(f'\nLoad average after the rounds: {os.getloadavg()[0]:.1f}')
+  print_table([(name, np.median(np.array(values), axis=0)) for name, values in results.items()],
+              float(np.median(round_trips)), float(np.median(paused)), args.rounds)
   print_memory(memory)
-  print_large(*large)
+  sys.stdout.flush()
+  with LocalServer(args.model_dir) as server:
+    print_large(*server.large_requests_case(model_name, images, version_dir))
+  print(f'Load average at the end: {os.getloadavg()[0]:.1f}')
   return 0
 
 

@@ -25,6 +25,7 @@ sense for it, with the same inputs; its code has no prior, so it has no `sample`
   decode           latent [N, L] -> images [N, 28, 28] (probabilities)
   from_examples    examples -> the outputs of serving_default
 """
+import os
 from typing import Dict
 
 import numpy as np
@@ -35,6 +36,7 @@ from vaetfx.models import autoencoder as autoencoder_lib
 from vaetfx.models import kinds
 from vaetfx.models import vae as vae_lib
 from vaetfx.models.hparams import TrainingHparams
+from vaetfx.models.vae import EncoderDecoder
 from vaetfx.shared import features
 
 # The per-image score each kind of model outputs: the gate's metric averages it.
@@ -83,11 +85,13 @@ class _TransformingModule(tf.Module):
 class VaeServingModule(_TransformingModule):
   """What the VAE's SavedModel holds: its variables, the Transform layer and the signatures."""
 
+  WEIGHTS = 'vae_variables'  # The attribute holding the model's variables (restore_weights).
+
   def __init__(self, vae: vae_lib.VAE, tf_transform_output: tft.TFTransformOutput,
                eval_samples: int):
     super().__init__(tf_transform_output, vae.latent_dim)
     self.vae = vae  # Not trackable: the SavedModel keeps its variables, below.
-    self.vae_variables = vae.variables
+    setattr(self, self.WEIGHTS, vae.variables)
     self.eval_noise = tf.constant(vae_lib.eval_noise(eval_samples, vae.latent_dim))
     self.encode = _signature(self._encode, IMAGES_SPEC)
     self.decode_logits = _signature(self.vae.decode, _latent_spec(vae.latent_dim))
@@ -131,11 +135,13 @@ class AutoencoderServingModule(_TransformingModule):
   """What the autoencoder's SavedModel holds: its variables, the Transform layer and the
   signatures that make sense for it (no `sample`: its code space has no prior)."""
 
+  WEIGHTS = 'autoencoder_variables'
+
   def __init__(self, autoencoder: autoencoder_lib.Autoencoder,
                tf_transform_output: tft.TFTransformOutput):
     super().__init__(tf_transform_output, autoencoder.latent_dim)
     self.autoencoder = autoencoder  # Not trackable: the SavedModel keeps its variables, below.
-    self.autoencoder_variables = autoencoder.variables
+    setattr(self, self.WEIGHTS, autoencoder.variables)
     self.encode = _signature(
         lambda images: {'latent': self.autoencoder.encode(self._pixels_from_images(images))},
         IMAGES_SPEC)
@@ -202,6 +208,46 @@ def _save(module: _TransformingModule, signature_names, export_dir: str) -> str:
   tf.saved_model.save(module, export_dir,
                       signatures={name: getattr(module, name) for name in signature_names})
   return export_dir
+
+
+class WeightsDoNotFit(ValueError):
+  """A SavedModel's weights cannot start this model; the message says which and why."""
+
+
+def restore_weights(model: EncoderDecoder, export_dir: str, weights_attribute: str):
+  """Assigns to `model`'s variables the weights a serving SavedModel of this module saved.
+
+  Why from the serving SavedModel itself: it is what the serving folder holds,
+  pushed by any earlier run (or rolled back to), so there is no second file to
+  keep in step with it. Its variables/ folder is an object-based checkpoint in
+  which the module's list `weights_attribute` (VaeServingModule.WEIGHTS, ...)
+  holds the model's variables in model.variables order, as `<attribute>/<i>/`;
+  each is read by that key (tf.train.load_checkpoint), never by loading the
+  SavedModel, so nothing is traced, and checked first: the same number of
+  variables with the same shapes, else WeightsDoNotFit and nothing is assigned.
+  The export always saves float32 (float32_copy) and the trained model's
+  variables are float32 under mixed precision too (layer_dtype keeps variables
+  float32), so the values fit whatever precision the new training computes in;
+  assign() on a distributed variable writes every replica.
+  """
+  try:
+    reader = tf.train.load_checkpoint(os.path.join(export_dir, 'variables', 'variables'))
+  except (tf.errors.OpError, ValueError) as e:
+    raise WeightsDoNotFit(f'{export_dir} holds no readable weights ({type(e).__name__})') from e
+  saved_shapes = reader.get_variable_to_shape_map()
+  keys = [f'{weights_attribute}/{i}/.ATTRIBUTES/VARIABLE_VALUE' for i in range(len(model.variables))]
+  saved_count = sum(1 for key in saved_shapes if key.startswith(f'{weights_attribute}/')
+                    and key.endswith('/.ATTRIBUTES/VARIABLE_VALUE'))
+  if saved_count != len(keys):
+    raise WeightsDoNotFit(f'{export_dir} holds {saved_count} {weights_attribute}, this model has '
+                          f'{len(keys)} variables: another kind or architecture')
+  for key, variable in zip(keys, model.variables):
+    if saved_shapes.get(key) != variable.shape.as_list():
+      raise WeightsDoNotFit(f'{export_dir}: variable {variable.name} is {saved_shapes.get(key)} '
+                            f'there and {variable.shape.as_list()} here: another architecture '
+                            'or latent size')
+  for key, variable in zip(keys, model.variables):
+    variable.assign(tf.cast(reader.get_tensor(key), variable.dtype))
 
 
 class NoSuchSignature(KeyError):

@@ -42,6 +42,11 @@ LEARNING_RATE_SCHEDULES = ('cosine', 'constant')
 # The pipeline adds this key to the Trainer's custom_config so that a code change
 # re-trains (pipeline/code_fingerprint.py); it is not a hyperparameter.
 CODE_FINGERPRINT_KEY = 'code_fingerprint'
+# Epochs of a warm-started retrain, from bench/warm_start_bench.py on real MNIST cut into two
+# spans (docs/measurements.md): from the span-1 model, 2 epochs on span 2 ended 0.56 nats above
+# 22 cold epochs (-83.90 against -84.46) in 0.15-0.19 of the cold Trainer time; 3 and 4 epochs
+# ended higher still (-83.56, -83.29) but took 0.21-0.27 of it, over the quarter issue #24 allows.
+WARM_START_EPOCHS = 2
 
 
 def _default_help(name: str) -> str:
@@ -97,6 +102,14 @@ class TrainingHparams:
       'help': 'VAEs only. Noise draws K per image in the deterministic held-out ELBO (the '
               'per-epoch evaluation and the exported `elbo`); each image gets its own fixed '
               'draws. ' + _default_help('eval_samples'),
+      'range': WHOLE_POSITIVE})
+  warm_start: bool = dataclasses.field(default=True, metadata={
+      'help': 'Start from the weights of the served model (the Trainer\'s base model) when it '
+              'is of the same kind and architecture and was trained on other data, and train '
+              '--warm-start-epochs; --no-warm-start always trains from scratch.'})
+  warm_start_epochs: int = dataclasses.field(default=WARM_START_EPOCHS, metadata={
+      'help': 'Passes over the train split when training starts from the served model '
+              '(docs/measurements.md: continuous training).',
       'range': WHOLE_POSITIVE})
   monitor_examples: int = dataclasses.field(default=1000, metadata={
       'help': 'Held-out images scored after each epoch (evenly spaced through the split); '

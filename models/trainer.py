@@ -13,7 +13,10 @@ ELBO per epoch, images/s, and eval reconstructions) and history.json:
    "num_eval_examples": M, "epochs": [{"epoch": 1, "train_elbo": ..., "eval_elbo": ...,
    "images_per_second": ..., "seconds": ..., "eval_seconds": ..., "cpu_seconds": ...},
    ...],
-   "monitor_examples": n, "final_eval_elbo": ..., "final_eval_seconds": ...}
+   "monitor_examples": n, "start": {"warm": true, "base_model": "...", "reason": ""},
+   "final_eval_elbo": ..., "final_eval_seconds": ...}
+`start` is how training began: from the base model's weights (a warm start), or
+from fresh ones with the reason (TrainingLoop).
 ELBOs are in nats per image (negative; higher is better). train_elbo is the mean
 single-sample estimate over the epoch's batches as the weights changed;
 eval_elbo is vae.fixed_noise_elbo after the epoch on `monitor_examples` held-out
@@ -63,6 +66,19 @@ class EpochStats:
   seconds: float
   eval_seconds: float
   cpu_seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+  """How training started: from `base_model`'s weights (warm), or from fresh ones and why not."""
+  warm: bool
+  base_model: str
+  reason: str  # Why the start is cold; empty when warm.
+
+  def describe(self) -> str:
+    if self.warm:
+      return f'warm start from {self.base_model}'
+    return f'cold start: {self.reason}'
 
 
 def distribution_strategy() -> tf.distribute.Strategy:
@@ -146,21 +162,33 @@ class TrainingLoop:
   Keras draws initial weights from the global generators, so construction seeds
   Python's, NumPy's and TensorFlow's with hparams.seed. `step_counts` are the
   batches of each epoch (epoch_step_counts with `train_steps`).
+
+  With `base_model`, a serving SavedModel of an earlier run, and hparams.warm_start,
+  training starts from its weights when they fit this model (same kind, same
+  architecture and latent size) and runs hparams.warm_start_epochs epochs with a
+  fresh optimizer; otherwise it starts cold with hparams.epochs. `start` says which, and
+  why a start is cold.
   """
 
   # The objective's key in history.json and TensorBoard (features.SCORE_NAMES: its words).
   SCORE_KEY = features.ELBO_KEY
+  # Where the exported SavedModel keeps the weights, which a warm start reads back.
+  WEIGHTS = export.VaeServingModule.WEIGHTS
 
   def __init__(self, hparams: TrainingHparams, train_pixels: tf.data.Dataset,
                eval_pixels: tf.data.Dataset, strategy: Optional[tf.distribute.Strategy] = None,
-               train_steps: Optional[int] = None):
+               train_steps: Optional[int] = None, base_model: Optional[str] = None):
     self.hparams = hparams
     self.strategy = strategy or distribution_strategy()
     tf.keras.utils.set_random_seed(hparams.seed)
     train_pixels, self.num_train_examples = cache_and_count(train_pixels)
     eval_pixels, self.num_eval_examples = cache_and_count(eval_pixels)
-    self.step_counts = epoch_step_counts(self.num_train_examples, hparams.batch_size,
-                                         hparams.epochs, train_steps)
+    with self.strategy.scope():
+      self.model = self._build_model()
+    self.start = self._warm_start(base_model)
+    self.step_counts = epoch_step_counts(
+        self.num_train_examples, hparams.batch_size,
+        hparams.warm_start_epochs if self.start.warm else hparams.epochs, train_steps)
     self.train_batches = (train_pixels
                           .shuffle(self.num_train_examples, seed=hparams.seed)
                           .batch(hparams.batch_size)
@@ -173,7 +201,6 @@ class TrainingLoop:
                                     or self.num_eval_examples)
     self.reconstruction_inputs = next(iter(eval_pixels.batch(RECONSTRUCTION_IMAGES)))
     with self.strategy.scope():
-      self.model = self._build_model()
       self.optimizer = make_optimizer(hparams, sum(self.step_counts))
       # Slots made now, not in the first traced call, which would then be traced twice.
       self.optimizer.build(self.model.trainable_variables)
@@ -187,6 +214,19 @@ class TrainingLoop:
     eval_step = tf.autograph.experimental.do_not_convert(self._eval_step)
     self._train_epoch = tf.function(functools.partial(self._sum_over, train_step))
     self._evaluate = tf.function(functools.partial(self._sum_over, eval_step))
+
+  def _warm_start(self, base_model: Optional[str]) -> 'Start':
+    """Loads the base model's weights (a serving SavedModel: export.restore_weights) when
+    warm starting is on and they fit; otherwise keeps the fresh weights and says why."""
+    if not self.hparams.warm_start:
+      return Start(False, base_model or '', 'warm starting is off (--no-warm-start)')
+    if not base_model or not tf.io.gfile.exists(base_model):
+      return Start(False, '', 'no base model to start from')
+    try:
+      export.restore_weights(self.model, base_model, self.WEIGHTS)
+    except export.WeightsDoNotFit as e:
+      return Start(False, base_model, str(e))
+    return Start(True, base_model, '')
 
   def _eval_batches(self, pixels: tf.data.Dataset):
     return self.strategy.experimental_distribute_dataset(
@@ -282,6 +322,7 @@ class AutoencoderLoop(TrainingLoop):
   reconstruction log-likelihood (models/autoencoder.py); nothing is random but the shuffling."""
 
   SCORE_KEY = features.RECONSTRUCTION_LOG_LIKELIHOOD_KEY
+  WEIGHTS = export.AutoencoderServingModule.WEIGHTS
 
   def _build_model(self) -> autoencoder.Autoencoder:
     return self.hparams.kind.build(self.hparams)
@@ -323,10 +364,12 @@ class TrainingLog:
         'num_train_examples': loop.num_train_examples,
         'num_eval_examples': loop.num_eval_examples,
         'monitor_examples': loop.num_monitor_examples,
+        'start': dataclasses.asdict(loop.start),
         'epochs': [],
     }
     print(f'[trainer] {self.history["strategy"]}; {loop.num_train_examples} train and '
           f'{loop.num_eval_examples} eval images', flush=True)
+    print(f'[trainer] {loop.start.describe()}; {total_epochs} epoch(s)', flush=True)
 
   def record(self, stats: EpochStats, reconstruction_pairs: tf.Tensor):
     key, label = self.score_key, features.SCORE_NAMES[self.score_key]
@@ -368,6 +411,9 @@ def run_fn(fn_args):
   Epochs are passes over the whole train split unless TrainArgs.num_steps is
   set (see epoch_step_counts). EvalArgs.num_steps is ignored: the held-out ELBO
   always covers the whole eval split, so epochs and runs compare.
+  fn_args.base_model (the Trainer's `base_model` input: the served model,
+  components/warm_start_base) is the SavedModel a warm start begins from; see
+  TrainingLoop.
   """
   hparams = TrainingHparams.from_custom_config(fn_args.custom_config or {})
   tf_transform_output = tft.TFTransformOutput(
@@ -376,7 +422,7 @@ def run_fn(fn_args):
   loop = hparams.kind.load('training_loop')(
       hparams, read_pixels(fn_args.data_accessor, fn_args.train_files, schema),
       read_pixels(fn_args.data_accessor, fn_args.eval_files, schema),
-      train_steps=fn_args.train_steps)
+      train_steps=fn_args.train_steps, base_model=fn_args.base_model)
   log = TrainingLog(fn_args.model_run_dir, loop, len(loop.step_counts))
   for steps in loop.step_counts:
     log.record(loop.run_epoch(steps), loop.reconstruction_pairs())

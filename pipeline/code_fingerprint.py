@@ -27,8 +27,10 @@ ENTRY_MODULES = {
     # Its driver fingerprints the input files: a change to how is a change to the cache key.
     'MnistExampleGen': (f'{PACKAGE}.components.mnist_example_gen.executor',
                         f'{PACKAGE}.components.mnist_example_gen.driver'),
-    'Transform': (f'{PACKAGE}.models.preprocessing',),
+    'Transform': (f'{PACKAGE}.models.preprocessing',
+                  f'{PACKAGE}.components.span_transform.executor'),
     'Trainer': (f'{PACKAGE}.models.trainer',),
+    'WarmStartBase': (f'{PACKAGE}.components.warm_start_base.executor',),
     # The Evaluator runs the SavedModel (a changed model is a new Model artifact
     # already) and the TFMA metric module, which is Python.
     'Evaluator': (f'{PACKAGE}.models.score_metrics',
@@ -38,6 +40,9 @@ ENTRY_MODULES = {
                             f'{PACKAGE}.components.served_state_driver'),
     # The validator runs the server in a child process (its child module, imported by the
     # executor's, starts serving.server): the server is its code too.
+    # Its driver finds the previous span in ML Metadata.
+    'DriftCheck': (f'{PACKAGE}.components.drift_check.executor',
+                   f'{PACKAGE}.components.drift_check.driver'),
     'ServingInfraValidator': (f'{PACKAGE}.components.serving_infra_validator.executor',),
     'VaeReport': (f'{PACKAGE}.components.vae_report.executor',),
     # The AnomalyScorer, under the id TFX's BulkInferrer had.
@@ -47,6 +52,9 @@ ENTRY_MODULES = {
 }
 # Components that run only TFX's own code (a TFX upgrade is a new pipeline IR already).
 STOCK_COMPONENTS = ('StatisticsGen', 'SchemaGen', 'ExampleValidator')
+# Resolvers have no cache key of their own: what they resolve is the consumer's inputs, which
+# are in its cache key (the rolling window's components/span_window.py).
+RESOLVERS = ('SpanWindow',)
 
 
 def _spec(module: str):
@@ -136,7 +144,8 @@ def fingerprint(sources: Dict[str, str]) -> str:
 def check_covered(component_ids: Iterable[str], fingerprints: Mapping[str, str]) -> None:
   """Raises ValueError naming each component that runs our code but has no fingerprint: TFX's
   cache would serve its old results after an edit to that code."""
-  missing = sorted(set(component_ids) - set(fingerprints) - set(STOCK_COMPONENTS))
+  missing = sorted(set(component_ids) - set(fingerprints) - set(STOCK_COMPONENTS)
+                   - set(RESOLVERS))
   if missing:
     raise ValueError(f'no code fingerprint for {", ".join(missing)}: add the modules it runs '
                      'to code_fingerprint.ENTRY_MODULES')

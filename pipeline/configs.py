@@ -18,6 +18,8 @@ PIPELINE_NAME = kinds.CONV.pipeline_name
 MODEL_NAME = kinds.CONV.serving_model_name
 # What a run does when the served model cannot be its gate's baseline (GateConfig).
 ON_INCOMPARABLE_BASELINE = ('stop', 'floor')
+# What a run does when the new data drifted from the previous data (DriftConfig).
+ON_DRIFT = ('retrain', 'stop')
 # apache_beam.options.pipeline_options.DirectOptions' defaults.
 BEAM_DEFAULT_RUNNING_MODE = 'in_memory'
 BEAM_DEFAULT_NUM_WORKERS = 1
@@ -25,6 +27,9 @@ BEAM_DEFAULT_NUM_WORKERS = 1
 # of span-1/, span-2/, ... folders, one of them (TFX's driver fills {SPAN} in).
 ALL_FILES_PATTERN = '*'
 SPAN_PATTERN = 'span-{SPAN}/*'
+# The run-time parameter of a compiled Kubeflow spec that picks the span: TFX's RangeConfig as
+# JSON (its ExampleGen driver's own form); empty picks the newest span.
+SPAN_PARAMETER = 'span_range_config'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +124,31 @@ class ReportConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DriftConfig:
+  """The drift check before training (components/drift_check): the new data's labels (TFDV's
+  L-infinity distance) and the served model's scores on it (Kolmogorov-Smirnov) against the
+  previous data's. Both distances are in [0, 1]; the threshold applies to each.
+
+  The default sits between what the benchmark measured on real MNIST
+  (bench/drift_bench.py, docs/measurements.md): random re-splits of one distribution, 500
+  to 10,000 digits a side, stayed at or below 0.061 on both signals, while digits 0-4 after
+  5-9 and inverted digits reached 0.189 or more on at least one.
+  """
+  drift_threshold: float = dataclasses.field(default=0.1, metadata={
+      'help': 'Drift when the new data\'s label distribution (L-infinity, TFDV) or the served '
+              'model\'s scores on it (Kolmogorov-Smirnov) differ from the previous data\'s by '
+              'more than this: a distance from 0 (the same) to 1 (nothing in common).',
+      'range': validation.Range(0.0, 1.0)})
+  on_drift: str = dataclasses.field(default='retrain', metadata={
+      'help': 'What a run does when the data drifted: retrain (and report it), or stop before '
+              'training (exit status 3, the distances in the summary).',
+      'choices': ON_DRIFT})
+
+  def __post_init__(self):
+    validation.check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class PipelineConfig:
   """A whole run: where data and outputs live and how each component is set.
 
@@ -132,17 +162,30 @@ class PipelineConfig:
   digits: Tuple[int, ...] = ()
   # SPAN_PATTERN when data_dir holds span folders, decided when the pipeline is built.
   data_pattern: str = ALL_FILES_PATTERN
-  # With SPAN_PATTERN: the span to read; 0 reads the newest.
+  # With SPAN_PATTERN: the span to read; 0 reads the newest. `vaetfx run` always names one
+  # (the newest it found), so a span has one cache key however it was asked for.
   span: int = 0
+  # The span is chosen when a compiled (Kubeflow) pipeline runs: SPAN_PARAMETER, default `span`.
+  span_at_run_time: bool = False
+  # The rolling window: train on the newest `train_spans` spans (span-K+1 .. span).
+  train_spans: int = 1
+  # The window's older spans found in data_dir, oldest first: the local runner runs the data
+  # half of each before the run (cached once done), so the window finds them in ML Metadata.
+  older_spans: Tuple[int, ...] = ()
   hparams: TrainingHparams = TrainingHparams()
   gate: GateConfig = GateConfig()
   push: PushConfig = PushConfig()
   report: ReportConfig = ReportConfig()
+  drift: DriftConfig = DriftConfig()
   beam: BeamConfig = BeamConfig()
   enable_cache: bool = True
   pipeline_root_uri: str = ''
   # ML Metadata's SQLite file, which must be local; default <output_dir>/metadata.db.
   metadata_db: str = ''
+
+  def __post_init__(self):
+    if self.train_spans < 1:
+      raise ValueError(f'train_spans={self.train_spans}: expected 1 or more')
 
   @property
   def pipeline_root(self) -> str:

@@ -11,7 +11,7 @@ TFX and kfp are imported inside the functions that use them, so that
 """
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 
@@ -64,6 +64,15 @@ def _write_spec(job: Dict[str, Any], package: str) -> None:
       yaml.safe_dump(job['pipelineSpec'], f, sort_keys=True)
 
 
+def span_default(config: configs.PipelineConfig) -> Dict[str, str]:
+  """{the span parameter: its default, config.span's range_config JSON, '' for the newest}
+  when the span is picked at run time; {} otherwise."""
+  if not config.span_at_run_time:
+    return {}
+  from vaetfx.components.mnist_example_gen import component  # pylint: disable=g-import-not-at-top
+  return {configs.SPAN_PARAMETER: component.span_range_json(config.span)}
+
+
 def compile_pipeline(config: configs.PipelineConfig, image: str, package: str,
                      trainer_platform_config=None) -> Dict[str, Any]:
   """Writes the compiled pipeline to `package` and returns it as a PipelineJob dict.
@@ -71,15 +80,22 @@ def compile_pipeline(config: configs.PipelineConfig, image: str, package: str,
   A .yaml package is the PipelineSpec that KFP 2.x and kfp.Client accept; a
   .json one the PipelineJob that Vertex AI runs. Pipeline spec 2.1 because KFP
   2.x's driver reads only its form of constants and parameter values. TFX leaves
-  out defaultPipelineRoot; it is added so that `submit` can pass it to the run.
+  out defaultPipelineRoot; it is added so that `submit` can pass it to the run,
+  and so is the span parameter's default (span_default).
   """
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner  # pylint: disable=g-import-not-at-top
   runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
       kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
           default_image=image, default_commands=list(ENTRYPOINT_COMMAND),
           use_pipeline_spec_2_1=True))
-  job = runner.run(build_pipeline(config, trainer_platform_config), write_out=False)
+  parameters = span_default(config)
+  job = runner.run(build_pipeline(config, trainer_platform_config), write_out=False,
+                   parameter_values=parameters or None)
   job['pipelineSpec']['defaultPipelineRoot'] = config.pipeline_root
+  for name, value in parameters.items():
+    # TFX puts a default in a Vertex job's runtimeConfig only; KFP 2.x reads the spec's.
+    job['pipelineSpec']['root']['inputDefinitions']['parameters'][name].update(
+        defaultValue=value, isOptional=True)
   for task in ALWAYS_RUN_COMPONENTS:
     job['pipelineSpec']['root']['dag']['tasks'][task].pop('cachingOptions', None)
   _write_spec(job, package)
@@ -102,13 +118,34 @@ def load_spec(package: str) -> Dict[str, Any]:
     return yaml.safe_load(f)
 
 
-def submit(client, package: str, experiment: str, run_name=None, namespace=None) -> str:
+class NoSpanParameter(ValueError):
+  """A span was asked of a package compiled without span folders."""
+
+
+def span_arguments(spec: Dict[str, Any], span: Optional[int]) -> Dict[str, str]:
+  """The run's arguments that pick `span` (None: the compiled default): the range_config JSON
+  TFX's ExampleGen driver reads, '' for the newest span."""
+  if span is None:
+    return {}
+  if configs.SPAN_PARAMETER not in spec.get('root', {}).get('inputDefinitions', {}).get(
+      'parameters', {}):
+    raise NoSpanParameter('the package reads no span folders (compile it with --span-folders)')
+  from vaetfx.components.mnist_example_gen import component  # pylint: disable=g-import-not-at-top
+  return {configs.SPAN_PARAMETER: component.span_range_json(span)}
+
+
+def submit(client, package: str, experiment: str, run_name=None, namespace=None,
+           span: Optional[int] = None) -> str:
   """Starts a run of the compiled package with a kfp.Client and returns the run's id.
 
   The spec travels inside the run request. KFP 2.x takes the pipeline root from
-  the run, not from the spec, so the compiled one is passed along.
+  the run, not from the spec, so the compiled one is passed along. `span` sets the
+  package's span parameter (span_arguments).
   """
+  spec = load_spec(package)
+  arguments = span_arguments(spec, span)
   result = client.create_run_from_pipeline_package(
       package, experiment_name=experiment, run_name=run_name, namespace=namespace,
-      pipeline_root=load_spec(package).get('defaultPipelineRoot') or None)
+      pipeline_root=spec.get('defaultPipelineRoot') or None,
+      **({'arguments': arguments} if arguments else {}))
   return result.run_id

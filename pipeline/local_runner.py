@@ -1,12 +1,14 @@
 """Runs the pipeline with TFX's LocalDagRunner on Beam, printing one line per component."""
+import dataclasses
 import sys
 import threading
-from typing import List, Set
+from typing import List, Optional, Sequence, Set, Tuple
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from vaetfx.components.drift_check.executor import DataDrifted
 from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.pipeline import pipeline as pipeline_def
 from vaetfx.pipeline.run_summary import ComponentRun, RunSummary, summarize
@@ -86,8 +88,9 @@ class ComponentProgress:
     failed = [run for run in self.runs if run.error]
     if failed:
       failed[-1].error = _one_line(error)
+      outcome = 'stopped' if isinstance(error, DataDrifted) else 'FAILED'
       self._print(self.runs.index(failed[-1]) + 1, failed[-1].component,
-                  f'FAILED after {failed[-1].seconds:.1f} s: {failed[-1].error}')
+                  f'{outcome} after {failed[-1].seconds:.1f} s: {failed[-1].error}')
 
   def _component(self, execution: metadata_store_pb2.Execution) -> str:
     """The node's id (`Trainer`), from the execution's node context `<pipeline>.<node id>`."""
@@ -105,9 +108,19 @@ def metadata_connection(config: configs.PipelineConfig):
   return tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
 
 
-def build_pipeline(config: configs.PipelineConfig) -> tfx.dsl.Pipeline:
+def build_pipeline(config: configs.PipelineConfig,
+                   last_components: Sequence[str] = ()) -> tfx.dsl.Pipeline:
   return pipeline_def.create_pipeline(config, code_fingerprint.component_fingerprints(),
-                                      metadata_connection_config=metadata_connection(config))
+                                      metadata_connection_config=metadata_connection(config),
+                                      last_components=last_components)
+
+
+def span_data_half(config: configs.PipelineConfig, span: int) -> tfx.dsl.Pipeline:
+  """The data half (ExampleGen to Transform) of `span`, as the whole pipeline would run it on
+  that span: the same components, ids and properties, so the same cache keys. A span ingested
+  before, by this or by a whole run, comes back from the cache. (No window: it is downstream.)"""
+  return build_pipeline(dataclasses.replace(config, span=span, train_spans=1, older_spans=()),
+                        pipeline_def.DATA_HALF)
 
 
 class Interrupted(Exception):
@@ -144,20 +157,14 @@ def cancel_running(store: metadata_store.MetadataStore, after_id: int) -> List[s
   return [types[e.type_id].rsplit('.', 1)[-1] for e in running]
 
 
-def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
-  """Runs the whole pipeline locally; returns each component's wall time and the outcome.
-
-  A failure in an optional component (the report, which runs after the push) is
-  in the summary; any other failure is raised. Raises Interrupted on Ctrl-C,
-  once the interrupted executions are CANCELED, and
-  serving_folder.IncomparableServedModel (from ServedModelImporter, the first
-  component) when the served model cannot be the gate's baseline.
-  """
-  pipeline = build_pipeline(config)
-  store = metadata_store.MetadataStore(metadata_connection(config))
-  before = _last_execution_id(store)
-  progress = ComponentProgress(metadata_store.MetadataStore(metadata_connection(config)), before,
-                               len(pipeline.components), out)
+def _run_dag(pipeline: tfx.dsl.Pipeline, config: configs.PipelineConfig,
+             store: metadata_store.MetadataStore, before: int,
+             out) -> Tuple[List[ComponentRun], Optional[DataDrifted]]:
+  """Runs one pipeline with progress lines: the runs of its components, and the drift that
+  stopped it (--on-drift stop), an outcome rather than an error. A failure in an optional
+  component is in the runs; any other is raised; Ctrl-C raises Interrupted."""
+  progress = ComponentProgress(metadata_store.MetadataStore(metadata_connection(config)),
+                               _last_execution_id(store), len(pipeline.components), out)
   try:
     with progress:
       tfx.orchestration.LocalDagRunner().run(pipeline)
@@ -166,6 +173,41 @@ def run(config: configs.PipelineConfig, out=sys.stdout) -> RunSummary:
   except Exception as e:  # pylint: disable=broad-except
     progress.failed(e)
     runs = progress.runs
+    if isinstance(e, DataDrifted):
+      return runs, e
     if not (runs and runs[-1].error and runs[-1].component in pipeline_def.OPTIONAL_COMPONENTS):
       raise
-  return summarize(store, progress.runs)
+  return progress.runs, None
+
+
+def run(config: configs.PipelineConfig, out=sys.stdout,
+        last_components: Sequence[str] = ()) -> RunSummary:
+  """Runs the whole pipeline locally; returns each component's wall time and the outcome.
+
+  last_components: run only these and what they depend on (pipeline.DATA_HALF: ingest).
+
+  With a rolling window (config.train_spans > 1), the data half of each of the window's
+  older spans runs first (config.older_spans; cached when ingested before), so the window
+  finds every span in ML Metadata, then the whole pipeline on the newest.
+
+  A failure in an optional component (the report, which runs after the push) is
+  in the summary; any other failure is raised. Raises Interrupted on Ctrl-C,
+  once the interrupted executions are CANCELED, and
+  serving_folder.IncomparableServedModel (from ServedModelImporter, the first
+  component) when the served model cannot be the gate's baseline. Drift with
+  --on-drift stop (DriftCheck's DataDrifted) is an outcome, not an error: the
+  summary carries its result and says the run stopped.
+  """
+  store = metadata_store.MetadataStore(metadata_connection(config))
+  before = _last_execution_id(store)
+  for span in config.older_spans:
+    print(f'Span {span}, for the rolling window of {config.train_spans} spans: its data half',
+          file=out, flush=True)
+    _run_dag(span_data_half(config, span), config, store, before, out)
+  if config.older_spans:
+    print(f'Span {config.span}: the pipeline', file=out, flush=True)
+  runs, drifted = _run_dag(build_pipeline(config, last_components), config, store, before, out)
+  summary = summarize(store, runs)
+  if drifted:
+    summary.drift, summary.drift_stopped = drifted.result, True
+  return summary

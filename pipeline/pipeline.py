@@ -5,7 +5,7 @@ Module code is referenced by dotted names inside the installed `vaetfx` package,
 so it travels with the package instead of being staged as a module file.
 """
 import json
-from typing import Any, Mapping, Optional
+from typing import Any, List, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
@@ -13,11 +13,15 @@ from tfx import v1 as tfx
 
 from vaetfx.components.anomaly_scorer.component import AnomalyScorer
 from vaetfx.components.atomic_pusher.component import AtomicPusher
-from vaetfx.components.mnist_example_gen.component import MnistExampleGen
+from vaetfx.components.drift_check.component import DriftCheck
+from vaetfx.components.mnist_example_gen.component import MnistExampleGen, span_parameter
 from vaetfx.components.served_baseline.component import (ServedBaselineEvaluator,
                                                          ServedModelImporter)
 from vaetfx.components.serving_infra_validator.component import ServingInfraValidator
+from vaetfx.components.span_transform.component import SpanTransform
+from vaetfx.components.span_window import SpanWindowStrategy
 from vaetfx.components.vae_report.component import VaeReport
+from vaetfx.components.warm_start_base.component import WarmStartBase
 from vaetfx.models import score_metrics, hparams, kinds
 from vaetfx.pipeline import code_fingerprint, configs
 from vaetfx.shared import features
@@ -32,6 +36,10 @@ DIGIT_SLICES = tfma.SlicingSpec(feature_keys=[features.LABEL_KEY])
 # A component runs after the AtomicPusher and may fail without taking the push with it.
 SCORER_ID = 'BulkInferrer'
 OPTIONAL_COMPONENTS = (SCORER_ID, 'VaeReport')
+# The last components of the data half: with their upstream nodes, what a span costs to ingest.
+DATA_HALF = ('ExampleValidator', 'Transform')
+# The rolling window's resolver (components/span_window.py).
+SPAN_WINDOW = 'SpanWindow'
 
 
 def _at_most_below_baseline(tolerance: float) -> tfma.GenericChangeThreshold:
@@ -96,14 +104,63 @@ def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel, score_key:
                        code_fingerprint=code_fingerprint).with_id(SCORER_ID)
 
 
+def training_examples(config: configs.PipelineConfig, transform: Any) -> List[Any]:
+  """The Trainer's examples: this run's transformed span, or with config.train_spans K > 1
+  the rolling window's resolver, which finds the transformed Examples of the newest K spans in
+  ML Metadata (each span transformed once, in the run that ingested it). [] for the former.
+
+  The resolver reads a plain Channel of Transform's output, not the OutputChannel: TFX
+  compiles an OutputChannel to this pipeline run's artifacts only, where the older spans are
+  not. It is ordered after Transform, so this run's span is among them.
+  """
+  if config.train_spans == 1:
+    return []
+  span_window = tfx.dsl.Resolver(
+      strategy_class=SpanWindowStrategy,
+      config={'newest_span': config.span, 'num_spans': config.train_spans},
+      examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                               producer_component_id=transform.id,
+                               output_key='transformed_examples')).with_id(SPAN_WINDOW)
+  span_window.add_upstream_node(transform)
+  return [span_window]
+
+
+def _depends_on(component) -> List[str]:
+  """The ids of the components `component` reads the outputs of or is ordered after (the
+  pipeline wires upstream_nodes from input channels only once it is built)."""
+  return [*(node_id for channel in component.inputs.values()
+            for node_id in channel.get_data_dependent_node_ids()),
+          *(node.id for node in component.upstream_nodes)]
+
+
+def upstream_closure(components: Sequence[Any], last: Sequence[str]) -> List[Any]:
+  """The components of `last` and every component they depend on, in `components`' order,
+  without their ordering edges to the components left out."""
+  by_id = {component.id: component for component in components}
+  keep, pending = set(), list(last)
+  while pending:
+    component_id = pending.pop()
+    if component_id not in keep:
+      keep.add(component_id)
+      pending.extend(_depends_on(by_id[component_id]))
+  kept = [component for component in components if component.id in keep]
+  for component in kept:  # an explicit ordering edge to a left-out component would not compile
+    for node in list(component.downstream_nodes):
+      if node.id not in keep:
+        component.remove_downstream_node(node)
+  return kept
+
+
 def create_pipeline(
     config: configs.PipelineConfig,
     code_fingerprints: Mapping[str, str],
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     trainer_platform_config: Optional[Any] = None,
+    last_components: Sequence[str] = (),
 ) -> tfx.dsl.Pipeline:
-  """MNIST -> validation -> Transform -> Trainer -> Evaluator gate and infra validation -> atomic
-  push -> anomaly scores of the held-out split (AnomalyScorer) -> report, as `config` sets them.
+  """MNIST -> validation and drift check -> Transform -> Trainer -> Evaluator gate and infra
+  validation -> atomic push -> anomaly scores of the held-out split (AnomalyScorer) -> report,
+  as `config` sets them.
 
   code_fingerprints: {component id: hash of the code it runs}
   (code_fingerprint.component_fingerprints()), put among each component's
@@ -111,6 +168,8 @@ def create_pipeline(
   changes. A component running our code without an entry is an error here:
   its cached results would outlive edits to that code.
 
+  The Trainer starts from the served model's weights when it fits and this data is new to it
+  (WarmStartBase: a warm start), else from scratch (config.hparams.warm_start turns it off).
   The baseline is what TF Serving serves from `<serving_dir>/<model_name>`,
   read when the run runs (ServedModelImporter); a served model that cannot be
   compared stops the run before training unless config.gate says 'floor'.
@@ -120,28 +179,42 @@ def create_pipeline(
   metadata_connection_config: the local runner's ML Metadata (Kubeflow brings its own).
   trainer_platform_config: an orchestrator's resource request for the Trainer
   (Kubeflow V2: a PipelineContainerSpec.ResourceSpec asking for GPUs).
+  last_components: run only these and what they depend on (DATA_HALF: ingest a span); the
+  components keep their ids and properties, so their cache keys are the whole pipeline's.
   """
   fingerprints = dict(code_fingerprints)  # Every entry checked once the components exist.
   kind = config.hparams.kind
   trainer_custom_config = config.hparams.to_custom_config()
+  span = (span_parameter(configs.SPAN_PARAMETER, config.span) if config.span_at_run_time
+          else config.span)
   example_gen = MnistExampleGen(input_base=config.data_dir, digits=config.digits,
-                                pattern=config.data_pattern, span=config.span,
+                                pattern=config.data_pattern, span=span,
                                 code_fingerprint=fingerprints.get('MnistExampleGen', ''))
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
   schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs['statistics'])
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
-  transform = tfx.components.Transform(
+  transform = SpanTransform(
       examples=example_gen.outputs['examples'],
       schema=schema_gen.outputs['schema'],
       preprocessing_fn=PREPROCESSING_FN,
       custom_config={hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Transform', '')},
-      disable_statistics=True)  # StatisticsGen already describes the raw data.
+      disable_statistics=True).with_id('Transform')  # StatisticsGen describes the raw data.
+  span_window = training_examples(config, transform)
+  train_examples = (span_window[0].outputs['examples'] if span_window
+                    else transform.outputs['transformed_examples'])
+  # What the Trainer starts from: the served model when it fits and the data is new to it.
+  warm_start_base = WarmStartBase(
+      examples=example_gen.outputs['examples'], serving_dir=config.serving_dir,
+      model_name=config.push.model_name, model_kind=kind.name,
+      latent_dim=config.hparams.latent_dim, warm_start=config.hparams.warm_start,
+      code_fingerprint=fingerprints.get('WarmStartBase', ''))
   trainer = tfx.components.Trainer(
       run_fn=RUN_FN,
-      examples=transform.outputs['transformed_examples'],
+      examples=train_examples,
       transform_graph=transform.outputs['transform_graph'],
       schema=schema_gen.outputs['schema'],
+      base_model=warm_start_base.outputs['base_model'],
       custom_config={**trainer_custom_config,
                      hparams.CODE_FINGERPRINT_KEY: fingerprints.get('Trainer', '')})
   if trainer_platform_config is not None:
@@ -153,6 +226,14 @@ def create_pipeline(
       score_key=kind.score_key, on_incomparable=config.gate.on_incomparable_baseline,
       code_fingerprint=fingerprints.get('ServedModelImporter', ''))
   trainer.add_upstream_node(served_model)
+  # The new data against the previous span's and the served model's, before the Trainer, which
+  # waits for it: with on_drift 'stop', drift ends the run here.
+  drift_check = DriftCheck(
+      examples=example_gen.outputs['examples'],
+      baseline_model=served_model.outputs['baseline_model'], score_key=kind.score_key,
+      threshold=config.drift.drift_threshold, on_drift=config.drift.on_drift,
+      code_fingerprint=fingerprints.get('DriftCheck', ''))
+  trainer.add_upstream_node(drift_check)
   evaluator = ServedBaselineEvaluator(
       examples=example_gen.outputs['examples'],
       model=trainer.outputs['model'],
@@ -174,6 +255,8 @@ def create_pipeline(
                         code_fingerprint=fingerprints.get('AtomicPusher', ''),
                         model_evaluation=evaluator.outputs['evaluation'],
                         examples=example_gen.outputs['examples'],
+                        train_examples=train_examples,
+                        base_model=warm_start_base.outputs['base_model'],
                         provenance=json.dumps({
                             'pipeline_name': config.pipeline_name,
                             'model': {'kind': kind.name, 'score_key': kind.score_key,
@@ -193,8 +276,11 @@ def create_pipeline(
   report.add_upstream_node(pusher)
 
   components = [served_model, example_gen, statistics_gen, schema_gen, example_validator,
-                transform, trainer, evaluator, infra_validator, pusher, bulk_inferrer, report]
+                drift_check, transform, *span_window, warm_start_base, trainer, evaluator,
+                infra_validator, pusher, bulk_inferrer, report]
   code_fingerprint.check_covered([component.id for component in components], fingerprints)
+  if last_components:
+    components = upstream_closure(components, last_components)
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,

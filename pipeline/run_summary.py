@@ -16,8 +16,10 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.proto import metrics_for_slice_pb2, validation_result_pb2
 
 from vaetfx.components.atomic_pusher import executor as pusher
+from vaetfx.components.drift_check import executor as drift_check
 from vaetfx.components.served_baseline import executor as served_baseline
 from vaetfx.components.serving_infra_validator import executor as infra_validator
+from vaetfx.components.warm_start_base import executor as warm_start_base
 from vaetfx.models import score_metrics, iwae, kinds
 from vaetfx.shared import features, serving_folder
 
@@ -33,6 +35,7 @@ class ComponentRun:
 
 # By TFMA metric name (models/kinds.py): the gated score in words, and what a kind's report
 # leaves out.
+SPAN = 'span'  # the custom property TFX's ExampleGen driver sets (SpanTransform copies it)
 GATED_METRICS = {kind.tfma_metric: kind.score_name for kind in kinds.KINDS.values()}
 NOT_DRAWN = {kind.tfma_metric: kind.not_drawn for kind in kinds.KINDS.values() if kind.not_drawn}
 
@@ -60,6 +63,12 @@ class RunSummary:
   infra_failures: List[str] = dataclasses.field(default_factory=list)
   # The report's iwae.RESULTS_FILE: IWAE bounds by K, overall and by digit.
   log_likelihood: Dict = dataclasses.field(default_factory=dict)
+  eval_span: Optional[int] = None  # the span ExampleGen ingested: the gate's eval split
+  train_spans: List[int] = dataclasses.field(default_factory=list)  # the Trainer's examples'
+  # DriftCheck's result (or why it did not check); drift_stopped: it ended the run (on_drift stop).
+  drift: Optional[drift_check.DriftResult] = None
+  drift_stopped: bool = False
+  start: str = ''  # How the Trainer began: describe_start().
 
 
 def output_artifacts(store: metadata_store.MetadataStore,
@@ -69,6 +78,18 @@ def output_artifacts(store: metadata_store.MetadataStore,
             if e.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.PENDING_OUTPUT)]
   artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
   return {e.path.steps[0].key: artifacts[e.artifact_id] for e in events}
+
+
+def input_artifacts(store: metadata_store.MetadataStore,
+                    execution_id: int) -> Dict[str, List[metadata_store_pb2.Artifact]]:
+  """The execution's input artifacts by input key (a rolling window gives several)."""
+  events = [e for e in store.get_events_by_execution_ids([execution_id])
+            if e.type == metadata_store_pb2.Event.INPUT]
+  artifacts = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+  found: Dict[str, List[metadata_store_pb2.Artifact]] = {}
+  for event in events:
+    found.setdefault(event.path.steps[0].key, []).append(artifacts[event.artifact_id])
+  return found
 
 
 def overall_mean_elbo(evaluation_uri: str,
@@ -118,10 +139,41 @@ def _custom(artifact: metadata_store_pb2.Artifact, name: str):
   return getattr(value, value.WhichOneof('value'))
 
 
+def describe_start(base_version: int, base_reason: str, history: Dict) -> str:
+  """'warm start from version V (N epochs)' or 'cold start: why (N epochs)', from
+  WarmStartBase's base Model (its version, or -1 and why none) and the Trainer's history.json,
+  whose `start` says whether the weights were loaded (and why not when they did not fit)."""
+  start = history.get('start', {})
+  epochs = f' ({len(history.get("epochs", []))} epochs)'
+  if start.get('warm'):
+    return f'warm start from version {base_version}{epochs}'
+  if base_version == warm_start_base.NO_BASE:
+    return f'cold start: {base_reason}{epochs}'
+  return f'cold start: version {base_version} did not fit: {start.get("reason", "?")}{epochs}'
+
+
+def read_history(model_run_dir: str) -> Dict:
+  """The Trainer's history.json (models/trainer.py), {} when it has none."""
+  path = os.path.join(model_run_dir, 'history.json')
+  if not tf.io.gfile.exists(path):
+    return {}
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
 def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> RunSummary:
   summary = RunSummary(runs=runs)
   outputs = {run.component: output_artifacts(store, run.execution_id)
              for run in runs if run.execution_id is not None}
+  examples = outputs.get('MnistExampleGen', {}).get('examples')
+  if examples is not None:
+    summary.eval_span = _custom(examples, SPAN)
+  trainer = next((run for run in runs if run.component == 'Trainer' and run.execution_id), None)
+  if trainer is not None:
+    summary.train_spans = sorted(
+        _custom(artifact, SPAN) for artifact in input_artifacts(
+            store, trainer.execution_id).get('examples', [])
+        if _custom(artifact, SPAN) is not None)
   evaluation = outputs.get('Evaluator', {}).get('evaluation')
   if evaluation is not None:
     scores = score_metrics.gated_scores(evaluation.uri)
@@ -132,6 +184,12 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
   if baseline is not None:
     summary.baseline_version = _custom(baseline, served_baseline.SERVED_VERSION_KEY)
     summary.baseline_not_compared = _custom(baseline, served_baseline.NOT_COMPARED_KEY) or ''
+  base_model = outputs.get('WarmStartBase', {}).get('base_model')
+  model_run = outputs.get('Trainer', {}).get('model_run')
+  if base_model is not None and model_run is not None:
+    summary.start = describe_start(_custom(base_model, warm_start_base.BASE_VERSION_KEY),
+                                   _custom(base_model, warm_start_base.REASON_KEY) or '',
+                                   read_history(model_run.uri))
   blessing = outputs.get('Evaluator', {}).get('blessing')
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))
@@ -144,6 +202,9 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
     summary.pushed_on_disk = serving_folder.holds_saved_model(summary.pushed_path)
   if pushed is not None:
     summary.foreign_versions = json.loads(_custom(pushed, pusher.FOREIGN_KEY) or '[]')
+  drift = outputs.get('DriftCheck', {}).get(drift_check.DRIFT_KEY)
+  if drift is not None:
+    summary.drift = drift_check.read_result(drift.uri)
   report = outputs.get('VaeReport', {}).get('report')
   if report is not None:
     summary.report_path = os.path.join(report.uri, 'index.html')
@@ -175,12 +236,31 @@ def _log_likelihood_lines(result: Dict) -> List[str]:
           f'  by digit at K={result["samples"][-1]}: {by_digit}']
 
 
+def _spans_words(spans: List[int]) -> str:
+  if not spans:
+    return 'spans not recorded'
+  return (f'span {spans[0]}' if len(spans) == 1
+          else f'spans {", ".join(str(span) for span in spans)}')
+
+
 def format_summary(summary: RunSummary) -> str:
   """The end-of-run text: timings, then what the run decided and where its outputs are."""
   lines = ['Component wall times:']
   for run in summary.runs:
-    timing = 'FAILED' if run.error else 'cached' if run.cached else f'{run.seconds:7.1f} s'
+    timing = ('stopped' if run.error and summary.drift_stopped and run.component == 'DriftCheck'
+              else 'FAILED' if run.error else 'cached' if run.cached else f'{run.seconds:7.1f} s')
     lines.append(f'  {run.component:<30} {timing}')
+  if summary.eval_span or len(summary.train_spans) > 1:
+    lines.append(f'Data: trained on {_spans_words(summary.train_spans)}, gated on span '
+                 f'{summary.eval_span}\'s eval split')
+  if summary.drift is not None:
+    lines.append(f'Data drift: {summary.drift.describe()}')
+    if summary.drift.picture:
+      lines.append(f'  the served model\'s scores of both, as histograms: {summary.drift.picture}')
+  if summary.drift_stopped:
+    lines.append('Stopped before training, as --on-drift stop asks: nothing trained or pushed')
+  if summary.start:
+    lines.append(f'Trainer: {summary.start}')
   if summary.candidate_score is not None:
     baseline = (f'{summary.baseline_score:.2f} nats (version {summary.baseline_version}, served)'
                 if summary.baseline_score is not None else

@@ -30,3 +30,14 @@ MAX_SAMPLE_COUNT = 1_000
 ROWS_PER_REQUEST = 1_000
 # Rows per model call: bigger requests run in slices, so a request's memory stops growing here.
 SLICE_ROWS = 256
+# Batches running at once under `vaetfx serve`'s default batching: with a second (and
+# TensorFlow's pools) batches were half as big and the server spent 1.3 to 1.7 times the CPU
+# per request; with one thread per pool, no difference beyond the noise (docs/serving.md).
+BATCH_THREADS = 1
+# TensorFlow's thread pools in `vaetfx serve` (TF Serving's --tensorflow_intra_op_parallelism
+# and --tensorflow_inter_op_parallelism; 0 lets TensorFlow choose, one per core). With one of
+# each a batch-1 Predict took 0.6 to 1.3 ms less, 0.1 to 0.3 ms over the in-process floor
+# against 0.7 to 1.5 ms; a batch of 64 in-process took twice as long (one core instead of
+# two), served 1.0 to 1.5 times as long (docs/measurements.md).
+INTRA_OP_THREADS = 1
+INTER_OP_THREADS = 1

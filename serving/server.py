@@ -21,6 +21,7 @@ from typing import Callable, Dict, Mapping, NamedTuple, Optional, Sequence
 
 import grpc
 import numpy as np
+import tensorflow as tf
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
@@ -67,6 +68,9 @@ class ServerConfig:
   tls_cert_file: str = ''
   tls_key_file: str = ''
   rest_port: Optional[int] = None  # TF Serving's REST API on this port too (0: any free one).
+  # TensorFlow's intra-op and inter-op thread pools (0: TensorFlow's choice, and left alone).
+  intra_op_threads: int = 0
+  inter_op_threads: int = 0
 
   @property
   def name(self) -> str:
@@ -119,6 +123,15 @@ def _limit_malloc_arenas():
   mallopt = _libc_function('mallopt')
   if mallopt:
     mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
+def _set_tensorflow_threads(intra_op: int, inter_op: int):
+  """Sizes TensorFlow's thread pools (0 leaves one as it is), before the first model loads:
+  TensorFlow fixes them when its runtime starts and refuses a change after (RuntimeError)."""
+  if intra_op:
+    tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+  if inter_op:
+    tf.config.threading.set_inter_op_parallelism_threads(inter_op)
 
 
 def _seconds_left(context) -> Optional[float]:
@@ -344,6 +357,7 @@ class ModelServer:
   def start(self) -> int:
     """Loads the versions on disk, then listens; returns the port (useful with port 0)."""
     _limit_malloc_arenas()  # Before TensorFlow's and gRPC's threads first allocate.
+    _set_tensorflow_threads(self.config.intra_op_threads, self.config.inter_op_threads)
     self.manager.start()
     if not self.manager.available_versions:
       log.warning('No version of %s is loaded from %s yet: requests get NOT_FOUND until one '

@@ -27,6 +27,8 @@ class Range:
               if self.maximum != math.inf else f'a whole number >= {self.minimum}')
     if self.minimum == -math.inf:
       return 'a finite number'
+    if self.maximum != math.inf:
+      return f'a number from {self.minimum:g} to {self.maximum:g}'
     return f'a finite number {">" if self.above else ">="} {self.minimum:g}'
 
   def contains(self, value) -> bool:

@@ -9,6 +9,7 @@ run_fn on them for a few steps, so the exported SavedModel is the real thing.
 """
 import dataclasses
 import os
+from typing import Optional
 
 import apache_beam as beam
 import numpy as np
@@ -96,9 +97,10 @@ def examples_artifact(uri: str) -> standard_artifacts.Examples:
   return examples
 
 
-def fake_fn_args(transformed: TransformedMnist, output_dir: str,
-                 hparams: TrainingHparams) -> fn_args_utils.FnArgs:
-  """The FnArgs TFX's Trainer executor would pass run_fn for these artifacts."""
+def fake_fn_args(transformed: TransformedMnist, output_dir: str, hparams: TrainingHparams,
+                 base_model: Optional[str] = None) -> fn_args_utils.FnArgs:
+  """The FnArgs TFX's Trainer executor would pass run_fn for these artifacts (base_model: the
+  SavedModel of its `base_model` input)."""
   examples = examples_artifact(transformed.transformed_examples_dir)
   split_pattern = lambda split: os.path.join(examples.uri, f'Split-{split}', '*')
   return fn_args_utils.FnArgs(
@@ -114,12 +116,14 @@ def fake_fn_args(transformed: TransformedMnist, output_dir: str,
       serving_model_dir=os.path.join(output_dir, 'Format-Serving'),
       model_run_dir=os.path.join(output_dir, 'model_run'),
       custom_config=hparams.to_custom_config(),
+      base_model=base_model,
   )
 
 
 def train_tiny_model(transformed: TransformedMnist, output_dir: str,
-                     hparams: TrainingHparams = TINY_HPARAMS) -> TrainedModel:
+                     hparams: TrainingHparams = TINY_HPARAMS,
+                     base_model: Optional[str] = None) -> TrainedModel:
   """run_fn for a few steps on the synthetic digits: an exported model with every signature."""
-  fn_args = fake_fn_args(transformed, output_dir, hparams)
+  fn_args = fake_fn_args(transformed, output_dir, hparams, base_model)
   trainer.run_fn(fn_args)
   return TrainedModel(fn_args.serving_model_dir, fn_args.model_run_dir, hparams)

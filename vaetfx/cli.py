@@ -83,11 +83,13 @@ def _checked_config(args):
   serving_dir = args.serving_dir and flags.writable_dir(args.serving_dir, '--serving-dir')
   data_dir = mnist_source.resolve_data_dir(
       args.data_dir, os.environ.get('MNIST_DIR'), os.path.expanduser(args.cache_dir))
-  mnist_source.check_files(data_dir, args.span)
+  data_pattern = mnist_source.data_pattern(data_dir, args.span)
+  span, older_spans = mnist_source.choose_spans(data_dir, args.span, args.train_spans)
+  mnist_source.check_files(data_dir, (*older_spans, span))
   config = dataclasses.replace(
       flags.pipeline_config(args, data_dir=data_dir, output_dir=output_dir,
-                            serving_dir=serving_dir,
-                            data_pattern=mnist_source.data_pattern(data_dir, args.span)),
+                            serving_dir=serving_dir, data_pattern=data_pattern, span=span,
+                            older_spans=older_spans),
       metadata_db=_metadata_db(args.metadata_db, output_dir))
   flags.writable_dir(config.serving_dir, '--serving-dir' if serving_dir else
                      '--output-dir\'s serving folder')
@@ -114,6 +116,9 @@ def _outcome(summary):
   """(exit code, the summary's last line): did this run leave its model pushed?"""
   if summary.pushed_path and summary.pushed_on_disk:
     return flags.EXIT_OK, f'Result: model pushed (exit status {flags.EXIT_OK}).'
+  if summary.drift_stopped:
+    return flags.EXIT_NOT_PUSHED, ('Result: stopped before training: the data drifted '
+                                   f'(exit status {flags.EXIT_NOT_PUSHED}).')
   reason = ('the Evaluator did not bless it' if summary.blessed is False
             else 'its version is no longer on disk' if summary.pushed_path
             else 'it was not pushed')

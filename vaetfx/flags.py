@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tempfile
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 from vaetfx.models import kinds
 from vaetfx.pipeline import configs
@@ -22,12 +22,14 @@ from vaetfx.shared import storage, validation
 EXIT_OK = 0  # Done: a run pushed its model (or had nothing to do), a query was answered.
 EXIT_FAILED = 1  # Something failed that the input did not cause: a component, the server.
 EXIT_BAD_INPUT = 2  # A flag, path or input file is wrong; the message names it.
-EXIT_NOT_PUSHED = 3  # The run finished, but its model was not blessed or not pushed.
+EXIT_NOT_PUSHED = 3  # The run finished, but its model was not blessed or not pushed (or,
+# with --on-drift stop, the data drifted and nothing trained).
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report it (128 + SIGINT).
 EXIT_CODES_HELP = (
     'Exit codes: 0 done (for run: the model was pushed, or nothing needed doing); '
     '1 failed (a component or the server; not the input); 2 bad flag, path or input file; '
-    '3 the run finished but its model was not blessed or not pushed; 130 interrupted (Ctrl-C). '
+    '3 the run finished but its model was not blessed or not pushed, or it stopped before '
+    'training because the data drifted (--on-drift stop); 130 interrupted (Ctrl-C). '
     'Add --verbose (or set VAETFX_VERBOSE=1) for tracebacks and TensorFlow\'s own log lines.')
 INT64_MAX = 2**63 - 1
 # A URI TFX's fileio may serve: a scheme, '://', then at least a bucket or host.
@@ -249,6 +251,11 @@ def add_settings_flags(parser: argparse.ArgumentParser):
                       help='When the data folder holds span-1/, span-2/, ... (each a folder of '
                            'MNIST files), ingest span-N/; 0 ingests the newest span. A folder '
                            'without span folders is read whole (span 0).')
+  parser.add_argument('--train-spans', type=positive_int, default=1, metavar='K',
+                      help='Rolling window: train on the train splits of the newest K spans '
+                           '(span N-K+1 to N, those that exist), each ingested and transformed '
+                           'once, in the run that first reads it; the gate evaluates on span N\'s '
+                           'eval split. 1 trains on span N alone.')
   add_beam_flags(parser)
   parser.add_argument('--no-cache', action='store_true', help='Re-run every component.')
   _add_dataclass_flags(parser, configs.TrainingHparams, 'training (the Trainer\'s custom_config)')
@@ -273,6 +280,9 @@ def add_settings_flags(parser: argparse.ArgumentParser):
                     help='Also refuse a model more than this many nats below the served '
                          'model on any one digit. Default: off (the floor and the tolerance '
                          'gate the mean over all digits; per-digit ELBOs are reported only).')
+  _add_dataclass_flags(parser, configs.DriftConfig,
+                       'drift check before training (the new data against the previous data '
+                       'and the served model)')
   _add_dataclass_flags(parser, configs.ReportConfig,
                        'report: held-out log-likelihood (IWAE bound)')
   push = parser.add_argument_group('pusher')
@@ -287,10 +297,15 @@ def add_settings_flags(parser: argparse.ArgumentParser):
 
 def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: str = '',
                     pipeline_root_uri: str = '',
-                    data_pattern: str = configs.ALL_FILES_PATTERN) -> configs.PipelineConfig:
+                    data_pattern: str = configs.ALL_FILES_PATTERN, span: Optional[int] = None,
+                    older_spans: Tuple[int, ...] = (),
+                    span_at_run_time: bool = False) -> configs.PipelineConfig:
   """The PipelineConfig of `add_settings_flags`' flags, at the locations the command resolved.
 
   data_pattern: configs.SPAN_PATTERN when the command found span folders in data_dir.
+  span, older_spans: the span to ingest (default --span) and the rolling window's older
+  spans, as the command found them in data_dir (mnist_source.choose_spans).
+  span_at_run_time: the span is a run-time parameter of the compiled pipeline.
 
   An autoencoder and a VAE get different pipeline and serving model names unless
   told otherwise: neither is gated against nor served in place of the other.
@@ -305,7 +320,10 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
       pipeline_name=getattr(args, 'pipeline_name', training.kind.pipeline_name),
       digits=args.digits,
       data_pattern=data_pattern,
-      span=args.span,
+      span=args.span if span is None else span,
+      span_at_run_time=span_at_run_time,
+      train_spans=args.train_spans,
+      older_spans=older_spans,
       hparams=training,
       gate=configs.GateConfig(args.score_floor, args.score_tolerance,
                               args.on_incomparable_baseline, args.digit_tolerance),
@@ -314,6 +332,7 @@ def pipeline_config(args, *, data_dir: str, output_dir: str = '', serving_dir: s
                               args.keep_versions),
       beam=beam_config(args),
       report=_from_flags(configs.ReportConfig, args),
+      drift=_from_flags(configs.DriftConfig, args),
       enable_cache=not args.no_cache,
       pipeline_root_uri=pipeline_root_uri,
   )

@@ -35,9 +35,14 @@ def _add_compile_parser(subparsers) -> None:
   parser.add_argument('--serving-dir', type=_uri, required=True,
                       help='Where blessed models are pushed for TF Serving.')
   parser.add_argument('--data-root', type=_uri, required=True,
-                      help='Folder with MNIST\'s four IDX files (gzip or not) or mnist.npz; '
-                           'with --span N, its span-N/ folder of them (the compiler does not '
-                           'list the bucket, so spans are read only when named).')
+                      help='Folder with MNIST\'s four IDX files (gzip or not) or mnist.npz, '
+                           'or, with --span-folders or --span N, span-1/, span-2/, ... folders '
+                           'of them (the compiler does not list the bucket).')
+  parser.add_argument('--span-folders', action='store_true',
+                      help='--data-root holds span-N/ folders: the compiled spec reads one, '
+                           f'chosen when the run starts by its run-time parameter '
+                           f'{configs.SPAN_PARAMETER} (vaetfx submit --span N sets it; its '
+                           'default is --span, 0 the newest span). Implied by --span N.')
   parser.add_argument('--output', type=_spec_file, default=DEFAULT_PACKAGE,
                       help='The compiled pipeline: .yaml for KFP 2.x, .json for Vertex AI.')
   parser.add_argument('--gpu-type', default=DEFAULT_GPU_TYPE, type=flags.non_empty,
@@ -61,10 +66,17 @@ def _compile(args) -> int:
   except flags.BadPath as e:
     print(f'vaetfx compile-kubeflow: error: {e}', file=sys.stderr)
     return flags.EXIT_BAD_INPUT
+  if args.train_spans > 1:
+    print(f'vaetfx compile-kubeflow: error: --train-spans {args.train_spans}: the rolling window '
+          'runs locally only (TFX 1.16\'s Kubeflow V2 compiler compiles no resolver but '
+          'LatestArtifact and LatestBlessedModel)', file=sys.stderr)
+    return flags.EXIT_BAD_INPUT
+  span_folders = args.span_folders or bool(args.span)
   config = flags.pipeline_config(
       args, data_dir=args.data_root, serving_dir=args.serving_dir,
       pipeline_root_uri=args.pipeline_root,
-      data_pattern=configs.SPAN_PATTERN if args.span else configs.ALL_FILES_PATTERN)
+      data_pattern=configs.SPAN_PATTERN if span_folders else configs.ALL_FILES_PATTERN,
+      span_at_run_time=span_folders)
   resources = kubeflow_runner.trainer_resources(args.trainer_cpu, args.trainer_memory, args.gpu_type,
                                 args.gpu_count)
   job = kubeflow_runner.compile_pipeline(config, args.image, args.output, resources)
@@ -93,6 +105,9 @@ def _add_submit_parser(subparsers) -> None:
                       help='Experiment to file the run under (created if missing).')
   parser.add_argument('--run-name', help='Run name. Default: the package name and the time.')
   parser.add_argument('--namespace', help='Kubeflow profile namespace (multi-user clusters).')
+  parser.add_argument('--span', type=flags.non_negative_int, default=None, metavar='N',
+                      help='For a package compiled with --span-folders: ingest span-N/ (0: the '
+                           'newest). Default: the span the package was compiled with.')
   parser.set_defaults(handler=_submit)
 
 
@@ -108,8 +123,11 @@ def _submit(args) -> int:
   import kfp  # pylint: disable=g-import-not-at-top
   import kfp_server_api  # pylint: disable=g-import-not-at-top
   try:
-    run_id = kubeflow_runner.submit(kfp.Client(host=args.host), args.package, args.experiment, args.run_name,
-                    args.namespace)
+    run_id = kubeflow_runner.submit(kfp.Client(host=args.host), args.package, args.experiment,
+                                    args.run_name, args.namespace, span=args.span)
+  except kubeflow_runner.NoSpanParameter as e:
+    print(f'error: --span {args.span}: {e}', file=sys.stderr)
+    return flags.EXIT_BAD_INPUT
   except kfp_server_api.ApiException as e:
     print(f'error: the KFP API at {args.host} refused the run: {e}', file=sys.stderr)
     return 1

@@ -46,6 +46,12 @@ class AtomicPusherSpec(types.ComponentSpec):
           ChannelParameter(type=standard_artifacts.ModelEvaluation, optional=True),
       standard_component_specs.EXAMPLES_KEY:
           ChannelParameter(type=standard_artifacts.Examples, optional=True),
+      # The Examples the Trainer was given: the spans the model was trained on.
+      executor.TRAIN_EXAMPLES_KEY:
+          ChannelParameter(type=standard_artifacts.Examples, optional=True),
+      # For the provenance record: the version the Trainer started from (WarmStartBase).
+      standard_component_specs.BASE_MODEL_KEY:
+          ChannelParameter(type=standard_artifacts.Model, optional=True),
   }
   OUTPUTS = {
       standard_component_specs.PUSHED_MODEL_KEY:
@@ -70,7 +76,9 @@ class AtomicPusher(base_component.BaseComponent):
                keep_versions: int = DEFAULT_KEEP_VERSIONS,
                infra_blessing: Optional[types.BaseChannel] = None, code_fingerprint: str = '',
                model_evaluation: Optional[types.BaseChannel] = None,
-               examples: Optional[types.BaseChannel] = None, provenance: str = ''):
+               examples: Optional[types.BaseChannel] = None,
+               train_examples: Optional[types.BaseChannel] = None, provenance: str = '',
+               base_model: Optional[types.BaseChannel] = None):
     """serving_dir: TF Serving's --model_base_path is `<serving_dir>/<model_name>`.
 
     keep_versions: how many versions, the new one included, stay in place;
@@ -82,9 +90,11 @@ class AtomicPusher(base_component.BaseComponent):
 
     code_fingerprint: pipeline/code_fingerprint.py's hash of this component's code.
 
-    model_evaluation, examples, provenance: what each pushed version's provenance record
-    tells (the Evaluator's scores, ExampleGen's data, and a JSON object of the rest:
-    pipeline name, model kind and hyperparameters, code fingerprint, data folder).
+    model_evaluation, examples, train_examples, provenance: what each pushed version's
+    provenance record tells (the Evaluator's scores, ExampleGen's data and its span, the
+    spans the Trainer's examples hold, and a JSON object of the rest: pipeline name, model
+    kind and hyperparameters, code fingerprint, data folder).
+    base_model: WarmStartBase's, whose version the record names as the model's start.
     """
     if model is None and infra_blessing is None:
       raise ValueError('AtomicPusher needs a model, or an infra_blessing that carries one')
@@ -99,6 +109,7 @@ class AtomicPusher(base_component.BaseComponent):
         model_name=model_name,
         keep_versions=keep_versions,
         code_fingerprint=code_fingerprint or None,
-        model_evaluation=model_evaluation, examples=examples, provenance=provenance or None,
+        model_evaluation=model_evaluation, examples=examples, train_examples=train_examples,
+        provenance=provenance or None, base_model=base_model,
         pushed_model=types.Channel(type=standard_artifacts.PushedModel))
     super().__init__(spec=spec)

@@ -59,6 +59,8 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from vaetfx.components import span_window
+from vaetfx.components.warm_start_base import executor as warm_start_base
 from vaetfx.models import score_metrics
 from vaetfx.shared import serving_folder, storage
 from vaetfx.shared.model_name import check_model_name
@@ -71,6 +73,7 @@ CODE_FINGERPRINT_KEY = 'code_fingerprint'
 # model kind and hyperparameters, code fingerprint, data folder; the executor adds the rest.
 PROVENANCE_KEY = 'provenance'
 EVALUATION_KEY = 'model_evaluation'
+TRAIN_EXAMPLES_KEY = 'train_examples'
 # Custom properties of the PushedModel: 1 when its model was already served and nothing was
 # copied; the version a new push replaced as the served one; the foreign entries left alone.
 ALREADY_SERVED_KEY = 'already_served'
@@ -290,23 +293,43 @@ def _scores(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
   return score_metrics.gated_scores(artifact_utils.get_single_instance(evaluations).uri)
 
 
+def spans(artifacts: List[types.Artifact]) -> List[int]:
+  """The spans of `artifacts` (components/span_window.span_of), sorted."""
+  return sorted(span for span in (span_window.span_of(a.mlmd_artifact) for a in artifacts)
+                if span is not None)
+
+
 def _data(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
-  """The Examples the model was trained and evaluated on: where, their span, and ExampleGen's
-  fingerprint of the files it read."""
+  """The Examples the model was evaluated on (ExampleGen's: where, their span, its fingerprint
+  of the files it read) and the spans it was trained on (the rolling window's)."""
   examples = input_dict.get(standard_component_specs.EXAMPLES_KEY)
   if not examples:
     return {}
   artifact = artifact_utils.get_single_instance(examples)
-  return {'examples_uri': artifact.uri, 'span': artifact.span,
+  data = {'examples_uri': artifact.uri, 'span': span_window.span_of(artifact.mlmd_artifact),
           'splits': artifact_utils.decode_split_names(artifact.split_names),
           'input_fingerprint': artifact.get_string_custom_property('input_fingerprint')}
+  train_examples = input_dict.get(TRAIN_EXAMPLES_KEY)
+  if train_examples:
+    data['train_spans'] = spans(train_examples)
+  return data
+
+
+def _warm_start(input_dict: Dict[str, List[types.Artifact]]) -> Dict[str, Any]:
+  """The version the Trainer was given to start from (None: a cold start), and why cold."""
+  base_models = input_dict.get(standard_component_specs.BASE_MODEL_KEY)
+  if not base_models:
+    return {}
+  return {warm_start_base.PROVENANCE_ENTRY:
+              warm_start_base.provenance_entry(artifact_utils.get_single_instance(base_models))}
 
 
 def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optional[str],
                       served: Optional[serving_folder.Version],
                       rollback_of: Optional[int]) -> Dict[str, Any]:
   """The pushed version's story (serving_folder.PROVENANCE_FILE): the pipeline's static part
-  and what this run knows: when, which run, its scores and data, what it replaced."""
+  and what this run knows: when, which run, its scores and data, the version its training
+  started from (`warm_start`), what it replaced."""
   static = json.loads(exec_properties.get(PROVENANCE_KEY) or '{}')
   data = {**static.pop('data', {}), **_data(input_dict)}
   return {
@@ -316,6 +339,7 @@ def provenance_record(exec_properties: Dict[str, Any], input_dict, run_id: Optio
       'pushed_at': serving_folder.pushed_at_now(),
       'scores': _scores(input_dict),
       'data': data,
+      **_warm_start(input_dict),
       'replaced': served.number if served else None,
       'rollback_of': rollback_of,
   }

@@ -6,11 +6,13 @@ re-run over unchanged files is served from the cache and a changed file or a
 new span triggers a new execution. The local driver fingerprints the files'
 content (driver.py); Kubeflow V2 runs TFX's own driver, by sizes and mtimes.
 """
-from typing import Optional, Sequence
+import json
+from typing import Optional, Sequence, Union
 
-from google.protobuf import any_pb2, struct_pb2
+from google.protobuf import any_pb2, json_format, struct_pb2
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
+from tfx.orchestration import data_types
 from tfx.proto import example_gen_pb2, range_config_pb2
 
 from vaetfx.components.mnist_example_gen import driver, executor
@@ -28,12 +30,28 @@ def _digits_config(digits: Sequence[int], code_fingerprint: str) -> example_gen_
   return example_gen_pb2.CustomConfig(custom_config=packed)
 
 
-def _span_range(span: int) -> Optional[range_config_pb2.RangeConfig]:
+def span_range(span: int) -> Optional[range_config_pb2.RangeConfig]:
   """Exactly span `span`; None (0) lets TFX's driver take the newest span the pattern matches."""
   if not span:
     return None
   return range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
       start_span_number=span, end_span_number=span))
+
+
+def span_range_json(span: int) -> str:
+  """span_range(span) as the JSON TFX's drivers read a range_config from; '' for the newest."""
+  config = span_range(span)
+  if config is None:
+    return ''
+  return json.dumps(json_format.MessageToDict(config, preserving_proto_field_name=True),
+                    sort_keys=True)
+
+
+def span_parameter(name: str, span: int = 0) -> data_types.RuntimeParameter:
+  """A run-time parameter that picks the span when a compiled pipeline runs: a RangeConfig as
+  JSON (span_range_json), '' (the default when `span` is 0) for the newest span. TFX's
+  ExampleGen takes a run-time parameter for its whole range_config only."""
+  return data_types.RuntimeParameter(name=name, ptype=str, default=span_range_json(span))
 
 
 class MnistExampleGen(FileBasedExampleGen):
@@ -43,13 +61,14 @@ class MnistExampleGen(FileBasedExampleGen):
   DRIVER_CLASS = driver.ContentFingerprintDriver
 
   def __init__(self, input_base: str, digits: Sequence[int] = (), code_fingerprint: str = '',
-               pattern: str = '*', span: int = 0):
+               pattern: str = '*', span: Union[int, data_types.RuntimeParameter] = 0):
     """input_base: a folder with the four IDX files (gzip or not) or mnist.npz.
 
     pattern: the files of both splits under input_base: '*', or e.g. 'span-{SPAN}/*'
     for one such folder per span (a span's pattern names a folder, then '*').
 
-    span: with `{SPAN}` in the pattern, read this span; 0 reads the newest.
+    span: with `{SPAN}` in the pattern, read this span; 0 reads the newest; a
+    span_parameter() leaves the choice to the run.
 
     digits: keep only these digits in both splits (seed 003 shows 1, 5, 6); empty keeps all.
 
@@ -64,4 +83,5 @@ class MnistExampleGen(FileBasedExampleGen):
     super().__init__(input_base=input_base, input_config=input_config,
                      output_config=example_gen_pb2.Output(),
                      custom_config=_digits_config(digits, code_fingerprint),
-                     range_config=_span_range(span))
+                     range_config=(span if isinstance(span, data_types.RuntimeParameter)
+                                   else span_range(span)))

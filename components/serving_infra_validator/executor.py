@@ -50,7 +50,7 @@ from tfx.utils import path_utils
 
 from vaetfx.components.serving_infra_validator import checks
 from vaetfx.components.serving_infra_validator import server_process
-from vaetfx.components.vae_report.executor import read_heldout_digits
+from vaetfx.components.digits import read_heldout_digits
 from vaetfx.serving import status
 from vaetfx.shared import features
 

@@ -27,6 +27,7 @@ from tfx.dsl.io import fileio
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from vaetfx.components import digits
 from vaetfx.components.vae_report import plots
 from vaetfx.models import export
 from vaetfx.models import iwae, kinds
@@ -63,34 +64,8 @@ RECONSTRUCTED_COUNT = 30
 PRIOR_SAMPLE_COLUMNS = 10
 PRIOR_SAMPLE_COUNT = 100
 MANIFOLD_SIZE = 15
-BATCH_SIZE = 500
 LOWEST_SCORING_COUNT = 64
 LOWEST_SCORING_COLUMNS = 8
-DIGIT_SPEC = {
-    features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
-    features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-}
-
-
-def _read_split(split_uri: str, spec: Dict[str, tf.io.FixedLenFeature],
-                count: int = -1) -> Dict[str, np.ndarray]:
-  """The first `count` (-1: all) gzipped tf.Examples of a split folder, parsed by `spec`."""
-  files = sorted(fileio.glob(os.path.join(split_uri, '*')))
-  if not files:
-    raise FileNotFoundError(f'{split_uri}: no example files to draw held-out digits from')
-  records = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count).batch(BATCH_SIZE)
-  batches = [tf.io.parse_example(batch, spec) for batch in records]
-  return {key: np.concatenate([batch[key].numpy() for batch in batches]) for key in spec}
-
-
-def _as_images(pixels: np.ndarray) -> np.ndarray:
-  return pixels.reshape(-1, features.IMAGE_SIZE, features.IMAGE_SIZE).astype(np.uint8)
-
-
-def read_heldout_digits(split_uri: str, count: int) -> Tuple[np.ndarray, np.ndarray]:
-  """The first `count` examples of ExampleGen's gzipped TFRecords: (images uint8 [N, 28, 28], labels)."""
-  parsed = _read_split(split_uri, DIGIT_SPEC, count)
-  return _as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +79,9 @@ class ScoredDigits:
 def read_scored_digits(split_uri: str, score_feature: str = SCORE_FEATURE) -> ScoredDigits:
   """Every example BulkInferrer wrote for a split: ExampleGen's features plus the score
   (`elbo`, or the autoencoder's `reconstruction_log_likelihood`)."""
-  parsed = _read_split(split_uri, {**DIGIT_SPEC,
-                                   score_feature: tf.io.FixedLenFeature([], tf.float32)})
-  return ScoredDigits(_as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY],
+  parsed = digits.read_split(split_uri, {**digits.DIGIT_SPEC,
+                                         score_feature: tf.io.FixedLenFeature([], tf.float32)})
+  return ScoredDigits(digits.as_images(parsed[features.IMAGE_KEY]), parsed[features.LABEL_KEY],
                       parsed[score_feature])
 
 
@@ -117,13 +92,6 @@ def scored_eval_split(scored_examples: List[types.Artifact],
     return None
   return read_scored_digits(artifact_utils.get_split_uri(scored_examples, features.EVAL_SPLIT),
                             score_feature)
-
-
-def reconstruct_in_batches(vae: export.ExportedModel, images: np.ndarray) -> Dict[str, np.ndarray]:
-  """serving_default's outputs for every image, a batch at a time to bound memory."""
-  batches = [vae.reconstruct(images[start:start + BATCH_SIZE])
-             for start in range(0, len(images), BATCH_SIZE)]
-  return {key: np.concatenate([batch[key] for batch in batches]) for key in batches[0]}
 
 
 def read_elbo_history(path: str, score_key: str = SCORE_FEATURE) -> Dict[str, List[float]]:
@@ -353,7 +321,7 @@ def write_report(model: export.ExportedModel, kind: kinds.ModelKind, model_path:
   pictures BulkInferrer's scores, so each appears only when it can be drawn.
   """
   fileio.makedirs(report_dir)
-  encoded = reconstruct_in_batches(model, images)
+  encoded = digits.reconstruct_in_batches(model, images)
   metric = kind.score_name
   code = encoded['latent_mean' if kind.variational else 'latent']
   drawings = {
@@ -399,7 +367,7 @@ class Executor(base_executor.BaseExecutor):
     report = artifact_utils.get_single_instance(output_dict[REPORT_KEY])
     num_examples = exec_properties[NUM_EXAMPLES_KEY]
     likelihood_examples = exec_properties[LIKELIHOOD_EXAMPLES_KEY]
-    images, labels = read_heldout_digits(split_uri, max(num_examples, likelihood_examples))
+    images, labels = digits.read_heldout_digits(split_uri, max(num_examples, likelihood_examples))
     model = export.load_exported_model(model_path)
     kind = kinds.kind(exec_properties[MODEL_KIND_KEY])
     likelihood = None

@@ -188,3 +188,23 @@ def plot_scores_by_digit(scores: np.ndarray, labels: np.ndarray, cutoff: float, 
   axes.set_title('Anomaly scores per digit', fontsize=10)
   axes.grid(axis='y', alpha=0.3)
   return _save(figure, path)
+
+
+def plot_score_drift(previous: np.ndarray, new: np.ndarray, path: str, title: str,
+                     metric: str = 'ELBO') -> str:
+  """The served model's scores of the previous and the new data as two overlaid histograms
+  (density, shared bins), each median a dashed line."""
+  both = np.concatenate([previous, new])
+  bins = np.linspace(np.min(both), np.max(both), 60)
+  figure, axes = plt.subplots(figsize=(8, 4.5))
+  for scores, name, colour in ((previous, 'previous data', 'tab:blue'),
+                               (new, 'new data', 'tab:orange')):
+    axes.hist(scores, bins=bins, density=True, alpha=0.5, color=colour,
+              label=f'{name} ({len(scores)} digits, median {np.median(scores):.1f})')
+    axes.axvline(np.median(scores), color=colour, linestyle='--', linewidth=1)
+  axes.set_xlabel(f'served model\'s {metric} (nats per image, low = unusual)')
+  axes.set_ylabel('density')
+  axes.set_title(title, fontsize=10)
+  axes.legend(fontsize=8)
+  axes.grid(alpha=0.3)
+  return _save(figure, path)

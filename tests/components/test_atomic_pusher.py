@@ -25,6 +25,7 @@ from tfx.utils import io_utils, path_utils
 
 from vaetfx.components.atomic_pusher import executor
 from vaetfx.components.atomic_pusher.component import AtomicPusher
+from vaetfx.components.warm_start_base import executor as warm_start_base
 from vaetfx.shared import serving_folder
 
 MODEL_NAME = 'vae'
@@ -162,6 +163,22 @@ def test_every_pushed_version_tells_its_story(push):
   assert record['version'] == int(second) and record['replaced'] == int(first)
   assert record['rollback_of'] is None and record['producer'] == 'vaetfx'
   assert record['pushed_at'].endswith('+00:00')
+
+
+@pytest.mark.parametrize('base_version, reason, expected', [
+    (5, '', {'base_version': 5, 'reason': ''}),
+    (-1, 'nothing served', {'base_version': None, 'reason': 'nothing served'}),
+])
+def test_the_provenance_record_names_the_version_training_started_from(base_version, reason,
+                                                                      expected):
+  base_model = standard_artifacts.Model()
+  base_model.set_int_custom_property(warm_start_base.BASE_VERSION_KEY, base_version)
+  base_model.set_string_custom_property(warm_start_base.REASON_KEY, reason)
+  record = executor.provenance_record({executor.PROVENANCE_KEY: json.dumps(PROVENANCE)},
+                                      {'base_model': [base_model]}, 'run', None, None)
+  assert record[warm_start_base.PROVENANCE_ENTRY] == expected
+  assert warm_start_base.PROVENANCE_ENTRY not in executor.provenance_record(
+      {executor.PROVENANCE_KEY: json.dumps(PROVENANCE)}, {}, 'run', None, None)
 
 
 def test_unblessed_model_is_not_pushed_and_the_served_version_stays(push):
@@ -544,3 +561,24 @@ def test_component_rejects_a_bad_model_name(name):
     AtomicPusher(model=channel.Channel(type=standard_artifacts.Model),
                  model_blessing=channel.Channel(type=standard_artifacts.ModelBlessing),
                  serving_dir='/srv/models', model_name=name)
+
+
+def _examples(span: int, uri: str = '') -> standard_artifacts.Examples:
+  """Examples as TFX's ExampleGen driver marks them: `span` is a custom property."""
+  examples = standard_artifacts.Examples()
+  examples.uri = uri or f'/pipeline_root/Transform/transformed_examples/{span}'
+  examples.split_names = '["train", "eval"]'
+  examples.set_int_custom_property('span', span)
+  return examples
+
+
+def test_the_provenance_record_names_the_eval_span_and_the_trained_spans():
+  record = executor.provenance_record(
+      {executor.PROVENANCE_KEY: json.dumps(PROVENANCE)},
+      {'examples': [_examples(3, '/pipeline_root/MnistExampleGen/examples/7')],
+       executor.TRAIN_EXAMPLES_KEY: [_examples(3), _examples(2)]},
+      run_id='run-1', served=None, rollback_of=None)
+  assert record['data']['span'] == 3
+  assert record['data']['train_spans'] == [2, 3]
+  assert record['data']['examples_uri'] == '/pipeline_root/MnistExampleGen/examples/7'
+  assert record['data']['root'] == '/data/mnist'

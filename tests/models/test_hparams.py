@@ -46,6 +46,7 @@ RANGED_FIELDS = [(cls, field) for cls in (TrainingHparams, configs.ReportConfig)
                  for field in dataclasses.fields(cls) if 'range' in field.metadata]
 OUT_OF_RANGE = {'latent_dim': 0, 'epochs': 0, 'batch_size': -3, 'learning_rate': 0.0,
                 'beta': -0.5, 'seed': 2**31, 'eval_samples': 0, 'monitor_examples': -1,
+                'warm_start_epochs': 0,
                 'likelihood_examples': -1, 'likelihood_samples': 300}
 
 

@@ -151,3 +151,94 @@ def test_run_fn_writes_history_summaries_and_the_serving_model(trained_model):
   for writer in ('train', 'eval'):
     assert tf.io.gfile.glob(os.path.join(trained_model.model_run_dir, writer, 'events.out.*'))
   assert tf.saved_model.contains_saved_model(trained_model.serving_model_dir)
+
+
+# A warm start's first epoch is scored against the base model's last one: its weights are the
+# base's, only the optimizer starts afresh (at the schedule's peak rate). The margin, in nats
+# per image of the mean training ELBO, is what a fresh Adam's first steps may lose here.
+WARM_FIRST_EPOCH_MARGIN = 25.0
+
+
+def _base_history(trained_model):
+  with open(os.path.join(trained_model.model_run_dir, 'history.json')) as f:
+    return json.load(f)
+
+
+def _warm_loop(mnist_splits, hparams, base_model, loop_class=trainer.TrainingLoop):
+  return loop_class(hparams, _pixels(mnist_splits['train'][0]), _pixels(mnist_splits['eval'][0]),
+                    base_model=base_model)
+
+
+def test_a_warm_start_begins_at_the_base_models_loss_far_above_a_cold_one(mnist_splits,
+                                                                            trained_model):
+  """The base is run_fn's real export (the `trained_model` fixture, on these digits)."""
+  base = _base_history(trained_model)
+  hparams = dataclasses.replace(trained_model.hparams, warm_start_epochs=1)
+  warm = _warm_loop(mnist_splits, hparams, trained_model.serving_model_dir)
+  assert warm.start.warm and warm.start.reason == '', warm.start
+  assert warm.step_counts == [7]  # warm_start_epochs, not the 2 cold epochs
+  # The restored weights are the base's: the same held-out ELBO on the same images.
+  assert warm.evaluate() == pytest.approx(base['final_eval_elbo'], abs=1e-3)
+  cold = _loop(mnist_splits, dataclasses.replace(hparams, warm_start=False))
+  warm_first, cold_first = _train(warm)[0], _train(cold)[0]
+  base_last = base['epochs'][-1]['train_elbo']
+  assert warm_first.train_objective > base_last - WARM_FIRST_EPOCH_MARGIN, (warm_first, base_last)
+  assert cold_first.train_objective < base_last - 4 * WARM_FIRST_EPOCH_MARGIN, (cold_first,
+                                                                               base_last)
+
+
+def test_a_base_of_another_latent_size_or_kind_falls_back_to_a_cold_start(mnist_splits,
+                                                                          trained_model):
+  other_size = dataclasses.replace(trained_model.hparams, latent_dim=3)
+  loop = _warm_loop(mnist_splits, other_size, trained_model.serving_model_dir)
+  assert not loop.start.warm and 'latent size' in loop.start.reason, loop.start
+  assert loop.step_counts == [7, 7]  # hparams.epochs: a cold start's
+  fresh = _loop(mnist_splits, dataclasses.replace(other_size, warm_start=False))
+  assert loop.evaluate() == pytest.approx(fresh.evaluate())  # the seed's fresh weights
+  autoencoder = TrainingHparams(model='ae', latent_dim=2, epochs=1)
+  loop = _warm_loop(mnist_splits, autoencoder, trained_model.serving_model_dir,
+                    trainer.AutoencoderLoop)
+  assert not loop.start.warm and 'another kind' in loop.start.reason, loop.start
+
+
+@pytest.mark.parametrize('base', ['missing', 'not_a_model'])
+def test_a_base_without_weights_falls_back_to_a_cold_start(mnist_splits, tmp_path, base):
+  path = tmp_path / base
+  if base == 'not_a_model':
+    (path / 'variables').mkdir(parents=True)
+    (path / 'variables' / 'variables.index').write_bytes(b'\0garbage')
+  loop = _warm_loop(mnist_splits, dataclasses.replace(TINY, epochs=1), str(path))
+  assert not loop.start.warm and loop.start.reason, loop.start
+
+
+def test_no_warm_start_trains_from_scratch_with_a_base_given(mnist_splits, trained_model):
+  hparams = dataclasses.replace(trained_model.hparams, warm_start=False)
+  loop = _warm_loop(mnist_splits, hparams, trained_model.serving_model_dir)
+  assert not loop.start.warm and '--no-warm-start' in loop.start.reason
+  assert loop.evaluate() == pytest.approx(_loop(mnist_splits, hparams).evaluate())
+
+
+def test_a_mixed_precision_loop_starts_from_the_float32_export(mnist_splits, trained_model):
+  """The GPU path: float16 layers keep float32 variables, which take the exported values."""
+  hparams = dataclasses.replace(trained_model.hparams, mixed_precision=True)
+  images = mnist_splits['train'][0]
+  loop = trainer.TrainingLoop(hparams, _pixels(images[:8]), _pixels(images[8:16]),
+                              base_model=trained_model.serving_model_dir)
+  float32 = _warm_loop(mnist_splits, trained_model.hparams, trained_model.serving_model_dir)
+  assert loop.start.warm
+  for mixed, plain in zip(loop.model.variables, float32.model.variables):
+    assert mixed.dtype == tf.float32
+    np.testing.assert_array_equal(mixed.numpy(), plain.numpy())
+
+
+def test_run_fn_warm_starts_from_its_base_model_and_says_so(tmp_path, transformed_mnist,
+                                                          trained_model):
+  from tests import model_fixtures  # pylint: disable=g-import-not-at-top  (TFX)
+  hparams = dataclasses.replace(trained_model.hparams, warm_start_epochs=1)
+  warm = model_fixtures.train_tiny_model(transformed_mnist, str(tmp_path), hparams,
+                                         base_model=trained_model.serving_model_dir)
+  history = _base_history(warm)
+  assert history['start'] == {'warm': True, 'base_model': trained_model.serving_model_dir,
+                              'reason': ''}
+  assert len(history['epochs']) == 1
+  assert tf.saved_model.contains_saved_model(warm.serving_model_dir)

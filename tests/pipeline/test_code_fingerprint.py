@@ -13,27 +13,41 @@ from vaetfx.pipeline import code_fingerprint, configs
 
 COMPONENTS = set(code_fingerprint.ENTRY_MODULES)
 # What an edit to each file must re-run; every other component keeps its fingerprint.
-# The infra validator reads held-out digits as the report does and runs the server; the
-# command line is no component's code, so editing a flag's help re-runs nothing.
+# The infra validator and the drift check read held-out digits as the report does, and the
+# validator runs the server; the command line is no component's code, so editing a flag's
+# help re-runs nothing.
 AFFECTED_BY = {
     # The scorer loads the model through models/export.py, which imports the model code.
-    'vaetfx.models.vae': {'Trainer', 'VaeReport', 'ServingInfraValidator', 'BulkInferrer'},
+    'vaetfx.models.vae': {'Trainer', 'VaeReport', 'ServingInfraValidator', 'DriftCheck',
+                          'BulkInferrer'},
     'vaetfx.models.preprocessing': {'Transform', 'VaeReport', 'ServingInfraValidator'},
     'vaetfx.shared.features': {'MnistExampleGen', 'Transform', 'Trainer', 'VaeReport',
-                               'ServingInfraValidator', 'BulkInferrer'},
+                               'ServingInfraValidator', 'DriftCheck', 'BulkInferrer'},
     'vaetfx.shared.examples': {'MnistExampleGen', 'BulkInferrer'},
     'vaetfx.components.anomaly_scorer.scoring': {'BulkInferrer'},
     # The Pusher reads the gate's scores for each version's provenance record.
     'vaetfx.models.score_metrics': {'Evaluator', 'AtomicPusher'},
-    'vaetfx.components.served_baseline.executor': {'Evaluator', 'ServedModelImporter'},
-    'vaetfx.shared.serving_folder': {'ServedModelImporter', 'Evaluator', 'AtomicPusher'},
+    # The drift check reads the baseline's properties: the served model and its data.
+    'vaetfx.components.served_baseline.executor': {'Evaluator', 'ServedModelImporter',
+                                                   'DriftCheck'},
+    'vaetfx.shared.serving_folder': {'ServedModelImporter', 'Evaluator', 'AtomicPusher',
+                                     'DriftCheck', 'WarmStartBase'},
+    # The Pusher writes the base version into each version's provenance record.
+    'vaetfx.components.warm_start_base.executor': {'WarmStartBase', 'AtomicPusher'},
     'vaetfx.components.atomic_pusher.executor': {'AtomicPusher'},
     'vaetfx.shared.mnist_files': {'MnistExampleGen'},
     'vaetfx.serving.servable': {'ServingInfraValidator'},
     'vaetfx.serving.server': {'ServingInfraValidator'},
+    # Held-out digits read back and run through a model, by three components.
+    'vaetfx.components.digits': {'VaeReport', 'ServingInfraValidator', 'DriftCheck'},
+    'vaetfx.components.drift_check.executor': {'DriftCheck'},
+    'vaetfx.components.vae_report.executor': {'VaeReport'},
+    # The drift check draws its histograms with the report's plotting code.
+    'vaetfx.components.vae_report.plots': {'VaeReport', 'DriftCheck'},
     'vaetfx.flags': set(),
     'vaetfx.serving_commands': set(),
     'vaetfx.components.vae_report.component': set(),  # reached only through vaetfx.__getattr__
+    'vaetfx.components.drift_check.component': set(),  # likewise
 }
 
 

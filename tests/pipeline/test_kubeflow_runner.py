@@ -166,9 +166,11 @@ def test_infra_validator_runs_through_the_entrypoint_and_gates_the_pusher(compil
   assert args[args.index('--executor_class_path') + 1] == (
       'vaetfx.components.serving_infra_validator.executor.Executor')
   pusher_inputs = spec.root.dag.tasks['AtomicPusher'].inputs.artifacts
-  # No `model`: the blessing's copy is pushed; the evaluation and examples tell its story.
+  # No `model`: the blessing's copy is pushed; the evaluation, examples and base model (the
+  # version its training started from) tell its story.
   assert set(pusher_inputs) == {'model_blessing', 'infra_blessing', 'model_evaluation',
-                                'examples'}
+                                'examples', 'base_model'}
+  assert pusher_inputs['base_model'].task_output_artifact.producer_task == 'WarmStartBase'
   assert pusher_inputs['infra_blessing'].task_output_artifact.producer_task == (
       'ServingInfraValidator')
 
@@ -672,14 +674,40 @@ def test_compile_kubeflow_puts_runs_settings_into_the_spec(tmp_path):
   assert not any(task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
 
 
-def test_compile_kubeflow_with_a_span_reads_that_span_folder(tmp_path):
-  assert cli.main(_compile_args(tmp_path, '--span', '3')) == 0
+def _span_parameter(spec) -> Dict:
+  """The root's span parameter, and the ExampleGen's range_config reading it."""
+  [range_config] = [parameter for name, parameter in
+                    spec.root.dag.tasks[EXAMPLE_GEN].inputs.parameters.items()
+                    if name == 'range_config']
+  assert range_config.component_input_parameter == configs.SPAN_PARAMETER
+  return json_format.MessageToDict(spec.root.input_definitions.parameters[configs.SPAN_PARAMETER])
+
+
+@pytest.mark.parametrize('flags_, default', [
+    (('--span', '3'), {'static_range': {'end_span_number': 3, 'start_span_number': 3}}),
+    (('--span-folders',), None)], ids=['span-3', 'newest'])
+def test_compile_kubeflow_takes_the_span_as_a_run_time_parameter(tmp_path, flags_, default):
+  assert cli.main(_compile_args(tmp_path, *flags_)) == 0
   spec = _parse_spec(kubeflow_runner.load_spec(str(tmp_path / 'vae.yaml')))
-  parameters = _task_parameters(spec, EXAMPLE_GEN)
-  splits = json.loads(parameters['input_config'])['splits']
+  splits = json.loads(_task_parameters(spec, EXAMPLE_GEN)['input_config'])['splits']
   assert {split['pattern'] for split in splits} == {'span-{SPAN}/*'}
-  assert json.loads(parameters['range_config']) == {
-      'static_range': {'start_span_number': 3, 'end_span_number': 3}}
+  parameter = _span_parameter(spec)
+  assert parameter['isOptional']
+  assert (json.loads(parameter['defaultValue']) if default else parameter['defaultValue']) == (
+      default or '')
+
+
+def test_compile_kubeflow_without_span_folders_has_no_span_parameter(compiled):
+  _, _, _, packages = compiled
+  spec = _parse_spec(kubeflow_runner.load_spec(packages['.yaml']))
+  assert configs.SPAN_PARAMETER not in spec.root.input_definitions.parameters
+  assert 'range_config' not in _task_parameters(spec, EXAMPLE_GEN)
+
+
+def test_compile_kubeflow_refuses_the_rolling_window(tmp_path, capsys):
+  assert cli.main(_compile_args(tmp_path, '--span-folders', '--train-spans', '2')) == 2
+  assert '--train-spans 2: the rolling window runs locally only' in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / 'vae.yaml')
 
 
 def test_compile_kubeflow_puts_the_autoencoder_into_the_spec(tmp_path):
@@ -857,6 +885,28 @@ def test_submit_refuses_what_kfp_cannot_run(fake_client, tmp_path, package, mess
   assert cli.main(['submit', '--host', 'http://kfp', '--package', str(path)]) == 2
   assert message in capsys.readouterr().err
   assert not fake_client.instances
+
+
+def test_submit_span_picks_the_span_of_a_span_folders_package(fake_client, tmp_path):
+  assert cli.main(_compile_args(tmp_path, '--span-folders')) == 0
+  package = str(tmp_path / 'vae.yaml')
+  for span, value in (('4', {'static_range': {'end_span_number': 4, 'start_span_number': 4}}),
+                      ('0', '')):
+    assert cli.main(['submit', '--host', 'http://kfp', '--package', package,
+                     '--span', span]) == 0
+    _, kwargs = fake_client.instances[-1].runs[-1]
+    argument = kwargs['arguments'][configs.SPAN_PARAMETER]
+    assert (json.loads(argument) if value else argument) == value
+  assert cli.main(['submit', '--host', 'http://kfp', '--package', package]) == 0
+  assert 'arguments' not in fake_client.instances[-1].runs[-1][1]  # the compiled default
+
+
+def test_submit_span_refuses_a_package_without_span_folders(compiled, fake_client, capsys):
+  _, _, _, packages = compiled
+  assert cli.main(['submit', '--host', 'http://kfp', '--package', packages['.yaml'],
+                   '--span', '2']) == 2
+  assert 'compile it with --span-folders' in capsys.readouterr().err
+  assert not any(client.runs for client in fake_client.instances)
 
 
 def _vaetfx_in_bucket(gcs, tmp_path, *args) -> subprocess.CompletedProcess:

@@ -26,7 +26,7 @@ from vaetfx.models import score_metrics, export
 from vaetfx.models.hparams import TrainingHparams
 from vaetfx.pipeline import configs, local_runner, run_summary
 from vaetfx.serving import client, server, warmup
-from vaetfx.shared import mnist_files
+from vaetfx.shared import mnist_files, serving_folder
 
 Execution = metadata_store_pb2.Execution
 SIGNATURES = {'serving_default', 'encode', 'decode', 'sample', 'from_examples'}
@@ -138,6 +138,14 @@ def test_transformed_pixels_are_the_numpy_binarization(base_config, first_run, m
   np.testing.assert_array_equal(in_order(pixels), in_order(expected))
 
 
+def test_the_first_run_says_drift_was_not_checked_and_why(first_run):
+  summary, _ = first_run
+  assert summary.drift is not None and not summary.drift.checked and not summary.drift_stopped
+  assert ('Data drift: not checked: nothing is served yet, so there is no previous data to '
+          'compare with') in run_summary.format_summary(summary)
+  assert not summary.drift.picture
+
+
 def test_statistics_schema_and_anomalies_are_written(base_config, first_run):
   store = _store(base_config)
   assert os.path.exists(os.path.join(_output_uri(store, 'SchemaGen', 'Schema'), 'schema.pbtxt'))
@@ -148,16 +156,54 @@ def test_statistics_schema_and_anomalies_are_written(base_config, first_run):
 
 
 def test_rerun_recomputes_no_data_or_training_and_pushes_nothing_new(base_config, first_run):
-  """The Evaluator re-runs (it now has a baseline), and the Pusher finds its model served."""
+  """The Evaluator re-runs (it now has a baseline), and the Pusher finds its model served.
+  So does the drift check, which now has a served model to compare with."""
   versions = _versions(base_config)
   summary, _ = _run(base_config)
   cached = {run.component for run in summary.runs if run.cached}
-  assert {*DATA_COMPONENTS, 'Trainer', 'BulkInferrer', 'VaeReport', 'ServingInfraValidator'} <= cached
+  assert {*DATA_COMPONENTS, 'WarmStartBase', 'Trainer', 'BulkInferrer', 'VaeReport',
+          'ServingInfraValidator'} <= cached
+  assert 'DriftCheck' not in cached
   assert summary.blessed and summary.already_served
   assert summary.pushed_version == str(versions[-1])
   assert _versions(base_config) == versions
   assert f'Pushed: nothing new; version {versions[-1]}, the served one, already holds' in (
       run_summary.format_summary(summary))
+  # The drift check compared the data with itself, the served model's evaluation data.
+  drift = summary.drift
+  assert drift.checked and not drift.drifted and drift.scores_against['served_version'] == versions[-1]
+  assert drift.label_l_infinity == 0 and drift.score_ks == 0
+  assert 'Data drift: no drift (threshold 0.1); labels L-infinity 0.000' in (
+      run_summary.format_summary(summary))
+  with Image.open(drift.picture) as picture:
+    assert picture.format == 'PNG'
+  assert f'the served model\'s scores of both, as histograms: {drift.picture}' in (
+      run_summary.format_summary(summary))
+
+
+def test_drifted_data_with_on_drift_stop_ends_the_run_before_training(base_config, first_run,
+                                                                      mnist_splits, tmp_path,
+                                                                      capsys):
+  """Inverted digits against the served model's: exit 3 before any Trainer execution, the
+  distances in the summary, nothing pushed."""
+  inverted = {split: (255 - images, labels) for split, (images, labels) in mnist_splits.items()}
+  data_dir = synthetic_mnist.write_mnist_idx(str(tmp_path / 'inverted'), inverted)
+  versions, trainings = _versions(base_config), _trainer_executions(base_config)
+  status = cli.main(['run', '--data-dir', data_dir, '--output-dir', base_config.output_dir,
+                     '--on-drift', 'stop', '--latent-dim', '2'])
+  out = capsys.readouterr().out
+  assert status == flags.EXIT_NOT_PUSHED
+  assert _trainer_executions(base_config) == trainings and _versions(base_config) == versions
+  [drift_line] = [line for line in out.splitlines() if line.startswith('Data drift: ')]
+  assert drift_line.startswith('Data drift: DRIFTED: served model\'s ELBO (Kolmogorov-Smirnov) '
+                               'above 0.1; labels L-infinity 0.000 against served version ')
+  assert '; served model\'s ELBO KS 1.000, median ' in drift_line
+  assert '  DriftCheck                     stopped' in out
+  [picture] = [line.split(' as histograms: ')[1] for line in out.splitlines()
+               if ' as histograms: ' in line]
+  with Image.open(picture) as image:  # Kept, though TFX removes a failed execution's outputs.
+    assert image.format == 'PNG'
+  assert out.rstrip().endswith('Result: stopped before training: the data drifted (exit status 3).')
 
 
 def test_a_code_edit_reruns_the_components_that_run_that_code(base_config, first_run, tmp_path):
@@ -226,6 +272,43 @@ def test_a_component_after_the_push_failing_does_not_block_it(base_config, first
     assert 'Report: FAILED (RuntimeError: out of ink)' in run_summary.format_summary(summary)
   else:
     assert 'VaeReport' not in [run.component for run in summary.runs]
+
+
+def test_the_first_run_trained_cold_as_nothing_was_served(first_run):
+  summary, _ = first_run
+  assert summary.start.startswith('cold start: ') and 'serves no model' in summary.start
+  assert summary.start.endswith('(3 epochs)')
+  assert 'Trainer: cold start: ' in run_summary.format_summary(summary)
+
+
+def test_new_data_trains_warm_from_the_served_version_and_its_push_names_it(base_config,
+                                                                           first_run, tmp_path):
+  """New digits (another span, in effect) re-decide the base: the served version, whose weights
+  the Trainer loads; the pushed version's provenance names it. --no-warm-start on the same data
+  trains cold, and re-running the warm configuration recomputes no training."""
+  served = _versions(base_config)[-1]
+  new_data = synthetic_mnist.write_mnist_idx(str(tmp_path / 'new'),
+                                             synthetic_mnist.make_splits(seed=24))
+  warm = dataclasses.replace(
+      base_config, data_dir=new_data,
+      hparams=dataclasses.replace(TINY_TRAINING, warm_start_epochs=1),
+      gate=configs.GateConfig(score_floor=-1e9, score_tolerance=1e9))
+  summary, _ = _run(warm)
+  runs = {run.component: run for run in summary.runs}
+  assert not runs['WarmStartBase'].cached and not runs['Trainer'].cached
+  assert summary.start == f'warm start from version {served} (1 epochs)'
+  pushed = serving_folder.read_provenance(summary.pushed_path)
+  assert pushed['warm_start'] == {'base_version': served, 'reason': ''}
+  assert pushed['data']['input_fingerprint'] != serving_folder.read_provenance(
+      os.path.join(base_config.serving_dir, 'vae', str(served)))['data']['input_fingerprint']
+
+  rerun, _ = _run(warm)  # Now the served model is the one trained on this data.
+  assert {'WarmStartBase', 'Trainer'} <= {run.component for run in rerun.runs if run.cached}
+  assert rerun.start == summary.start
+
+  cold, _ = _run(dataclasses.replace(warm, hparams=dataclasses.replace(
+      warm.hparams, warm_start=False)))
+  assert cold.start == 'cold start: warm starting is off (--no-warm-start) (3 epochs)'
 
 
 def test_bad_input_fails_at_example_gen_with_nothing_published(tmp_path, mnist_splits):
@@ -330,7 +413,6 @@ def test_a_vae_aimed_at_the_autoencoders_serving_folder_is_refused_before_traini
 def test_the_importer_refuses_another_kind_at_run_time_too(autoencoder_config, autoencoder_run):
   """The folder can change between the command's check and the run: ServedModelImporter, the
   first component, checks again, so nothing trains (on Kubeflow this is the only check)."""
-  from vaetfx.shared import serving_folder  # pylint: disable=g-import-not-at-top
   config = dataclasses.replace(autoencoder_config, hparams=TINY_TRAINING,
                                pipeline_name='vae-into-ae')
   trainings = _trainer_executions(config)
@@ -343,3 +425,34 @@ def _trainer_executions(config):
   store = _store(config)
   types = {t.id: t.name for t in store.get_execution_types()}
   return sum(types[e.type_id].endswith('.Trainer') for e in store.get_executions())
+
+
+def test_a_new_span_is_compared_with_the_previous_span_found_in_ml_metadata(tmp_path,
+                                                                            mnist_splits):
+  """Span 1 (digits 5-9) is trained and pushed; span 2 (digits 0-4) arrives and, with
+  --on-drift stop, the drift check's driver finds span 1's Examples in ML Metadata, the labels
+  drift from them, and the run stops before training."""
+  data_dir = tmp_path / 'spans'
+  for span, keep in ((1, lambda labels: labels >= 5), (2, lambda labels: labels < 5)):
+    synthetic_mnist.write_mnist_idx(str(data_dir / f'span-{span}'), {
+        split: (images[keep(labels)], labels[keep(labels)])
+        for split, (images, labels) in mnist_splits.items()})
+  config = configs.PipelineConfig(
+      data_dir=str(data_dir), output_dir=str(tmp_path / 'out'), data_pattern=configs.SPAN_PATTERN,
+      span=1, hparams=TINY_TRAINING, gate=configs.GateConfig(score_floor=-1000.0),
+      report=configs.ReportConfig(likelihood_examples=0))
+  first, _ = _run(config)
+  assert first.pushed_path and not first.drift.checked
+  trainings = _trainer_executions(config)
+  second, printed = _run(dataclasses.replace(
+      config, span=2, drift=configs.DriftConfig(on_drift='stop')))
+  assert second.drift_stopped and _trainer_executions(config) == trainings
+  drift = second.drift
+  assert drift.labels_against['what'] == 'the previous span, 1'
+  # The served model was trained on span 1 too: both signals compared with its Examples.
+  assert drift.scores_against['span'] == 1
+  assert drift.labels_against['examples_uri'] == drift.scores_against['examples_uri']
+  assert drift.label_l_infinity == pytest.approx(0.2, abs=0.05)
+  assert 'label distribution (L-infinity)' in drift.over_threshold
+  assert 'against the previous span, 1' in run_summary.format_summary(second)
+  assert 'DriftCheck                     stopped after' in printed

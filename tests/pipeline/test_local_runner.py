@@ -8,6 +8,7 @@ import pytest
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from vaetfx.components.drift_check.executor import DataDrifted, DriftResult
 from vaetfx.pipeline import local_runner
 
 Execution = metadata_store_pb2.Execution
@@ -79,6 +80,19 @@ def test_each_component_is_printed_as_it_starts_and_ends_with_its_state(store):
       ('AtomicPusher', False, pusher.id, 'RuntimeError: disk full')]
   assert all(run.seconds >= 0 for run in progress.runs)
 
+
+def test_a_drift_check_that_stops_the_run_is_printed_as_stopped(store):
+  launcher = Launcher(store)
+  out = io.StringIO()
+  progress = local_runner.ComponentProgress(store, 0, 2, out)
+  launcher.end(launcher.start('DriftCheck'), Execution.FAILED)
+  progress.poll()
+  progress.failed(DataDrifted(DriftResult(threshold=0.1, label_l_infinity=0.5,
+                                          labels_against={'what': 'the previous span, 1'})))
+  assert out.getvalue().splitlines()[-1].startswith(
+      '[1/2] DriftCheck                     stopped after ')
+  assert out.getvalue().endswith(': DataDrifted: DRIFTED: label distribution (L-infinity) above '
+                                 '0.1; labels L-infinity 0.500 against the previous span, 1\n')
 
 def test_only_executions_after_the_runs_start_are_reported(store):
   launcher = Launcher(store)

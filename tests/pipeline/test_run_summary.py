@@ -20,3 +20,28 @@ def test_log_likelihood_overall_and_by_digit():
   assert ('Held-out log-likelihood (IWAE bound, first 200 eval digits, nats per image): '
           'K=1 -90.50, K=10 -86.25') in text
   assert 'by digit at K=10: 0: -77.0, 1: -38.5' in text
+
+
+def test_spans_are_named_only_when_the_data_has_spans():
+  assert 'Data:' not in run_summary.format_summary(
+      run_summary.RunSummary(runs=[], eval_span=0, train_spans=[0]))
+  assert "Data: trained on span 4, gated on span 4's eval split" in run_summary.format_summary(
+      run_summary.RunSummary(runs=[], eval_span=4, train_spans=[4]))
+def _history(warm, reason='', epochs=4):
+  return {'start': {'warm': warm, 'base_model': '/b', 'reason': reason},
+          'epochs': [{}] * epochs}
+
+
+def test_the_summary_says_whether_training_started_warm_and_from_which_version():
+  warm = run_summary.describe_start(1700000000, '', _history(True))
+  assert warm == 'warm start from version 1700000000 (4 epochs)'
+  cold = run_summary.describe_start(-1, '/s/vae serves no model', _history(False, epochs=22))
+  assert cold == 'cold start: /s/vae serves no model (22 epochs)'
+  text = run_summary.format_summary(run_summary.RunSummary(runs=[], start=warm))
+  assert 'Trainer: warm start from version 1700000000 (4 epochs)' in text
+
+
+def test_a_base_whose_weights_did_not_fit_is_a_cold_start_with_the_trainers_reason():
+  text = run_summary.describe_start(5, '', _history(False, 'variable dense/kernel:0 is [2, 4] '
+                                                          'there and [2, 6] here', 22))
+  assert text.startswith('cold start: version 5 did not fit: variable dense/kernel:0')

@@ -108,6 +108,47 @@ def test_full_batch_runs_without_waiting_for_the_timeout():
   assert sorted(model.sizes) == [4, 4]
 
 
+class _Concurrency(_Recorder):
+  """Takes `seconds` per batch and records the most batches running at once."""
+
+  def __init__(self, seconds: float):
+    super().__init__()
+    self.most_at_once = 0
+    self._running = 0
+    self._lock = threading.Lock()
+    self._seconds = seconds
+
+  def __call__(self, inputs):
+    with self._lock:
+      self._running += 1
+      self.most_at_once = max(self.most_at_once, self._running)
+    time.sleep(self._seconds)
+    try:
+      return super().__call__(inputs)
+    finally:
+      with self._lock:
+        self._running -= 1
+
+
+@pytest.mark.parametrize('threads', [1, 2])
+def test_runs_at_once_never_exceed_num_batch_threads(threads):
+  """Never more than num_batch_threads batches run at once (`vaetfx serve` runs one, see
+  docs/serving.md), and every request gets its own rows."""
+  scheduler = batching.BatchScheduler(batching.BatchingParameters(
+      max_batch_size=4, max_enqueued_batches=64, num_batch_threads=threads))
+  model = _Concurrency(seconds=0.005)
+  sizes = [1, 2, 1, 3, 1, 1, 2, 1] * 4
+  try:
+    results = _run_concurrently(scheduler, model, sizes)
+  finally:
+    scheduler.stop()
+  for i, (result, size) in enumerate(zip(results, sizes)):
+    np.testing.assert_array_equal(result['y'], np.full((size, 3), 2 * i))
+  assert model.most_at_once <= threads
+  assert sum(model.sizes) == sum(sizes) and max(model.sizes) <= 4
+  assert len(model.sizes) < len(sizes), 'some requests waited and shared a batch'
+
+
 def test_limits_give_tf_serving_codes():
   release = threading.Event()
   scheduler = batching.BatchScheduler(batching.BatchingParameters(

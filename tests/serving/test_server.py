@@ -1,5 +1,10 @@
 """The local server over real gRPC: every signature equals the in-process model, and each bad
 request gets TF Serving's status code while the server keeps answering."""
+import os
+import subprocess
+import sys
+import textwrap
+
 import grpc
 import numpy as np
 import pytest
@@ -212,3 +217,25 @@ def test_oversized_request_is_refused(serving_dir):
       assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
       assert serving.score(np.zeros((2, 28, 28), np.uint8)).shape == (2,)
 
+
+
+
+@pytest.mark.parametrize('threads', [0, 1])
+def test_tensorflow_thread_pools_are_sized_before_the_model_loads(serving_dir, threads):
+  """In a fresh process, as `vaetfx serve` runs: the pools the config names (0 leaves
+  TensorFlow's choice, which it reports as 0), then the server answering."""
+  code = textwrap.dedent(f'''
+      import numpy as np, tensorflow as tf
+      from vaetfx.serving import client, server
+      config = server.ServerConfig({os.path.join(serving_dir, MODEL_NAME)!r}, port=0,
+                                   poll_seconds=0, intra_op_threads={threads},
+                                   inter_op_threads={2 * threads})
+      with server.ModelServer(config) as model_server:
+        with client.ServingClient(model_server.address, {MODEL_NAME!r}) as serving:
+          assert serving.reconstruct(np.zeros((1, 28, 28), np.uint8))['elbo'].shape == (1,)
+      print(tf.config.threading.get_intra_op_parallelism_threads(),
+            tf.config.threading.get_inter_op_parallelism_threads())
+      ''')
+  done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert done.stdout.split() == [str(threads), str(2 * threads)], done.stderr[-2000:]

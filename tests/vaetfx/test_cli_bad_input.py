@@ -42,6 +42,14 @@ def files(tmp_path_factory, mnist_splits):
   Image.new('L', (8000, 6000)).save(root / 'huge.png')
   (root / 'not-a.png').write_bytes(b'not a picture')
   np.save(root / 'floats.npy', np.full((2, 28, 28), 7.5))
+  # A plain file beside its .gz that holds other labels, in a folder and in a span folder.
+  # `window`: its older span-1 has them, its newest span-2 not.
+  for twins in (root / 'twins', root / 'spans' / 'span-2', root / 'window' / 'span-1'):
+    synthetic_mnist.write_mnist_idx(str(twins), mnist_splits, compress=True)
+    synthetic_mnist.write_file(str(twins / 't10k-labels-idx1-ubyte'), synthetic_mnist.idx_bytes(
+        (mnist_splits['eval'][1] + 1) % 10), compress=False)
+  for good in (root / 'spans' / 'span-1', root / 'window' / 'span-2'):
+    synthetic_mnist.write_mnist_idx(str(good), mnist_splits)
   np.save(root / 'inf-latents.npy', np.array([[0.5, 1.0], [np.inf, 0.0]]))
   (root / 'forged.npy').write_bytes(_npy_declaring((10**9, 28, 28)) + bytes(28 * 28))
   os.makedirs(root / 'corrupt-model')
@@ -178,6 +186,17 @@ CASES = [
      '--output {in}/a-file/s.csv', 2, '--output folder {in}/a-file: is a file, expected a folder'),
     ('score-split-unknown', f'score {SCORE} --split test', 2, "--split: invalid choice: 'test'"),
     ('score-beam-workers-negative', f'score {SCORE} --beam-workers -1', 2, "--beam-workers: '-1'"),
+    ('differing-gz-twins', f'run {RUN.replace("/good", "/twins")}', 2,
+     '{in}/twins/t10k-labels-idx1-ubyte and {in}/twins/t10k-labels-idx1-ubyte.gz hold '
+     'different data: keep only one of them'),
+    ('differing-gz-twins-in-the-newest-span', f'run {RUN.replace("/good", "/spans")}', 2,
+     '{in}/spans/span-2/t10k-labels-idx1-ubyte and {in}/spans/span-2/t10k-labels-idx1-ubyte.gz'),
+    ('differing-gz-twins-in-the-windows-older-span',
+     f'run {RUN.replace("/good", "/window")} --train-spans 2', 2,
+     '{in}/window/span-1/t10k-labels-idx1-ubyte and {in}/window/span-1/t10k-labels-idx1-ubyte.gz'),
+    ('train-spans-without-spans', f'run {RUN} --train-spans 2', 2,
+     '--train-spans 2: {in}/good has no span-<N>/ folders to roll over'),
+    ('train-spans-0', f'run {RUN} --train-spans 0', 2, "--train-spans: '0': expected"),
     ('score-without-model-dir', 'score --data-dir {in}/good', 2,
      'the following arguments are required: --model-dir'),
     ('no-command', '', 2, 'the following arguments are required: command'),
@@ -246,7 +265,8 @@ def test_help_documents_the_exit_codes():
 
 
 def test_ctrl_c_during_training_cancels_it_in_ml_metadata(files, tmp_path):
-  """SIGINT, as Ctrl-C sends it, while the Trainer runs: one line, status 130, nothing RUNNING."""
+  """SIGINT, as Ctrl-C sends it, while the Trainer runs: one line, status 130, nothing RUNNING.
+  Seven components run before the Trainer: the data five, ServedModelImporter, WarmStartBase."""
   from ml_metadata.metadata_store import metadata_store  # pylint: disable=g-import-not-at-top
   from ml_metadata.proto import metadata_store_pb2  # pylint: disable=g-import-not-at-top
   output_dir = tmp_path / 'outputs'
@@ -266,7 +286,7 @@ def test_ctrl_c_during_training_cancels_it_in_ml_metadata(files, tmp_path):
     process.kill()
   assert process.returncode == flags.EXIT_INTERRUPTED, stderr
   assert stderr.strip().splitlines() == [
-      'vaetfx run: interrupted during Trainer (6 components finished); '
+      'vaetfx run: interrupted during Trainer (7 components finished); '
       'a re-run resumes from the cache.']
   store = metadata_store.MetadataStore(
       metadata_store_pb2.ConnectionConfig(sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(

@@ -3,7 +3,7 @@ anything loads; the limits and retry flags reach the server's config."""
 import pytest
 
 from vaetfx import cli, serving_commands
-from vaetfx.serving import limits, server, version_policy
+from vaetfx.serving import batching, limits, server, version_policy
 
 
 @pytest.mark.parametrize('flag, value, expected', [
@@ -21,6 +21,7 @@ from vaetfx.serving import limits, server, version_policy
     ('--max-sample-count', '1.5', 'a whole number >= 1'),
     ('--max-inflight-mb', '0', 'a whole number >= 1'),
     ('--slice-rows', '0', 'a whole number >= 1'),
+    ('--tensorflow-intra-op-parallelism', '-1', 'a whole number >= 0'),
     ('--max-num-load-retries', '-1', 'a whole number >= 0'),
     ('--load-retry-interval-seconds', '-0.5', 'a finite number >= 0'),
 ])
@@ -59,3 +60,30 @@ def test_defaults_are_tf_serving_and_the_issue_figures(tmp_path):
   assert config.limits.max_batch_rows >= 10_000
   assert (config.max_load_retries, config.load_retry_seconds) == (5, 60.0)
   assert isinstance(config, server.ServerConfig)
+
+
+def test_batching_is_on_by_default_sized_by_the_row_limit_and_can_be_turned_off(tmp_path):
+  """On: batches as large as the largest request (a request of --max-batch-rows must not meet
+  the batcher's own size limit), no timeout, one batch at a time; off: no batcher."""
+  def config(*flags):
+    return serving_commands._server_config(  # pylint: disable=protected-access
+        cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path), *flags]))
+  assert config('--max-batch-rows', '300').batching_parameters == batching.BatchingParameters(
+      max_batch_size=300, batch_timeout_micros=0, num_batch_threads=1)
+  assert config('--no-enable-batching').batching_parameters is None
+  parameters_file = tmp_path / 'batching_parameters.txt'
+  parameters_file.write_text('max_batch_size { value: 8 }\nnum_batch_threads { value: 3 }\n')
+  assert config('--batching-parameters-file', str(parameters_file)).batching_parameters == (
+      batching.BatchingParameters(max_batch_size=8, num_batch_threads=3))
+  with pytest.raises(ValueError, match='contradicts --no-enable-batching'):
+    config('--no-enable-batching', '--batching-parameters-file', str(parameters_file))
+
+
+def test_tensorflow_thread_flags_reach_the_server_config(tmp_path):
+  def config(*flags):
+    return serving_commands._server_config(  # pylint: disable=protected-access
+        cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path), *flags]))
+  assert (config().intra_op_threads, config().inter_op_threads) == (1, 1)
+  chosen = config('--tensorflow-intra-op-parallelism', '0',
+                  '--tensorflow-inter-op-parallelism', '3')
+  assert (chosen.intra_op_threads, chosen.inter_op_threads) == (0, 3)

@@ -1,0 +1,1 @@
+"""DriftCheck: is the new data still what the served model knows? Checked before training."""

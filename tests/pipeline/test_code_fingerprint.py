@@ -20,7 +20,7 @@ AFFECTED_BY = {
     # The scorer loads the model through models/export.py, which imports the model code.
     'vaetfx.models.vae': {'Trainer', 'VaeReport', 'ServingInfraValidator', 'DriftCheck',
                           'BulkInferrer'},
-    'vaetfx.models.preprocessing': {'Transform', 'VaeReport', 'ServingInfraValidator'},
+    'vaetfx.models.preprocessing': {'Transform', 'VaeReport'},
     'vaetfx.shared.features': {'MnistExampleGen', 'Transform', 'Trainer', 'VaeReport',
                                'ServingInfraValidator', 'DriftCheck', 'BulkInferrer'},
     'vaetfx.shared.examples': {'MnistExampleGen', 'BulkInferrer'},

@@ -286,7 +286,7 @@ def test_ctrl_c_during_training_cancels_it_in_ml_metadata(files, tmp_path):
     process.kill()
   assert process.returncode == flags.EXIT_INTERRUPTED, stderr
   assert stderr.strip().splitlines() == [
-      'vaetfx run: interrupted during Trainer (7 components finished); '
+      'vaetfx run: interrupted during Trainer (8 components finished); '
       'a re-run resumes from the cache.']
   store = metadata_store.MetadataStore(
       metadata_store_pb2.ConnectionConfig(sqlite=metadata_store_pb2.SqliteMetadataSourceConfig(

@@ -6,7 +6,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import pytest  # pylint: disable=g-import-not-at-top
 
-from tests import synthetic_mnist  # pylint: disable=g-import-not-at-top
+from tests import gcs_emulator, synthetic_mnist  # pylint: disable=g-import-not-at-top
 
 
 @pytest.fixture(scope='session')
@@ -76,3 +76,18 @@ def ram_fileio_root():
 
   filesystem_registry.DEFAULT_FILESYSTEM_REGISTRY.register(RamFilesystem, priority=20)
   return f'ram://{uuid.uuid4().hex}'
+
+
+@pytest.fixture(scope='module')
+def gcs(tmp_path_factory):
+  """The emulated bucket gcs_emulator.TEST_BUCKET, in its own mount and network namespace
+  (tests/gcs_emulator.py); one per test file, so files on different workers do not share it."""
+  reason = gcs_emulator.GcsNamespace.unavailable_reason()
+  if reason:
+    pytest.skip(f'the GCS emulator needs a private mount and network namespace: {reason}')
+  work_dir = tmp_path_factory.mktemp('gcs')
+  namespace = gcs_emulator.GcsNamespace(str(work_dir / 'buckets'), [gcs_emulator.TEST_BUCKET],
+                                        str(work_dir))
+  namespace.start()
+  yield namespace
+  namespace.stop()

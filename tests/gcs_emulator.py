@@ -47,6 +47,8 @@ from typing import Dict, List, Optional, Tuple
 
 from tests import certificates
 
+# The bucket the tests' fixture (tests/conftest.py `gcs`) creates.
+TEST_BUCKET = 'vaetfx-test-bucket'
 GCS_HOSTS = ('www.googleapis.com', 'storage.googleapis.com', 'oauth2.googleapis.com')
 FOLDER_MARKER = '.gcs-folder-marker'
 READY_LINE = 'gcs-emulator ready'

@@ -26,9 +26,10 @@ run: setup
 	$(BIN)/vaetfx run --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
 
 # One worker per CPU; each test file stays on one worker, so its module fixtures (a whole
-# pipeline run, the Kubeflow tasks on the emulated bucket) are built once.
+# pipeline run, the Kubeflow tasks on the emulated bucket) are built once; the slowest files
+# first, in the order tests/conftest.py sets (not xdist's, by number of tests).
 test: setup
-	$(BIN)/python -m pytest tests -n auto --dist loadfile --durations=15
+	$(BIN)/python -m pytest tests -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
 clean:
 	rm -rf $(OUTPUT_DIR) .pytest_cache

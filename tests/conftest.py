@@ -95,6 +95,8 @@ def gcs(tmp_path_factory):
 
 # The slowest test files (each a few minutes on one worker; `make test` lists its slowest tests)
 # are handed out first: started last, one of them would run alone after the rest had finished.
+# (`make test` passes --no-loadscope-reorder: xdist would otherwise hand out the files with the
+# most tests first, whatever their time.)
 SLOWEST_FILES = ('tests/vaetfx/test_run_on_gcs.py', 'tests/pipeline/test_kubeflow_runner.py')
 
 

@@ -93,15 +93,21 @@ class ComponentProgress:
                   f'{outcome} after {failed[-1].seconds:.1f} s: {failed[-1].error}')
 
   def _component(self, execution: metadata_store_pb2.Execution) -> str:
-    """The node's id (`Trainer`), from the execution's node context `<pipeline>.<node id>`."""
-    contexts = self._store.get_contexts_by_execution(execution.id)
-    types = {t.id: t.name for t in self._store.get_context_types_by_id(
-        list({c.type_id for c in contexts}))}
-    [node] = [c for c in contexts if types[c.type_id] == 'node']
-    return node.name.split('.', 1)[1]
+    return component_id(self._store, execution)
 
   def _print(self, number: int, component: str, what: str):
     print(f'[{number}/{self._total}] {component:<30} {what}', file=self._out, flush=True)
+
+
+def component_id(store: metadata_store.MetadataStore,
+                 execution: metadata_store_pb2.Execution) -> str:
+  """The node's id (`Transform`), from the execution's node context `<pipeline>.<node id>`; its
+  type's name would be the class's (`SpanTransform`), not the id the pipeline gave it."""
+  contexts = store.get_contexts_by_execution(execution.id)
+  types = {t.id: t.name for t in store.get_context_types_by_id(
+      list({c.type_id for c in contexts}))}
+  [node] = [c for c in contexts if types[c.type_id] == 'node']
+  return node.name.split('.', 1)[1]
 
 
 def metadata_connection(config: configs.PipelineConfig):
@@ -152,9 +158,7 @@ def cancel_running(store: metadata_store.MetadataStore, after_id: int) -> List[s
   for execution in running:
     execution.last_known_state = metadata_store_pb2.Execution.CANCELED
   store.put_executions(running)
-  types = {t.id: t.name for t in store.get_execution_types_by_id(
-      list({e.type_id for e in running}))}
-  return [types[e.type_id].rsplit('.', 1)[-1] for e in running]
+  return [component_id(store, execution) for execution in running]
 
 
 def _run_dag(pipeline: tfx.dsl.Pipeline, config: configs.PipelineConfig,

@@ -32,9 +32,10 @@ class Launcher:
     [self.pipeline] = store.put_contexts([metadata_store_pb2.Context(
         type_id=self.pipeline_type, name='vae-mnist')])
 
-  def start(self, node: str, state=Execution.RUNNING) -> Execution:
+  def start(self, node: str, state=Execution.RUNNING, component_class: str = '') -> Execution:
+    """component_class: the class's name when it differs from the node's id (.with_id())."""
     type_id = self.store.put_execution_type(metadata_store_pb2.ExecutionType(
-        name=f'tfx.components.{node}'))
+        name=f'tfx.components.{component_class or node}'))
     context = self.store.get_context_by_type_and_name('node', f'vae-mnist.{node}')
     [context] = ([context.id] if context else self.store.put_contexts(
         [metadata_store_pb2.Context(type_id=self.node_type, name=f'vae-mnist.{node}')]))
@@ -105,8 +106,8 @@ def test_only_executions_after_the_runs_start_are_reported(store):
 
 def test_ctrl_c_leaves_no_execution_running(store):
   launcher = Launcher(store)
-  done = launcher.start('Transform', state=Execution.COMPLETE)
-  running = launcher.start('Trainer')
-  assert local_runner.cancel_running(store, 0) == ['Trainer']
+  done = launcher.start('MnistExampleGen', state=Execution.COMPLETE)
+  running = launcher.start('Transform', component_class='SpanTransform')
+  assert local_runner.cancel_running(store, 0) == ['Transform']
   states = {e.id: e.last_known_state for e in store.get_executions()}
   assert states == {done.id: Execution.COMPLETE, running.id: Execution.CANCELED}

@@ -55,9 +55,7 @@ def pick_window(artifacts: List[types.Artifact], window_spans: List[int],
   output; spans without one are skipped."""
   picked = []
   for span in window_spans:
-    candidates = [artifact for artifact in artifacts
-                  if artifact.has_custom_property(SPAN)
-                  and artifact.get_int_custom_property(SPAN) == span]
+    candidates = [artifact for artifact in artifacts if span_of(artifact.mlmd_artifact) == span]
     if candidates:
       picked.append(max(candidates, key=lambda a: (last_output.get(a.id, 0), a.id)))
   return picked
@@ -81,7 +79,7 @@ class SpanWindowStrategy(resolver.ResolverStrategy):
                 for key, artifacts in input_dict.items()}
     newest = self._spans[-1]
     for key, artifacts in resolved.items():
-      if not artifacts or artifacts[-1].get_int_custom_property(SPAN) != newest:
+      if not artifacts or span_of(artifacts[-1].mlmd_artifact) != newest:
         raise RuntimeError(f'the rolling window of spans {self._spans} found no {key!r} of '
                            f'span {newest}, which this run ingested')
     return resolved

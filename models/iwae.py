@@ -17,7 +17,7 @@ the seed and the subset only, never on batching.
 """
 import dataclasses
 import time
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -80,6 +80,19 @@ def iwae_bounds(log_weights: tf.Tensor, counts: Sequence[int]) -> Dict[int, tf.T
   return bounds
 
 
+def standard_error(values: np.ndarray) -> Optional[float]:
+  """The standard error of the mean of `values`: their sample standard deviation (ddof 1) over
+  sqrt(N), in float64; None for fewer than two values, where it is undefined."""
+  if len(values) < 2:
+    return None
+  return float(np.std(np.asarray(values, np.float64), ddof=1) / np.sqrt(len(values)))
+
+
+def format_bound(value: float, error: Optional[float]) -> str:
+  """'-70.45 ± 1.52': a bound with its standard error, or the bound alone without one."""
+  return f'{value:.2f}' if error is None else f'{value:.2f} ± {error:.2f}'
+
+
 @dataclasses.dataclass(frozen=True)
 class HeldoutLikelihood:
   """L_K in nats per image for each K: per image, their mean, and the mean of each digit."""
@@ -91,6 +104,12 @@ class HeldoutLikelihood:
   @property
   def overall(self) -> Dict[int, float]:
     return {count: float(np.mean(values)) for count, values in self.bounds.items()}
+
+  @property
+  def standard_errors(self) -> Dict[int, Optional[float]]:
+    """Each K's standard error of `overall` over the choice of images (how much the mean would
+    move on another N held-out digits); the Monte Carlo error of each image's L_K is apart."""
+    return {count: standard_error(values) for count, values in self.bounds.items()}
 
   @property
   def by_digit(self) -> Dict[int, Dict[int, float]]:
@@ -106,6 +125,7 @@ class HeldoutLikelihood:
         'seconds': round(self.seconds, 2),
         'samples': sorted(self.bounds),
         'overall': {str(k): v for k, v in self.overall.items()},
+        'standard_error': {str(k): v for k, v in self.standard_errors.items()},
         'by_digit': {str(digit): {str(k): v for k, v in bounds.items()}
                      for digit, bounds in self.by_digit.items()},
         'digit_counts': {str(int(digit)): int(count)
@@ -120,20 +140,28 @@ def heldout_log_likelihood(encode: Encode, decode_logits: DecodeLogits, images: 
   encode: uint8 images -> (latent mean, log-variance) arrays, the model's own
   Transform included; the likelihood is of the images binarized as Transform
   does (models/preprocessing.py), which is what the model was trained on.
+  Each batch is one call of one tf.function, from the pixels to its bounds
+  [n, len(counts)], so the only work outside the decoder per batch is one
+  encoder call, the batch's noise and one conversion to numpy.
   """
   counts = sample_counts(max_samples)
   batch_size = max(1, LATENTS_PER_CALL // max_samples)
   start_time = time.perf_counter()
-  weights_fn = tf.function(
-      lambda *args: log_importance_weights(decode_logits, *args), reduce_retracing=True)
-  per_batch = []
-  for start in range(0, len(images), batch_size):
+
+  @tf.function(reduce_retracing=True)
+  def batch_bounds(raw_pixels, mean, logvar, noise):
+    pixels = preprocessing.binarize(tf.reshape(raw_pixels, [-1, features.NUM_PIXELS]))
+    bounds = iwae_bounds(log_importance_weights(decode_logits, pixels, mean, logvar, noise),
+                         counts)
+    return tf.stack([bounds[count] for count in counts], axis=1)
+
+  def bounds_of(start):
     batch = images[start:start + batch_size]
     mean, logvar = encode(batch)
     noise = np.stack([image_noise(seed, index, max_samples, mean.shape[1])
                       for index in range(start, start + len(batch))])
-    pixels = preprocessing.binarize(tf.reshape(batch, [-1, features.NUM_PIXELS]))
-    per_batch.append(iwae_bounds(weights_fn(pixels, mean, logvar, noise), counts))
-  bounds = {count: np.concatenate([batch[count].numpy() for batch in per_batch])
-            for count in counts}
-  return HeldoutLikelihood(bounds, np.asarray(labels), seed, time.perf_counter() - start_time)
+    return batch_bounds(batch, mean, logvar, noise).numpy()
+
+  stacked = np.concatenate([bounds_of(start) for start in range(0, len(images), batch_size)])
+  return HeldoutLikelihood({count: stacked[:, column] for column, count in enumerate(counts)},
+                           np.asarray(labels), seed, time.perf_counter() - start_time)

@@ -228,11 +228,17 @@ def read_log_likelihood(report_dir: str) -> Dict:
 
 
 def _log_likelihood_lines(result: Dict) -> List[str]:
-  bounds = ', '.join(f'K={k} {result["overall"][str(k)]:.2f}' for k in result['samples'])
+  """Each K's bound with its standard error over the digits (absent from reports written before
+  it was stated, and for a single digit), then the per-digit bounds at the largest K."""
+  errors = result.get('standard_error', {})
+  bounds = ', '.join(f'K={k} ' + iwae.format_bound(result['overall'][str(k)], errors.get(str(k)))
+                     for k in result['samples'])
+  stated = (', ± standard error over the digits'
+            if any(errors.get(str(k)) is not None for k in result['samples']) else '')
   by_digit = ', '.join(f'{digit}: {values[str(result["samples"][-1])]:.1f}'
                        for digit, values in result['by_digit'].items())
   return [f'Held-out log-likelihood (IWAE bound, first {result["num_examples"]} eval digits, '
-          f'nats per image): {bounds}',
+          f'nats per image{stated}): {bounds}',
           f'  by digit at K={result["samples"][-1]}: {by_digit}']
 
 

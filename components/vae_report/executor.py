@@ -279,6 +279,15 @@ def _likelihood(result: iwae.HeldoutLikelihood, report_dir: str) -> Tuple[str, s
       f'L_K rises towards log p(x) with K. Numbers in {LIKELIHOOD_FILE}.')
 
 
+def _likelihood_numbers(result: iwae.HeldoutLikelihood) -> List[Tuple[str, str]]:
+  """Each K's bound, with its standard error over the choice of digits when there are two or
+  more (the Monte Carlo error of the bound is much smaller: docs/pipeline.md)."""
+  errors = result.standard_errors
+  return [(f'held-out log-likelihood, IWAE bound K={count} ({len(result.labels)} digits)'
+           + ('' if errors[count] is None else ' ± standard error over the digits'),
+           iwae.format_bound(value, errors[count])) for count, value in result.overall.items()]
+
+
 def _lowest_scoring(scored: ScoredDigits, report_dir: str,
                     metric: str = 'ELBO') -> Tuple[str, str]:
   shown = np.argsort(scored.scores, kind='stable')[:LOWEST_SCORING_COUNT]
@@ -342,8 +351,7 @@ def write_report(model: export.ExportedModel, kind: kinds.ModelKind, model_path:
   if kind.not_drawn:
     numbers.append(('not drawn', kind.not_drawn))
   if likelihood is not None:
-    numbers += [(f'held-out log-likelihood, IWAE bound K={count} ({len(likelihood.labels)} digits)',
-                 f'{value:.2f}') for count, value in likelihood.overall.items()]
+    numbers += _likelihood_numbers(likelihood)
   if scored is not None:
     figures += [_lowest_scoring(scored, report_dir, metric),
                 _scores_by_digit(scored, report_dir, metric)]

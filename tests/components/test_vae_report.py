@@ -119,6 +119,11 @@ def test_log_likelihood_is_written_overall_and_by_digit(tmp_path, trained_model,
   assert result['digit_counts'] == {str(d): int(np.sum(labels == d)) for d in np.unique(labels)}
   weighted = sum(result['by_digit'][d]['10'] * n for d, n in result['digit_counts'].items())
   assert weighted / LIKELIHOOD_EXAMPLES == pytest.approx(result['overall']['10'], abs=1e-3)
+  assert set(result['standard_error']) == {'1', '10'}
+  for count, error in result['standard_error'].items():
+    assert 0 < error < abs(result['overall'][count])
+    assert (f'IWAE bound K={count} ({LIKELIHOOD_EXAMPLES} digits) ± standard error over the '
+            f'digits</th><td>{result["overall"][count]:.2f} ± {error:.2f}</td>') in _index(report_dir)
 
 
 def test_no_likelihood_examples_leaves_out_only_the_likelihood(tmp_path, trained_model,

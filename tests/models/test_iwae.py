@@ -125,3 +125,39 @@ def test_sample_counts_are_powers_of_ten():
   for bad in (0, 50, 200):
     with pytest.raises(ValueError, match='power of ten'):
       iwae.sample_counts(bad)
+
+
+def test_standard_error_is_the_sample_std_over_sqrt_n_of_the_per_image_bounds():
+  per_image = {1: np.array([-90.0, -80.5, -70.25, -101.0], np.float32),
+               10: np.array([-85.0, -79.0, -69.5, -95.0], np.float32)}
+  result = iwae.HeldoutLikelihood(per_image, np.array([0, 1, 1, 2]), seed=0, seconds=1.0)
+  for count, values in per_image.items():
+    values = values.astype(np.float64)
+    expected = np.sqrt(np.sum((values - values.mean()) ** 2) / (len(values) - 1) / len(values))
+    assert result.standard_errors[count] == pytest.approx(expected, rel=1e-12)
+  assert result.to_json()['standard_error'] == {
+      str(count): error for count, error in result.standard_errors.items()}
+  assert result.standard_errors[1] > result.standard_errors[10]  # These digits spread less.
+
+
+def test_standard_error_is_left_out_for_a_single_image_and_zero_for_equal_ones():
+  single = iwae.HeldoutLikelihood({1: np.array([-90.0])}, np.array([3]), seed=0, seconds=1.0)
+  assert single.standard_errors == {1: None}
+  assert single.to_json()['standard_error'] == {'1': None}
+  equal = iwae.HeldoutLikelihood({1: np.full(5, -42.5, np.float32)}, np.zeros(5), 0, 1.0)
+  assert equal.standard_errors[1] == 0.0
+
+
+def test_format_bound_states_the_error_only_when_there_is_one():
+  assert iwae.format_bound(-70.454, 1.516) == '-70.45 ± 1.52'
+  assert iwae.format_bound(-70.454, None) == '-70.45'
+
+
+def test_reported_standard_error_matches_numpy_on_the_computed_bounds(digits):
+  images, labels = digits
+  encode, decode_logits, *_ = _linear_model()
+  result = iwae.heldout_log_likelihood(encode, decode_logits, images, labels, 10, seed=3)
+  for count in (1, 10):
+    values = result.bounds[count].astype(np.float64)
+    assert result.to_json()['standard_error'][str(count)] == pytest.approx(
+        np.std(values, ddof=1) / np.sqrt(len(values)), rel=1e-9)

@@ -22,6 +22,17 @@ def test_log_likelihood_overall_and_by_digit():
   assert 'by digit at K=10: 0: -77.0, 1: -38.5' in text
 
 
+def test_log_likelihood_states_each_standard_error_when_the_report_has_them():
+  stated = {**LIKELIHOOD, 'standard_error': {'1': 1.604, '10': 1.5}}
+  text = run_summary.format_summary(run_summary.RunSummary(runs=[], log_likelihood=stated))
+  assert ('Held-out log-likelihood (IWAE bound, first 200 eval digits, nats per image, '
+          '± standard error over the digits): K=1 -90.50 ± 1.60, K=10 -86.25 ± 1.50') in text
+  single = {**LIKELIHOOD, 'num_examples': 1, 'standard_error': {'1': None, '10': None}}
+  text = run_summary.format_summary(run_summary.RunSummary(runs=[], log_likelihood=single))
+  assert '±' not in text
+  assert 'first 1 eval digits, nats per image): K=1 -90.50, K=10 -86.25' in text
+
+
 def test_spans_are_named_only_when_the_data_has_spans():
   assert 'Data:' not in run_summary.format_summary(
       run_summary.RunSummary(runs=[], eval_span=0, train_spans=[0]))

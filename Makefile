@@ -10,7 +10,7 @@ RUN_ARGS  ?=
 PYTHON310 := $(shell for p in $$(command -v python3.10) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: setup run test bench-train bench-serve bench-data bench-score bench-continuous bench-drift image compile-kubeflow clean
+.PHONY: setup run test bench-train bench-serve bench-data bench-score bench-iwae bench-continuous bench-drift image compile-kubeflow clean
 
 setup: $(BIN)/vaetfx
 
@@ -111,3 +111,13 @@ BENCH_SCORE_ARGS ?=
 
 bench-score: setup
 	$(BIN)/python bench/score_bench.py --model-dir $(SCORE_MODEL_DIR) --data-dir $(DATA_DIR) $(BENCH_SCORE_ARGS)
+
+# IWAE-bound benchmark (not a test): the report's held-out log-likelihood (models/iwae.py, 200
+# digits at K = 1000) against the decoder alone on as many latents (the floor), in-process,
+# alternating, medians, with the load average. IWAE_MODEL_DIR: a SavedModel or a serving folder.
+# BENCH_IWAE_ARGS e.g. '--mc-seeds 4' (the bound's Monte Carlo error) or '--floor-batches 500'.
+IWAE_MODEL_DIR ?= $(OUTPUT_DIR)/serving/vae
+BENCH_IWAE_ARGS ?=
+
+bench-iwae: setup
+	$(BIN)/python bench/iwae_bench.py --model-dir $(IWAE_MODEL_DIR) --data-dir $(DATA_DIR) $(BENCH_IWAE_ARGS)

@@ -14,6 +14,10 @@ the mean of L_K over the K_max / K disjoint groups of K draws, an unbiased
 estimate of the same bound with less noise, at no extra decoding. Each image
 draws its noise from its own seed (`seed`, its index), so the result depends on
 the seed and the subset only, never on batching.
+
+Each K's mean comes with its standard error over the images (standard_error),
+the uncertainty that matters: digits differ by tens of nats, while the Monte
+Carlo error of the mean is a tenth of a nat or less (docs/pipeline.md).
 """
 import dataclasses
 import time

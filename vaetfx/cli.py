@@ -217,12 +217,12 @@ def command_line(argv=None) -> int:
   """The `vaetfx` program: main(), then an exit without the garbage collector's last passes.
 
   Python's exit collects every object the process made, module by module; with
-  TensorFlow, TFX, Beam and TFMA loaded that took 2 to 3 s after a `vaetfx run`
-  had printed its result (docs/measurements.md). Every command has written
-  its outputs when main() returns, so the collector is frozen instead
-  (gc.freeze(): the objects left are released with the process). Exit
-  handlers (atexit) still run. main() itself leaves the collector alone: tests
-  call it in their own process.
+  TensorFlow, TFX, Beam and TFMA loaded that took 3.6 s after a `vaetfx run`
+  had printed its result, 0.13 s frozen (load 5 to 7, docs/measurements.md).
+  Every command has written its outputs when main() returns, so the collector
+  is frozen instead (gc.freeze(): the objects left are released with the
+  process). Exit handlers (atexit) still run. main() itself leaves the
+  collector alone: tests call it in their own process.
   """
   code = main(argv)
   gc.freeze()

@@ -10,7 +10,7 @@ RUN_ARGS  ?=
 PYTHON310 := $(shell for p in $$(command -v python3.10) $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10.*/bin/python3.10 2>/dev/null | sort -V -r); do \
 	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: setup run test bench-train bench-serve bench-data bench-score bench-iwae bench-continuous bench-drift image compile-kubeflow clean
+.PHONY: setup run test bench-train bench-serve bench-data bench-score bench-iwae bench-continuous bench-drift bench-run image compile-kubeflow clean
 
 setup: $(BIN)/vaetfx
 
@@ -121,3 +121,12 @@ BENCH_IWAE_ARGS ?=
 
 bench-iwae: setup
 	$(BIN)/python bench/iwae_bench.py --model-dir $(IWAE_MODEL_DIR) --data-dir $(DATA_DIR) $(BENCH_IWAE_ARGS)
+
+# Whole-run benchmark (not a test): `vaetfx run` on the real MNIST in a fresh output folder,
+# cold, with each component's time (ML Metadata), the Trainer's training steps (history.json),
+# the time before the first component and after the last, and the fraction of the wall time
+# outside the training steps. BENCH_RUN_ARGS e.g. '--rounds 3 -- --epochs 2'.
+BENCH_RUN_ARGS ?=
+
+bench-run: setup
+	$(BIN)/python bench/run_bench.py --data-dir $(DATA_DIR) $(BENCH_RUN_ARGS)

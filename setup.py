@@ -45,5 +45,5 @@ setuptools.setup(
     ],
     # cryptography: the self-signed certificate of the tests' GCS emulator (tests/gcs_emulator.py).
     extras_require={'test': ['pytest', 'pytest-xdist', 'cryptography']},
-    entry_points={'console_scripts': ['vaetfx = vaetfx.cli:main']},
+    entry_points={'console_scripts': ['vaetfx = vaetfx.cli:command_line']},
 )

@@ -6,7 +6,9 @@ from typing import List, Optional, Sequence, Set, Tuple
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.orchestration import metadata
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
+from tfx.orchestration.pipeline import Pipeline
 
 from vaetfx.components.drift_check.executor import DataDrifted
 from vaetfx.pipeline import code_fingerprint, configs
@@ -111,17 +113,17 @@ def component_id(store: metadata_store.MetadataStore,
 
 
 def metadata_connection(config: configs.PipelineConfig):
-  return tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+  return metadata.sqlite_metadata_connection_config(config.metadata_path)
 
 
 def build_pipeline(config: configs.PipelineConfig,
-                   last_components: Sequence[str] = ()) -> tfx.dsl.Pipeline:
+                   last_components: Sequence[str] = ()) -> Pipeline:
   return pipeline_def.create_pipeline(config, code_fingerprint.component_fingerprints(),
                                       metadata_connection_config=metadata_connection(config),
                                       last_components=last_components)
 
 
-def span_data_half(config: configs.PipelineConfig, span: int) -> tfx.dsl.Pipeline:
+def span_data_half(config: configs.PipelineConfig, span: int) -> Pipeline:
   """The data half (ExampleGen to Transform) of `span`, as the whole pipeline would run it on
   that span: the same components, ids and properties, so the same cache keys. A span ingested
   before, by this or by a whole run, comes back from the cache. (No window: it is downstream.)"""
@@ -161,7 +163,7 @@ def cancel_running(store: metadata_store.MetadataStore, after_id: int) -> List[s
   return [component_id(store, execution) for execution in running]
 
 
-def _run_dag(pipeline: tfx.dsl.Pipeline, config: configs.PipelineConfig,
+def _run_dag(pipeline: Pipeline, config: configs.PipelineConfig,
              store: metadata_store.MetadataStore, before: int,
              out) -> Tuple[List[ComponentRun], Optional[DataDrifted]]:
   """Runs one pipeline with progress lines: the runs of its components, and the drift that
@@ -171,7 +173,7 @@ def _run_dag(pipeline: tfx.dsl.Pipeline, config: configs.PipelineConfig,
                                _last_execution_id(store), len(pipeline.components), out)
   try:
     with progress:
-      tfx.orchestration.LocalDagRunner().run(pipeline)
+      LocalDagRunner().run(pipeline)
   except KeyboardInterrupt:
     raise Interrupted(cancel_running(store, before), progress.runs) from None
   except Exception as e:  # pylint: disable=broad-except

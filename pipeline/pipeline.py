@@ -9,7 +9,11 @@ from typing import Any, List, Mapping, Optional, Sequence
 
 import tensorflow_model_analysis as tfma
 from ml_metadata.proto import metadata_store_pb2
-from tfx import v1 as tfx
+from tfx.components import ExampleValidator, SchemaGen, StatisticsGen, Trainer
+from tfx.dsl.components.common.resolver import Resolver
+from tfx.orchestration.pipeline import Pipeline
+from tfx.types import standard_artifacts
+from tfx.types.channel import Channel
 
 from vaetfx.components.anomaly_scorer.component import AnomalyScorer
 from vaetfx.components.atomic_pusher.component import AtomicPusher
@@ -84,7 +88,7 @@ def gate_eval_config(gate: configs.GateConfig, kind: kinds.ModelKind,
                             per_slice_thresholds=thresholds)])])
 
 
-def anomaly_scorer(examples: tfx.dsl.Channel, model: tfx.dsl.Channel, score_key: str,
+def anomaly_scorer(examples: Channel, model: Channel, score_key: str,
                    code_fingerprint: str = '') -> AnomalyScorer:
   """The held-out split scored with the trained model on Beam, as `vaetfx score` scores.
 
@@ -115,10 +119,10 @@ def training_examples(config: configs.PipelineConfig, transform: Any) -> List[An
   """
   if config.train_spans == 1:
     return []
-  span_window = tfx.dsl.Resolver(
+  span_window = Resolver(
       strategy_class=SpanWindowStrategy,
       config={'newest_span': config.span, 'num_spans': config.train_spans},
-      examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+      examples=Channel(type=standard_artifacts.Examples,
                                producer_component_id=transform.id,
                                output_key='transformed_examples')).with_id(SPAN_WINDOW)
   span_window.add_upstream_node(transform)
@@ -157,7 +161,7 @@ def create_pipeline(
     metadata_connection_config: Optional[metadata_store_pb2.ConnectionConfig] = None,
     trainer_platform_config: Optional[Any] = None,
     last_components: Sequence[str] = (),
-) -> tfx.dsl.Pipeline:
+) -> Pipeline:
   """MNIST -> validation and drift check -> Transform -> Trainer -> Evaluator gate and infra
   validation -> atomic push -> anomaly scores of the held-out split (AnomalyScorer) -> report,
   as `config` sets them.
@@ -190,9 +194,9 @@ def create_pipeline(
   example_gen = MnistExampleGen(input_base=config.data_dir, digits=config.digits,
                                 pattern=config.data_pattern, span=span,
                                 code_fingerprint=fingerprints.get('MnistExampleGen', ''))
-  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs['examples'])
-  schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs['statistics'])
-  example_validator = tfx.components.ExampleValidator(
+  statistics_gen = StatisticsGen(examples=example_gen.outputs['examples'])
+  schema_gen = SchemaGen(statistics=statistics_gen.outputs['statistics'])
+  example_validator = ExampleValidator(
       statistics=statistics_gen.outputs['statistics'], schema=schema_gen.outputs['schema'])
   transform = SpanTransform(
       examples=example_gen.outputs['examples'],
@@ -209,7 +213,7 @@ def create_pipeline(
       model_name=config.push.model_name, model_kind=kind.name,
       latent_dim=config.hparams.latent_dim, warm_start=config.hparams.warm_start,
       code_fingerprint=fingerprints.get('WarmStartBase', ''))
-  trainer = tfx.components.Trainer(
+  trainer = Trainer(
       run_fn=RUN_FN,
       examples=train_examples,
       transform_graph=transform.outputs['transform_graph'],
@@ -281,7 +285,7 @@ def create_pipeline(
   code_fingerprint.check_covered([component.id for component in components], fingerprints)
   if last_components:
     components = upstream_closure(components, last_components)
-  return tfx.dsl.Pipeline(
+  return Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=components,

@@ -6,7 +6,8 @@ with `vaetfx serve` (serving/), which speaks TF Serving's gRPC API:
    them as TF Serving warmup requests into a copy of the model, the blessing's
    `stamped_model/` (TFX's RequestSpec(make_warmup=True) layout);
 2. serve that copy in a separate process, which replays the warmup at load,
-   and wait until GetModelStatus says the version is AVAILABLE;
+   and wait until GetModelStatus says the version is AVAILABLE (the process
+   starts before step 1 and imports meanwhile; it loads once the copy is whole);
 3. send every request over gRPC and compare each answer with the same request
    run in this process on the SavedModel (checks.answer_failures);
 4. bless (INFRA_BLESSED file, `blessed` = 1, `has_model` = 1) or not
@@ -102,38 +103,38 @@ def query_every_signature(server: server_process.ServerProcess, saved_model,
   return failures
 
 
-def serve_and_check(model_path: str, model_name: str, saved_model,
+def serve_and_check(server: server_process.ServerProcess, saved_model,
                     requests: List[checks.SignatureRequest],
                     max_loading_seconds: float) -> List[str]:
-  """One try: serves a local copy of `model_path` as version 1 and queries it; returns the
-  model's failures. Raises server_process.ServerFailure when the server failed instead.
-
-  A copy, in TF Serving's `<base>/<name>/<version>/` layout, wherever the model
-  lives (gs:// included): the server reads a local folder, as in InfraValidator.
-  """
-  with tempfile.TemporaryDirectory(prefix='infra-validation-') as base:
-    model_dir = os.path.join(base, model_name)
-    io_utils.copy_dir(model_path, os.path.join(model_dir, str(SERVED_VERSION)))
-    with server_process.ServerProcess(model_dir, model_name) as server:
-      try:
-        server.wait_until_available(SERVED_VERSION, max_loading_seconds)
-      except server_process.ModelLoadFailure as e:
-        return [str(e)]
-      logging.info('Version %d of %s is AVAILABLE on %s; querying every signature.',
-                   SERVED_VERSION, model_name, server.address)
-      return query_every_signature(server, saved_model, requests)
+  """One try: `server`, started over the model's local copy (version SERVED_VERSION), serves it
+  and is queried; returns the model's failures. Raises server_process.ServerFailure when the
+  server failed instead. The server is stopped either way."""
+  with server:
+    server.serve()
+    try:
+      server.wait_until_available(SERVED_VERSION, max_loading_seconds)
+    except server_process.ModelLoadFailure as e:
+      return [str(e)]
+    logging.info('Version %d of %s is AVAILABLE on %s; querying every signature.',
+                 SERVED_VERSION, server.model_name, server.address)
+    return query_every_signature(server, saved_model, requests)
 
 
-def serve_and_check_with_retries(num_tries: int, *args) -> List[str]:
-  """serve_and_check(*args) until a try ends in a verdict; InfraValidationError, naming the
-  last try's cause in one line, when all `num_tries` failed because of the server."""
+def serve_and_check_with_retries(num_tries: int, first_server: server_process.ServerProcess,
+                                 *args) -> List[str]:
+  """serve_and_check(server, *args) until a try ends in a verdict, the first try on
+  `first_server`, each later one on a new server over the same folder; InfraValidationError,
+  naming the last try's cause in one line, when all `num_tries` failed because of the server."""
+  server = first_server
   for attempt in range(1, num_tries + 1):
     try:
-      return serve_and_check(*args)
+      return serve_and_check(server, *args)
     except server_process.ServerFailure as e:
       logging.warning('Infra validation try %d of %d failed for a reason outside the model: %s',
                       attempt, num_tries, e)
       reason = e.reason
+    if attempt < num_tries:
+      server = server_process.ServerProcess(first_server.model_dir, first_server.model_name)
   raise InfraValidationError(
       f'the validation server failed in all {num_tries} tries for reasons outside the model, '
       f'so there is no verdict and nothing is cached; the last try: {reason}')
@@ -181,6 +182,19 @@ class Executor(base_executor.BaseExecutor):
     blessing = artifact_utils.get_single_instance(
         output_dict[standard_component_specs.BLESSING_KEY])
     model_name = exec_properties[MODEL_NAME_KEY]
+    # The server's folder is a local copy in TF Serving's `<base>/<name>/<version>/` layout,
+    # wherever the model lives (gs:// included), as in InfraValidator. The first try's server
+    # starts now: its start-up (TensorFlow's import, most of it) overlaps the work below, and
+    # it serves once the copy is complete.
+    with tempfile.TemporaryDirectory(prefix='infra-validation-') as base, \
+        server_process.ServerProcess(os.path.join(base, model_name), model_name) as first_server:
+      self._validate(model_path, split_uri, blessing, first_server, exec_properties)
+
+  @staticmethod
+  def _validate(model_path: str, split_uri: str, blessing: types.Artifact,
+                first_server: server_process.ServerProcess, exec_properties: Dict[str, Any]):
+    """Loads the model here, builds the requests, writes the warmed-up copy, serves and checks
+    it, and marks the blessing."""
     count = exec_properties[NUM_EXAMPLES_KEY]
     images, _ = read_heldout_digits(split_uri, count)
     try:
@@ -193,10 +207,11 @@ class Executor(base_executor.BaseExecutor):
     requests = checks.build_requests(images, read_heldout_records(split_uri, count), latent_dim,
                                      list(saved_model.signatures))
     stamped_path = path_utils.stamped_model_path(blessing.uri)
-    write_warmup_model(model_path, stamped_path, requests, model_name)
+    write_warmup_model(model_path, stamped_path, requests, first_server.model_name)
+    io_utils.copy_dir(stamped_path, os.path.join(first_server.model_dir, str(SERVED_VERSION)))
     try:
       failures = serve_and_check_with_retries(
-          exec_properties[NUM_TRIES_KEY], stamped_path, model_name, saved_model, requests,
+          exec_properties[NUM_TRIES_KEY], first_server, saved_model, requests,
           exec_properties[MAX_LOADING_SECONDS_KEY])
     except InfraValidationError:
       fileio.rmtree(stamped_path)

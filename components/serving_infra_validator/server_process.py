@@ -77,25 +77,33 @@ def _last_line(output: str) -> str:
 
 
 def spawn(command: List[str], output) -> subprocess.Popen:
-  """Starts `command`, its output into the file `output`, with no code run between fork and
-  exec, so CPython vfork()s and gRPC's fork handlers never run (the module docstring)."""
-  return subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
-                          env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+  """Starts `command`, its output into the file `output` and its stdin a pipe from here, with
+  no code run between fork and exec, so CPython vfork()s and gRPC's fork handlers never run
+  (the module docstring)."""
+  return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=output,
+                          stderr=subprocess.STDOUT, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
 
 
 class ServerProcess:
   """The server of `vaetfx serve`, with its default limits, over `model_dir`
   (`<base>/<name>/<version>/`) on a free port.
 
+  The child process starts at once and imports the server (TensorFlow: most of
+  its start-up), but serves only once serve() is called: the folder may be
+  filled meanwhile, so the caller's own preparation overlaps the child's imports.
   The server loads once (no polling): nothing else will appear in its folder.
-  Its output goes to a temporary file, quoted in ServerFailure messages.
-  Raises ServerFailure when the process cannot be started.
+  Its output goes to a temporary file, quoted in ServerFailure messages. A
+  process that cannot be started raises ServerFailure from serve(), where a
+  try fails, not here.
   """
 
   def __init__(self, model_dir: str, model_name: str):
+    self.model_dir = model_dir
     self.model_name = model_name
     self.address = f'{HOST}:{portpicker.pick_unused_port()}'
     self._log = tempfile.TemporaryFile(mode='w+')
+    self._process = None
+    self._spawn_error = None
     # No load retries: the candidate is whole on disk before the server starts, so a failed
     # load is the model's fault (TF Serving retries for versions still being copied in).
     command = [sys.executable, '-c', CHILD_COMMAND, str(os.getpid()), model_dir, model_name,
@@ -103,9 +111,22 @@ class ServerProcess:
     try:
       self._process = spawn(command, self._log)
     except OSError as e:
-      self._log.close()
-      raise ServerFailure(f'the server could not be started: {e}') from e
-    self.pid = self._process.pid
+      self._spawn_error = e
+    self.pid = self._process.pid if self._process else None
+
+  def serve(self):
+    """Lets the child load and serve `model_dir`, which must be complete now.
+
+    Raises ServerFailure when the process could not be started; a child that has
+    exited meanwhile is found by wait_until_available (check_running).
+    """
+    if self._spawn_error is not None:
+      raise ServerFailure(f'the server could not be started: {self._spawn_error}')
+    try:
+      self._process.stdin.write(b'\n')
+      self._process.stdin.close()
+    except BrokenPipeError:
+      pass
 
   def client(self, timeout: float) -> client_lib.ServingClient:
     return client_lib.ServingClient(self.address, self.model_name, timeout=timeout)
@@ -174,7 +195,13 @@ class ServerProcess:
     return False
 
   def stop(self):
-    """SIGTERM (the server finishes requests in flight), then SIGKILL if it lingers."""
+    """SIGTERM (the server finishes requests in flight), then SIGKILL if it lingers; a child
+    not yet told to serve, the same. Stopping twice is harmless."""
+    if self._process is None:
+      self._log.close()
+      return
+    if not self._process.stdin.closed:
+      self._process.stdin.close()
     if self._process.poll() is None:
       self._process.terminate()
       try:

@@ -16,6 +16,7 @@ from concurrent import futures
 
 import grpc
 import numpy as np
+import portpicker
 import pytest
 import tensorflow as tf
 from ml_metadata.metadata_store import metadata_store
@@ -259,7 +260,47 @@ def test_server_runs_the_installed_vaetfx_whatever_the_working_folder(tmp_path, 
   model_dir.mkdir(parents=True)
   os.symlink(exported_model_dir, model_dir / str(executor.SERVED_VERSION))
   with server_process.ServerProcess(str(model_dir), MODEL_NAME) as server:
+    server.serve()
     server.wait_until_available(executor.SERVED_VERSION, 120)
+
+
+def test_server_started_before_its_folder_exists_serves_what_is_there_when_told(
+    tmp_path, exported_model_dir):
+  """The validator starts the child before the model's copy is written (its imports overlap
+  that work): the child must not look at its folder until serve()."""
+  model_dir = tmp_path / 'models' / MODEL_NAME
+  with server_process.ServerProcess(str(model_dir), MODEL_NAME) as server:
+    model_dir.mkdir(parents=True)
+    os.symlink(exported_model_dir, model_dir / str(executor.SERVED_VERSION))
+    server.serve()
+    server.wait_until_available(executor.SERVED_VERSION, 120)
+    with server.client(timeout=60) as serving:
+      [state] = serving.version_states()
+    assert state.version == executor.SERVED_VERSION
+
+
+def test_server_whose_stdin_closes_before_it_is_told_to_serve_exits_without_serving(
+    tmp_path, exported_model_dir):
+  """What a validator that stops before serving leaves its child: stdin closed, no line."""
+  model_dir = tmp_path / 'models' / MODEL_NAME
+  model_dir.mkdir(parents=True)
+  os.symlink(exported_model_dir, model_dir / str(executor.SERVED_VERSION))
+  child = subprocess.run(
+      [sys.executable, '-c', server_process.CHILD_COMMAND, str(os.getpid()), str(model_dir),
+       MODEL_NAME, f'{server_process.HOST}:{portpicker.pick_unused_port()}'],
+      stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
+  assert (child.returncode, child.stdout) == (0, '')
+
+
+def test_server_that_could_not_be_started_fails_its_try_when_told_to_serve(tmp_path,
+                                                                          monkeypatch):
+  def no_process(*unused_args):
+    raise OSError('Resource temporarily unavailable')
+  monkeypatch.setattr(server_process, 'spawn', no_process)
+  with server_process.ServerProcess(str(tmp_path), MODEL_NAME) as server:
+    with pytest.raises(server_process.ServerFailure,
+                       match='could not be started: Resource temporarily unavailable'):
+      server.serve()
 
 
 def test_children_start_without_fork_handlers_while_grpc_is_busy_here(grpc_traffic_here,

@@ -3,6 +3,9 @@ as TFX's launcher leaves it (an execution per component, in a `node` context
 `<pipeline>.<node id>`), without running a pipeline: tests/pipeline/test_local_pipeline.py runs
 the whole one."""
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 from ml_metadata.metadata_store import metadata_store
@@ -111,3 +114,13 @@ def test_ctrl_c_leaves_no_execution_running(store):
   assert local_runner.cancel_running(store, 0) == ['Transform']
   states = {e.id: e.last_known_state for e in store.get_executions()}
   assert states == {done.id: Execution.COMPLETE, running.id: Execution.CANCELED}
+
+
+def test_the_local_runner_imports_neither_vertex_ai_nor_kfp():
+  """`vaetfx run` runs on the local runner only: `tfx.v1` would import Vertex AI's SDK (about a
+  third of the run's imports, docs/measurements.md) and kfp for extensions it never uses."""
+  imported = subprocess.run(
+      [sys.executable, '-c', 'import sys; import vaetfx.pipeline.local_runner; '
+       'print(sorted(m for m in ("google.cloud.aiplatform", "kfp", "tfx.v1") if m in sys.modules))'],
+      capture_output=True, text=True, check=True, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  assert imported.stdout.strip() == '[]'

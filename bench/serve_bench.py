@@ -8,17 +8,19 @@ TensorFlow thread per pool), with --no-enable-batching, with TensorFlow's own
 thread pools (one thread per core), and with TF Serving's deploy file
 (serving/deploy/batching_parameters.txt). The servers run side by side and
 every case is measured in turn, --rounds times, medians reported, so other
-load on the machine affects all alike. In the same rounds: a gRPC round trip
-without model work (GetModelStatus), and the in-process call made that round
-trip after the previous one ended (the idle gap a server's model calls have);
-together they are the batch-1 floor. Then the server's peak resident memory
+load on the machine affects all alike. The 16-client goal's ratio (served by
+default / in-process) comes from --pairs alternating windows per round, in
+ABBA order: every pair's ratio is printed, then their median. In the same
+rounds: a gRPC round trip without model work (GetModelStatus), and the
+in-process call made that round trip after the previous one ended (the idle
+gap a server's model calls have); together they are the batch-1 floor. Then the server's peak resident memory
 while answering batches of 1, 64 and 10,000 rows, with its memory before and
 after; and 32 concurrent requests each just under every per-request limit of
 the server's defaults (10,000 rows, --max-decoded-mb, --max-sample-count),
 with the server's peak resident memory (VmHWM, and VmRSS sampled every 10 ms),
 every answer checked against the model in-process, and the p50/p99 of batch-1
 requests sent alongside against the same requests without them. Prints the
-load average (other processes skew every number) and four tables.
+load average (other processes skew every number) and five tables.
 
   python bench/serve_bench.py --model-dir outputs/serving/vae      (make bench-serve)
   python bench/serve_bench.py --only-large-requests                (the last case alone)
@@ -109,6 +111,21 @@ def measure(make_call, images, args, server_pid=None):
   return (*percentiles_ms(lambda: call(one), args.repeats),
           *percentiles_ms(lambda: call(many), max(20, args.repeats // 5)),
           *requests_per_second(make_call, one, args.seconds, server_pid))
+
+
+def paired_throughput(in_process, served, images, args, server_pid):
+  """The 16-client goal's ratio, measured so load changes touch both sides alike: --pairs
+  windows of --pair-seconds each, in-process then served, the next pair the other way round
+  (ABBA), so a trend in the machine's load favours neither. Returns per pair (served req/s /
+  in-process req/s, in-process CPU ms per request, served client + server CPU ms per request)."""
+  pairs = []
+  for index in range(args.pairs):
+    sides = [('in-process', in_process, None), ('served', served, server_pid)]
+    result = {name: requests_per_second(make_call, images[:1], args.pair_seconds, pid)
+              for name, make_call, pid in (sides[::-1] if index % 2 else sides)}
+    pairs.append((result['served'][0] / result['in-process'][0], result['in-process'][1],
+                  result['served'][1] + result['served'][2]))
+  return pairs
 
 
 def paused_in_process_ms(make_call, images, round_trip_ms: float, repeats: int) -> float:
@@ -327,7 +344,26 @@ def print_table(rows, round_trip_ms: float, paused_ms: float, rounds: int):
     print(f'{name:<44}{values[0]:>10.2f} ms{values[0] - floor_ms:>+10.2f} ms'
           f'{values[4]:>7.0f} req/s{values[4] / in_process[4]:>13.2f}')
   print('Goals (issue #25): batch-1 p50 within +0.50 ms of the floor; with batching, '
-        f'{CLIENTS} clients at >= 0.80 of the floor.')
+        f'{CLIENTS} clients at >= 0.80 of the floor (measured in alternating windows, below; '
+        'the column above compares windows up to a minute apart).')
+
+
+def print_pairs(rounds):
+  """`rounds`: per round, paired_throughput's pairs."""
+  print(f'\n{CLIENTS} clients, served (the defaults) / in-process, alternating windows (ABBA):')
+  for index, pairs in enumerate(rounds):
+    ratios = [ratio for ratio, _, _ in pairs]
+    print(f'round {index + 1}: ' + ' '.join(f'{ratio:.2f}' for ratio in ratios)
+          + f'  median {np.median(ratios):.2f}')
+  everything = np.array([pair for pairs in rounds for pair in pairs])
+  medians = [np.median([ratio for ratio, _, _ in pairs]) for pairs in rounds]
+  print(f'All {len(everything)} pairs: median {np.median(everything[:, 0]):.2f} (quartiles '
+        f'{np.percentile(everything[:, 0], 25):.2f} to {np.percentile(everything[:, 0], 75):.2f}); '
+        f'round medians {min(medians):.2f} to {max(medians):.2f}. Goal: >= 0.80.')
+  in_process, served = np.median(everything[:, 1]), np.median(everything[:, 2])
+  print(f'CPU per request, medians: in-process {in_process:.2f} ms, served (client + server) '
+        f'{served:.2f} ms: {in_process / served:.2f}, the ratio throughput is bound to when '
+        'the CPU is the limit and both sides get the same share.')
 
 
 def main(argv=None) -> int:
@@ -337,8 +373,13 @@ def main(argv=None) -> int:
                       help='<serving_dir>/<model_name> with pushed versions; the newest is used.')
   parser.add_argument('--repeats', type=int, default=500, help='Calls per batch-1 percentile.')
   parser.add_argument('--seconds', type=float, default=5.0, help='Duration of each throughput run.')
-  parser.add_argument('--rounds', type=int, default=3,
+  parser.add_argument('--rounds', type=int, default=5,
                       help='Times every case is measured, in turn; medians are reported.')
+  parser.add_argument('--pairs', type=int, default=4,
+                      help=f'Per round, alternating windows of in-process and served {CLIENTS}-'
+                           'client throughput for the goal\'s ratio.')
+  parser.add_argument('--pair-seconds', type=float, default=3.0,
+                      help='Duration of each of those windows.')
   parser.add_argument('--only-large-requests', action='store_true',
                       help=f'Run only the {LARGE_CLIENTS} concurrent large requests.')
   args = parser.parse_args(argv)
@@ -365,7 +406,7 @@ def main(argv=None) -> int:
            ('vaetfx serve, TF Serving\'s deploy file', ['--batching-parameters-file',
                                                         BATCHING_FILE])]
   results = {name: [] for name in ['in-process (floor)'] + [name for name, _ in cases]}
-  round_trips, paused = [], []
+  round_trips, paused, pairs = [], [], []
   with contextlib.ExitStack() as stack:
     servers = {name: stack.enter_context(LocalServer(args.model_dir, flags))
                for name, flags in cases}
@@ -376,12 +417,17 @@ def main(argv=None) -> int:
       for name, server in servers.items():
         results[name].append(measure(server.calls(model_name), images, args, server.pid))
       default = servers[cases[0][0]]
+      pairs.append(paired_throughput(in_process, default.calls(model_name), images, args,
+                                     default.pid))
+      print(f'  served / in-process, {CLIENTS} clients: '
+            + ' '.join(f'{ratio:.2f}' for ratio, _, _ in pairs[-1]), flush=True)
       round_trips.append(default.round_trip_ms(model_name, args.repeats))
       paused.append(paused_in_process_ms(in_process, images, round_trips[-1], args.repeats))
     memory = servers[cases[0][0]].memory_rows(model_name, images)
   print(f'\nLoad average after the rounds: {os.getloadavg()[0]:.1f}')
   print_table([(name, np.median(np.array(values), axis=0)) for name, values in results.items()],
               float(np.median(round_trips)), float(np.median(paused)), args.rounds)
+  print_pairs(pairs)
   print_memory(memory)
   sys.stdout.flush()
   with LocalServer(args.model_dir) as server:

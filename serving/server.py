@@ -278,9 +278,15 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def _run(self, servable, signature, inputs, outputs) -> Dict[str, np.ndarray]:
     """Batchable signatures go through the batcher when there is one; others run inline, as in
-    TF Serving for requests that match no batching signature."""
+    TF Serving for requests that match no batching signature.
+
+    So does a request of more rows than a slice (up to the batcher's max_batch_size, whose
+    refusal of bigger ones is TF Serving's): it is several model calls already and gains
+    nothing from a batch, while on the batch thread its slices, seconds of them at 10,000
+    rows, would hold up every small request queued behind it."""
     run = functools.partial(signature.run, outputs=outputs, slice_rows=self._limits.slice_rows)
-    if self._batcher is None or not signature.batchable:
+    if (self._batcher is None or not signature.batchable or self._limits.slice_rows
+        < signature.rows(inputs) <= self._batcher.parameters.max_batch_size):
       return run(inputs)
     key = (servable.name, servable.version, signature.name, outputs)
     return self._batcher.run(key, run, inputs)

@@ -125,7 +125,8 @@ def _add_serve_parser(subparsers):
                           'client\'s p50 stayed within 0.2 ms (docs/serving.md). Without '
                           '--batching-parameters-file: batches of up to --max-batch-rows rows, '
                           'no timeout, one batch running at a time. Signatures with scalar '
-                          'inputs, like sample, run unbatched.')
+                          'inputs, like sample, and requests of more than --slice-rows rows '
+                          'run unbatched.')
   serve.add_argument('--batching-parameters-file', type=flags.readable_file,
                      help='TF Serving\'s batching_parameters.txt (max_batch_size, '
                           'batch_timeout_micros, max_enqueued_batches, num_batch_threads, '

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.serving.helpers import MODEL_NAME, running_server
-from vaetfx.serving import batching, client, status
+from vaetfx.serving import batching, client, limits, status
 from vaetfx.serving import servable as servable_lib
 
 DEPLOY_FILE = os.path.join(os.path.dirname(batching.__file__), 'deploy', 'batching_parameters.txt')
@@ -262,6 +262,37 @@ def test_batching_server_merges_concurrent_clients_and_answers_like_the_model(
   for name in ('reconstruction', 'latent_mean', 'elbo'):
     np.testing.assert_allclose(np.concatenate([a[name] for a in answers]),
                                expected[name].numpy(), rtol=1e-4, atol=1e-3, err_msg=name)
+
+
+def test_a_request_bigger_than_a_slice_runs_on_its_own_and_small_ones_still_batch(
+    serving_dir, reference, digits, monkeypatch):
+  """A batch of 3 rows waits 100 s for its timeout here; a request of 3 rows, more than a
+  slice (2), must not: it runs in slices on its own thread. A bigger one than max_batch_size
+  is still refused as TF Serving refuses it."""
+  batched = []
+  run = batching.BatchScheduler.run
+
+  def recorded(self, key, call, inputs):
+    batched.append(len(inputs['images']))
+    return run(self, key, call, inputs)
+
+  monkeypatch.setattr(batching.BatchScheduler, 'run', recorded)
+  parameters = batching.BatchingParameters(
+      max_batch_size=4, batch_timeout_micros=100_000_000, num_batch_threads=1)
+  with running_server(serving_dir, batching_parameters=parameters,
+                      limits=limits.Limits(slice_rows=2)) as model_server:
+    with client.ServingClient(model_server.address, MODEL_NAME, timeout=30) as serving:
+      answer = serving.predict('serving_default', {'images': digits[:3]}).outputs
+      with futures.ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: serving.predict('serving_default', {'images': digits[i:i + 1]}),
+                      range(4)))
+      with pytest.raises(status.ServingError, match='Task size 5 is larger than maximum input '
+                                                    'batch size 4') as raised:
+        serving.predict('serving_default', {'images': digits[:5]})
+  assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+  assert batched == [1, 1, 1, 1, 5], 'the 3-row request ran unbatched, the small ones batched'
+  expected = reference.signatures['serving_default'](images=digits[:3])
+  np.testing.assert_allclose(answer['elbo'], expected['elbo'].numpy(), rtol=1e-4, atol=1e-3)
 
 
 def test_a_client_sending_bad_examples_does_not_fail_its_batch_neighbours(

@@ -15,7 +15,8 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tests.serving.helpers import MODEL_NAME, running_server, varint
-from vaetfx.serving import client, limits, status, tensors
+from vaetfx.models import hparams
+from vaetfx.serving import client, defaults, limits, status, tensors
 from vaetfx.serving import servable as servable_lib
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -315,3 +316,18 @@ def test_budget_wakes_a_waiting_request_and_releases_once():
   assert budget.held == 0
   with pytest.raises(ValueError, match='at least 1 byte, got 0'):
     limits.Budget(0)
+
+
+def test_the_default_budget_holds_a_request_at_every_limit_for_the_model_run_trains():
+  """A request every per-request limit admits must fit the default budget, or an idle server
+  refuses it: serving_default (or from_examples) of --max-batch-rows rows with inputs at
+  --max-decoded-mb, answered by a model of `vaetfx run`'s latent size. 160 MiB was too little."""
+  latent = hparams.TrainingHparams().latent_dim
+  outputs = [servable_lib.TensorSpec(types_pb2.DT_FLOAT, shape)
+             for shape in ((None, 28, 28), (None, latent), (None, latent), (None,))]
+  largest = limits.Price(sent=defaults.MAX_DECODED_BYTES // 2,
+                         decoded=defaults.MAX_DECODED_BYTES // 2,
+                         answer=sum(spec.answer_bytes(defaults.MAX_BATCH_ROWS) for spec in outputs))
+  limits.Limits().check_inputs(largest)
+  limits.Budget().hold(largest.in_memory, timeout=0)()
+  assert largest.in_memory > 160 << 20

@@ -3,7 +3,7 @@ anything loads; the limits and retry flags reach the server's config."""
 import pytest
 
 from vaetfx import cli, serving_commands
-from vaetfx.serving import batching, limits, server, version_policy
+from vaetfx.serving import batching, defaults, limits, server, version_policy
 
 
 @pytest.mark.parametrize('flag, value, expected', [
@@ -56,7 +56,7 @@ def test_defaults_are_tf_serving_and_the_issue_figures(tmp_path):
   config = serving_commands._server_config(  # pylint: disable=protected-access
       cli.build_parser().parse_args(['serve', '--model-dir', str(tmp_path)]))
   assert config.limits == limits.Limits()
-  assert config.max_inflight_bytes == 160 << 20
+  assert config.max_inflight_bytes == defaults.MAX_INFLIGHT_BYTES
   assert config.limits.max_batch_rows >= 10_000
   assert (config.max_load_retries, config.load_retry_seconds) == (5, 60.0)
   assert isinstance(config, server.ServerConfig)

@@ -97,7 +97,8 @@ def test_summary_reports_the_log_likelihood_and_infra_validation(first_run):
   assert summary.log_likelihood['num_examples'] == 20
   assert summary.log_likelihood['samples'] == [1, 10]
   text = run_summary.format_summary(summary)
-  assert 'Held-out log-likelihood (IWAE bound, first 20 eval digits, nats per image): K=1 ' in text
+  assert ('Held-out log-likelihood (IWAE bound, first 20 eval digits, nats per image, '
+          '± standard error over the digits): K=1 ') in text
   assert 'Infra validation: BLESSED' in text
 
 

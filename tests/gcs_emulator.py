@@ -437,6 +437,10 @@ def make_handler(gcs: Gcs):
 
   class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
+    # A response is written as headers, then body: with Nagle's algorithm the body waits for the
+    # client's delayed ACK of the headers, 40 ms per request on loopback (measured: 44 ms per
+    # stat, 132 ms per TensorFlow write; 1-3 ms without).
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):  # Quiet: error responses are logged by Gcs.log.
       pass

@@ -139,16 +139,24 @@ def _custom(artifact: metadata_store_pb2.Artifact, name: str):
   return getattr(value, value.WhichOneof('value'))
 
 
-def describe_start(base_version: int, base_reason: str, history: Dict) -> str:
+def describe_start(base_version: int, base_reason: str, history: Dict,
+                   decided_earlier: bool = False) -> str:
   """'warm start from version V (N epochs)' or 'cold start: why (N epochs)', from
   WarmStartBase's base Model (its version, or -1 and why none) and the Trainer's history.json,
-  whose `start` says whether the weights were loaded (and why not when they did not fit)."""
+  whose `start` says whether the weights were loaded (and why not when they did not fit).
+
+  decided_earlier: WarmStartBase was cached, so its decision (and reason) is the one made when
+  this data first came (components/warm_start_base/executor.py): the serving folder may have
+  changed since, and a reason stated in the present tense would no longer be true of it.
+  """
   start = history.get('start', {})
   epochs = f' ({len(history.get("epochs", []))} epochs)'
+  when = ', as decided when this data first came' if decided_earlier else ''
   if start.get('warm'):
-    return f'warm start from version {base_version}{epochs}'
+    return f'warm start from version {base_version}{when}{epochs}'
   if base_version == warm_start_base.NO_BASE:
-    return f'cold start: {base_reason}{epochs}'
+    reason = f'when this data first came, {base_reason}' if decided_earlier else base_reason
+    return f'cold start: {reason}{epochs}'
   return f'cold start: version {base_version} did not fit: {start.get("reason", "?")}{epochs}'
 
 
@@ -189,7 +197,9 @@ def summarize(store: metadata_store.MetadataStore, runs: List[ComponentRun]) -> 
   if base_model is not None and model_run is not None:
     summary.start = describe_start(_custom(base_model, warm_start_base.BASE_VERSION_KEY),
                                    _custom(base_model, warm_start_base.REASON_KEY) or '',
-                                   read_history(model_run.uri))
+                                   read_history(model_run.uri),
+                                   any(run.component == 'WarmStartBase' and run.cached
+                                       for run in runs))
   blessing = outputs.get('Evaluator', {}).get('blessing')
   if blessing is not None:
     summary.blessed = bool(_custom(blessing, 'blessed'))

@@ -266,6 +266,9 @@ def test_a_component_after_the_push_failing_does_not_block_it(base_config, first
     summary, printed = _run(config)
   assert summary.blessed and summary.pushed_version and not summary.already_served
   assert _versions(base_config) == sorted([*versions, int(summary.pushed_version)])
+  # A new seed on the first run's data: WarmStartBase is cached from the run that found the
+  # folder empty; the folder serves a model now, so that reason is stated as the past.
+  assert summary.start.startswith('cold start: when this data first came, ')
   [failed_line] = [line for line in printed.splitlines() if 'FAILED after' in line]
   assert failing in failed_line and 'out of ink' in failed_line
   if failing == 'VaeReport':
@@ -305,7 +308,8 @@ def test_new_data_trains_warm_from_the_served_version_and_its_push_names_it(base
 
   rerun, _ = _run(warm)  # Now the served model is the one trained on this data.
   assert {'WarmStartBase', 'Trainer'} <= {run.component for run in rerun.runs if run.cached}
-  assert rerun.start == summary.start
+  assert rerun.start == (f'warm start from version {served}, as decided when this data first '
+                         'came (1 epochs)')
 
   cold, _ = _run(dataclasses.replace(warm, hparams=dataclasses.replace(
       warm.hparams, warm_start=False)))

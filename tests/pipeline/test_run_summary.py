@@ -56,3 +56,13 @@ def test_a_base_whose_weights_did_not_fit_is_a_cold_start_with_the_trainers_reas
   text = run_summary.describe_start(5, '', _history(False, 'variable dense/kernel:0 is [2, 4] '
                                                           'there and [2, 6] here', 22))
   assert text.startswith('cold start: version 5 did not fit: variable dense/kernel:0')
+
+
+def test_a_start_decided_by_a_cached_run_says_it_was_decided_when_the_data_first_came():
+  # Folder serving a model now, but WarmStartBase cached from the run that found it empty: the
+  # reason is true of the folder as it was, and the line must not state it as the present.
+  cold = run_summary.describe_start(-1, '/s/vae serves no model', _history(False, epochs=3),
+                                    decided_earlier=True)
+  assert cold == 'cold start: when this data first came, /s/vae serves no model (3 epochs)'
+  warm = run_summary.describe_start(7, '', _history(True), decided_earlier=True)
+  assert warm == 'warm start from version 7, as decided when this data first came (4 epochs)'

@@ -21,6 +21,7 @@ from vaetfx.shared import storage
 _LENGTH = struct.Struct('<Q')
 _CRC = struct.Struct('<I')
 _MASK_DELTA = 0xa282ead8
+_PIECE_BYTES = 1 << 24
 
 
 class CorruptRecordFile(ValueError):
@@ -34,10 +35,18 @@ def masked_crc(data: bytes) -> int:
 
 
 def _read_exactly(stream: IO[bytes], count: int, path: str) -> bytes:
-  data = stream.read(count)
-  if len(data) != count:
-    raise CorruptRecordFile(f'{path}: cut short ({len(data)} of {count} bytes of a record)')
-  return data
+  """`count` bytes, read at most _PIECE_BYTES at a time: a length field claiming terabytes
+  (damage its checksum missed, or a hostile file) ends as "cut short", not a MemoryError."""
+  pieces = []
+  remaining = count
+  while remaining:
+    piece = stream.read(min(remaining, _PIECE_BYTES))
+    if not piece:
+      raise CorruptRecordFile(f'{path}: cut short ({count - remaining} of {count} bytes of a '
+                              'record)')
+    pieces.append(piece)
+    remaining -= len(piece)
+  return pieces[0] if len(pieces) == 1 else b''.join(pieces)
 
 
 def _checked(data: bytes, crc: bytes, path: str, what: str) -> bytes:

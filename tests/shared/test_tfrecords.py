@@ -1,6 +1,7 @@
 """The Python TFRecord reader against files TensorFlow's own writer wrote, whole and damaged."""
 import gzip
 import os
+import struct
 
 import pytest
 import tensorflow as tf
@@ -43,7 +44,8 @@ def test_the_masked_crc_is_tensorflows():
 
 def _damaged(tmp_path, change) -> str:
   """An uncompressed file of RECORDS[1:3] with `change` applied to its bytes, gzipped."""
-  data = bytearray(open(_write(str(tmp_path / 'plain'), RECORDS[1:3]), 'rb').read())
+  with open(_write(str(tmp_path / 'plain'), RECORDS[1:3]), 'rb') as f:
+    data = bytearray(f.read())
   path = str(tmp_path / 'damaged.gz')
   with gzip.open(path, 'wb') as f:
     f.write(bytes(change(data)))
@@ -71,6 +73,15 @@ def test_a_damaged_file_is_an_error_naming_it(tmp_path, change, message):
   with pytest.raises(tfrecords.CorruptRecordFile, match=message) as error:
     list(tfrecords.read_records(path))
   assert path in str(error.value)
+
+
+def test_a_length_of_terabytes_with_a_valid_checksum_is_cut_short_not_allocated(tmp_path):
+  header = struct.pack('<Q', 1 << 42)
+  path = str(tmp_path / 'hostile.gz')
+  with gzip.open(path, 'wb') as f:
+    f.write(header + struct.pack('<I', tfrecords.masked_crc(header)) + b'x' * 100)
+  with pytest.raises(tfrecords.CorruptRecordFile, match='cut short'):
+    list(tfrecords.read_records(path))
 
 
 def test_tensorflow_rejects_the_same_damage(tmp_path):

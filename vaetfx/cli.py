@@ -149,8 +149,8 @@ def _run(args) -> int:
   gc.disable()  # Until the pipeline's modules are loaded and frozen: see _run_frozen.
   try:
     from vaetfx.pipeline import local_runner  # pylint: disable=g-import-not-at-top
-  finally:
     gc.freeze()
+  finally:
     if collecting:
       gc.enable()
   try:

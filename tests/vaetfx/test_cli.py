@@ -3,6 +3,7 @@ exit skips its last collections, and main(), which tests call in their own proce
 it found it; `vaetfx run` freezes what exists before the pipeline (the imported modules) while the
 pipeline runs, and unfreezes it afterwards however the run ended."""
 import gc
+import sys
 
 import pytest
 
@@ -77,4 +78,14 @@ def test_run_unfreezes_when_the_pipeline_fails(collector, mnist_dir, tmp_path, m
   def failing(config):
     raise RuntimeError(f'broke on {config.pipeline_name}')
   assert _run_with_pipeline(mnist_dir, tmp_path / 'out', monkeypatch, failing) == flags.EXIT_FAILED
+  assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_run_restores_the_collector_when_the_pipeline_cannot_load(
+    collector, mnist_dir, tmp_path, monkeypatch):
+  import vaetfx.pipeline  # pylint: disable=g-import-not-at-top
+  monkeypatch.delattr(vaetfx.pipeline, 'local_runner')
+  monkeypatch.setitem(sys.modules, 'vaetfx.pipeline.local_runner', None)  # importing it fails
+  assert cli.main(['run', '--data-dir', mnist_dir, '--output-dir',
+                   str(tmp_path / 'out')]) == flags.EXIT_FAILED
   assert gc.isenabled() and gc.get_freeze_count() == 0

@@ -164,12 +164,13 @@ def _run_frozen(config, local_runner) -> int:
   TFX, Beam and the rest, frozen (gc.freeze()) out of the garbage collector's way.
 
   Each full collection walks every tracked object, and importing the pipeline's
-  modules makes about a million of them: a cold `vaetfx run` spent 4.7 s in the
-  collector (3.5 s in ten full collections of 0.1-0.8 s, half of them during the
-  imports), 0.8 s with the collector paused while the modules load and those
-  objects frozen afterwards (docs/measurements.md, load 4.7-6.9). The modules
-  live as long as the process, so freezing them frees nothing later than
-  otherwise; what the pipeline makes afterwards is collected as before. _run
+  modules makes about a million of them: a cold `vaetfx run --epochs 2` spent
+  2.5 CPU-seconds in the collector, most in the eight full collections
+  (up to 0.5 s each) made while the modules loaded; 0.6 with the collector
+  paused while they load (they make few cycles) and frozen afterwards, and the
+  imports took 5.3 s instead of 6.9 (docs/measurements.md, load 3.5-5.7). The
+  modules live as long as the process, so freezing them frees nothing later
+  than otherwise; what the pipeline makes is collected as before. _run
   unfreezes when the run ends, so a caller's own process (a test) gets its
   collector back as it was.
   """

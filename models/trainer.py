@@ -14,7 +14,12 @@ ELBO per epoch, images/s, and eval reconstructions) and history.json:
    "images_per_second": ..., "seconds": ..., "eval_seconds": ..., "cpu_seconds": ...},
    ...],
    "monitor_examples": n, "start": {"warm": true, "base_model": "...", "reason": ""},
-   "final_eval_elbo": ..., "final_eval_seconds": ...}
+   "load_seconds": ..., "final_eval_elbo": ..., "final_eval_seconds": ...,
+   "export_seconds": ...}
+load_seconds is the time before the first epoch (both splits read and cached, the
+model built or warm-started) and export_seconds the export's (tracing and writing
+the signatures): with the epochs' `seconds` and `eval_seconds` and
+final_eval_seconds they account for the Trainer's time (bench/run_bench.py).
 `start` is how training began: from the base model's weights (a warm start), or
 from fresh ones with the reason (TrainingLoop).
 ELBOs are in nats per image (negative; higher is better). train_elbo is the mean
@@ -352,7 +357,8 @@ class TrainingLog:
   silenced for the rest of the process.
   """
 
-  def __init__(self, model_run_dir: str, loop: TrainingLoop, total_epochs: int):
+  def __init__(self, model_run_dir: str, loop: TrainingLoop, total_epochs: int,
+               load_seconds: float):
     self.history_path = os.path.join(model_run_dir, 'history.json')
     self.total_epochs = total_epochs
     self.score_key = loop.SCORE_KEY
@@ -365,6 +371,7 @@ class TrainingLog:
         'num_eval_examples': loop.num_eval_examples,
         'monitor_examples': loop.num_monitor_examples,
         'start': dataclasses.asdict(loop.start),
+        'load_seconds': load_seconds,
         'epochs': [],
     }
     print(f'[trainer] {self.history["strategy"]}; {loop.num_train_examples} train and '
@@ -399,6 +406,11 @@ class TrainingLog:
     self.history.update({f'final_eval_{key}': eval_objective, 'final_eval_seconds': seconds})
     self._write()
 
+  def record_export(self, export_dir: str, seconds: float):
+    print(f'[trainer] exported the serving model to {export_dir} ({seconds:.1f} s)', flush=True)
+    self.history['export_seconds'] = seconds
+    self._write()
+
   def _write(self):
     with tf.io.gfile.GFile(self.history_path, 'w') as f:
       json.dump(self.history, f, indent=1)
@@ -415,6 +427,7 @@ def run_fn(fn_args):
   components/warm_start_base) is the SavedModel a warm start begins from; see
   TrainingLoop.
   """
+  start = time.perf_counter()
   hparams = TrainingHparams.from_custom_config(fn_args.custom_config or {})
   tf_transform_output = tft.TFTransformOutput(
       fn_args.transform_graph_path or fn_args.transform_output)
@@ -423,10 +436,12 @@ def run_fn(fn_args):
       hparams, read_pixels(fn_args.data_accessor, fn_args.train_files, schema),
       read_pixels(fn_args.data_accessor, fn_args.eval_files, schema),
       train_steps=fn_args.train_steps, base_model=fn_args.base_model)
-  log = TrainingLog(fn_args.model_run_dir, loop, len(loop.step_counts))
+  log = TrainingLog(fn_args.model_run_dir, loop, len(loop.step_counts),
+                    time.perf_counter() - start)
   for steps in loop.step_counts:
     log.record(loop.run_epoch(steps), loop.reconstruction_pairs())
   start = time.perf_counter()
   log.record_final(loop.evaluate(), time.perf_counter() - start)
+  start = time.perf_counter()
   loop.export(tf_transform_output, fn_args.serving_model_dir)
-  print(f'[trainer] exported the serving model to {fn_args.serving_model_dir}', flush=True)
+  log.record_export(fn_args.serving_model_dir, time.perf_counter() - start)

@@ -148,6 +148,9 @@ def test_run_fn_writes_history_summaries_and_the_serving_model(trained_model):
   for epoch in history['epochs']:
     assert epoch['train_elbo'] < 0 and epoch['eval_elbo'] < 0 and epoch['images_per_second'] > 0
   assert 'replica' in history['strategy']
+  # The Trainer's time accounted for by part (bench/run_bench.py reads them): the loading before
+  # the first epoch and the export are recorded beside the epochs and the final evaluation.
+  assert history['load_seconds'] > 0 and history['export_seconds'] > 0
   for writer in ('train', 'eval'):
     assert tf.io.gfile.glob(os.path.join(trained_model.model_run_dir, writer, 'events.out.*'))
   assert tf.saved_model.contains_saved_model(trained_model.serving_model_dir)

@@ -34,10 +34,13 @@ RESULTS_FILE = 'heldout_log_likelihood.json'  # HeldoutLikelihood.to_json(), in 
 # Decoded latents per call: bounds memory (the conv decoder's activations are
 # about 0.1 MB per latent) while keeping calls large enough to be efficient.
 LATENTS_PER_CALL = 2000
-# Batches in flight at once, each one call from its own thread: TensorFlow's
-# intra-op pool alone leaves a core idle between and inside the decoder's ops
-# (docs/measurements.md, "IWAE bound"). Each image's noise has its own seed, so
-# the bounds do not depend on which thread computed them.
+# Batches in flight at once, each one call from its own thread, so that where one
+# batch leaves a core idle (its noise, its encoder call, the gaps between ops that
+# TensorFlow's intra-op pool does not fill) the other's ops can use it: one at a
+# time, the bound took about 21 CPU-s in 12.1 s of wall on 2 cores, idle
+# (docs/measurements.md, "After the Trainer"). Memory: this many calls' activations
+# at once. Each image's noise has its own seed and the batches are gathered in
+# order, so the bounds do not depend on which thread computed them.
 CONCURRENT_CALLS = 2
 
 Encode = Callable[[np.ndarray], Tuple[np.ndarray, np.ndarray]]

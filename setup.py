@@ -42,6 +42,7 @@ setuptools.setup(
         'pillow',
         'portpicker',  # the infra validator's server port
         'matplotlib',
+        'google-crc32c',  # TFRecord checksums (shared/tfrecords.py); TFX's GCS client needs it too
     ],
     # cryptography: the self-signed certificate of the tests' GCS emulator (tests/gcs_emulator.py).
     extras_require={'test': ['pytest', 'pytest-xdist', 'cryptography']},

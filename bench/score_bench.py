@@ -15,8 +15,9 @@ from other processes on a shared machine hits them alike:
   BulkInferrer executor, as the pipeline ran it before, on the same examples.
 
 Each run prints its images/s, its peak resident memory (the child's ru_maxrss)
-and the 1-minute load average; the table gives medians and each contender's
-ratio to the floor. Every contender's scores are checked against the floor's.
+and the 1-minute load average; the table gives medians, each contender's
+ratio to the floor and its ratio to each round's floor. Every contender's
+scores are checked against the floor's.
 
   python bench/score_bench.py --model-dir outputs/serving/vae      (make bench-score)
 """
@@ -208,15 +209,23 @@ def check_scores(scratch: str, contenders: List[str]):
       raise SystemExit(f'{contender} scored differently from the floor')
 
 
+def _round_ratios(runs: List[Dict], floor_runs: List[Dict]) -> str:
+  """Each round's rate over that round's floor's: under a load that swings between rounds,
+  steadier than the ratio of the medians."""
+  return ', '.join(f'{(r["images"] / r["seconds"]) / (f["images"] / f["seconds"]):.2f}'
+                   for r, f in zip(runs, floor_runs))
+
+
 def print_table(results: Dict[str, List[Dict]]):
   rate = {c: statistics.median(r['images'] / r['seconds'] for r in runs)
           for c, runs in results.items()}
-  print('\n| contender | images/s | ratio to the floor | scoring s | process wall s | '
-        'peak RSS MiB |\n| --- | ---: | ---: | ---: | ---: | ---: |')
+  print('\n| contender | images/s | ratio to the floor | per round | scoring s | process wall s | '
+        'peak RSS MiB |\n| --- | ---: | ---: | --- | ---: | ---: | ---: |')
   for contender, runs in results.items():
     median = lambda key: statistics.median(r[key] for r in runs)  # pylint: disable=cell-var-from-loop
     print(f'| {contender} | {rate[contender]:,.0f} | {rate[contender] / rate["floor"]:.2f} | '
-          f'{median("seconds"):.1f} | {median("wall"):.1f} | {median("peak_mib"):,.0f} |')
+          f'{_round_ratios(runs, results["floor"])} | {median("seconds"):.1f} | '
+          f'{median("wall"):.1f} | {median("peak_mib"):,.0f} |')
   loads = [load for runs in results.values() for r in runs for load in r['load']]
   print(f'\nmedians of {len(results["floor"])} alternating runs each; 1-minute load average '
         f'{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores during the runs')

@@ -3,13 +3,15 @@
 What TFX's BulkInferrer wrote for this pipeline (each example plus one float
 feature, the model's score, in gzipped TFRecords under `Split-<name>/` of
 `output_examples`), through scoring.py, the code `vaetfx score` runs. As there,
-a Beam element is a chunk of CHUNK_SIZE examples, never one example: TensorFlow's
-reader yields each input file's records a chunk at a time, the model scores
-them in batches, the score is appended to each serialized example without
-parsing it (shared/examples.py), and each chunk becomes one output file.
+a Beam element is a chunk of CHUNK_SIZE examples, never one example: each input
+file's records are read a chunk at a time (shared/tfrecords.py: tf.data's end of
+file sometimes cost a fresh process seconds), the model scores them in batches,
+the score is appended to each serialized example without parsing it
+(shared/examples.py), and each chunk becomes one output file.
 Beam's own TFRecord source and sink, one element per example, measured slower
 (docs/measurements.md, "Batch scoring").
 """
+import itertools
 import os
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
 
@@ -23,7 +25,7 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils
 
 from vaetfx.components.anomaly_scorer import scoring
-from vaetfx.shared import examples
+from vaetfx.shared import examples, tfrecords
 
 SPLIT_KEY = 'split'
 SCORE_KEY_KEY = 'score_key'
@@ -35,10 +37,12 @@ def read_chunks(path: str) -> Iterator[Tuple[str, List[bytes]]]:
   """A TFRecord file's records (gzipped if its name ends in .gz), CHUNK_SIZE at a time, each
   with the name of the output file it becomes."""
   stem = os.path.basename(path).split('.')[0]
-  compression = 'GZIP' if path.endswith('.gz') else ''
-  chunks = tf.data.TFRecordDataset(path, compression_type=compression).batch(CHUNK_SIZE)
-  for index, chunk in enumerate(chunks.as_numpy_iterator()):
-    yield f'{stem}-{index:05d}.gz', list(chunk)
+  records = tfrecords.read_records(path)
+  for index in itertools.count():
+    chunk = list(itertools.islice(records, CHUNK_SIZE))
+    if not chunk:
+      return
+    yield f'{stem}-{index:05d}.gz', chunk
 
 
 def write_scored(name: str, serialized: Sequence[bytes], scores: np.ndarray, split_dir: str,

@@ -3,7 +3,9 @@
 Every example must come back once, with its own features untouched and the
 model's own score of it added; an autoencoder's under its own name.
 """
+import gzip
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -82,3 +84,17 @@ def test_a_split_the_examples_do_not_have_is_an_error(tmp_path, transformed_mnis
   with pytest.raises(ValueError, match='holdout'):
     score_split(transformed_mnist.raw_examples_dir, trained_model.serving_model_dir,
                 str(tmp_path / 'scored'), features.ELBO_KEY, split='holdout')
+
+
+def test_a_cut_example_file_fails_the_scorer_naming_it(tmp_path, transformed_mnist, trained_model):
+  examples_dir = tmp_path / 'examples'
+  shutil.copytree(transformed_mnist.raw_examples_dir, examples_dir)
+  [name] = os.listdir(examples_dir / 'Split-eval')
+  path = examples_dir / 'Split-eval' / name
+  with gzip.open(path, 'rb') as f:
+    data = f.read()
+  with gzip.open(path, 'wb') as f:
+    f.write(data[:len(data) // 2])
+  with pytest.raises(Exception, match=f'{name}: cut short'):
+    score_split(str(examples_dir), trained_model.serving_model_dir, str(tmp_path / 'scored'),
+                features.ELBO_KEY)

@@ -9,7 +9,9 @@ processes on a shared machine hits them alike (after one untimed warm-up each):
   intra-op pool shared), in case the decoder alone leaves a core idle;
 - product: what VaeReport runs, components/vae_report/executor.py
   heldout_likelihood (models/iwae.py), its tf.function traced anew each call as
-  in the pipeline.
+  in the pipeline, iwae.CONCURRENT_CALLS batches at a time;
+- product x1: the same one batch at a time (the product before it ran batches
+  concurrently), whose bounds must equal the product's.
 
 Each run prints its wall and CPU seconds (process time, both threads: less
 skewed by other load than wall time) and the 1-minute load average; the table
@@ -128,17 +130,19 @@ def main(argv=None):
   latents = tf.random.normal([len(images) * args.samples, model.latent_dim], seed=args.seed)
   product_results = []
 
-  def product():
-    product_results.append(
-        executor.heldout_likelihood(model, images, labels, args.samples, args.seed))
+  def product(concurrent_calls):
+    def run():
+      product_results.append(executor.heldout_likelihood(model, images, labels, args.samples,
+                                                         args.seed, concurrent_calls))
+    return run
 
-  contenders = {'product': product}
+  contenders = {'product': product(iwae.CONCURRENT_CALLS), 'product x1': product(1)}
   for batch in (int(b) for b in args.floor_batches.split(',')):
     contenders[f'floor {batch}'] = floor(model, images, latents, batch, 1)
     contenders[f'floor {batch} x{THREADS}'] = floor(model, images, latents, batch, THREADS)
   print(f'{args.rounds} rounds of {", ".join(contenders)}, alternating; {model_path}, the first '
         f'{len(images)} {SPLIT} images, K={args.samples}: {len(latents):,} latents', flush=True)
-  first = measure(product)
+  first = measure(contenders['product'])
   print(f'warm-up: product {first["wall"]:.2f} s wall (the first call in the process), '
         f'load {first["load"]:.1f}', flush=True)
   for call in contenders.values():
@@ -152,6 +156,10 @@ def main(argv=None):
             f'{result["cpu"]:6.2f} s CPU, load {result["load"]:.1f}', flush=True)
   print_table(results, len(latents))
   reported = product_results[-1]
+  difference = max(float(np.max(np.abs(run.bounds[count] - reported.bounds[count])))
+                   for run in product_results for count in reported.bounds)
+  print(f'\nlargest difference of any image\'s L_K between the {len(product_results)} product '
+        f'runs (both products, every round): {difference:.3g} nats')
   print('\nproduct: ' + ', '.join(
       f'K={count} {value:.2f} ± {reported.standard_errors[count]:.2f}'
       for count, value in reported.overall.items()))

@@ -253,15 +253,19 @@ def _elbo_curves(history: Dict[str, List[float]], report_dir: str,
 
 
 def heldout_likelihood(vae: export.ExportedModel, images: np.ndarray, labels: np.ndarray,
-                       max_samples: int, seed: int) -> Optional[iwae.HeldoutLikelihood]:
-  """The IWAE bounds of `images`; None for no images or a model exported without decode_logits."""
+                       max_samples: int, seed: int,
+                       concurrent_calls: int = iwae.CONCURRENT_CALLS
+                       ) -> Optional[iwae.HeldoutLikelihood]:
+  """The IWAE bounds of `images`; None for no images or a model exported without decode_logits.
+  concurrent_calls: iwae.heldout_log_likelihood's (bench/iwae_bench.py compares them)."""
   if not len(images) or vae.decode_logits is None:
     return None
   def encode(batch):
     encoded = vae.encode(batch)
     return encoded['latent_mean'], encoded['latent_logvar']
 
-  result = iwae.heldout_log_likelihood(encode, vae.decode_logits, images, labels, max_samples, seed)
+  result = iwae.heldout_log_likelihood(encode, vae.decode_logits, images, labels, max_samples, seed,
+                                       concurrent_calls)
   logging.info('Held-out log-likelihood of %d digits in %.1f s: %s', len(images), result.seconds,
                result.overall)
   return result

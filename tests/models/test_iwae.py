@@ -1,4 +1,6 @@
 """The IWAE bound against a plain numpy computation, and its determinism and properties."""
+import threading
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -100,6 +102,39 @@ def test_same_seed_same_numbers_whatever_the_batch_size(digits, monkeypatch):
     # kernels by shape: 6e-5 nats of ~100 seen on an AVX-512 machine), a different seed does not.
     np.testing.assert_allclose(first.bounds[count], rebatched.bounds[count], rtol=1e-6)
     assert not np.allclose(first.bounds[count], other_seed.bounds[count], rtol=1e-3)
+
+
+def test_concurrent_batches_give_one_at_a_time_numbers_in_image_order(digits, monkeypatch):
+  """Batches run two at a time from two threads: the first two meet at a barrier (so they
+  really overlap), and the first is held until the second has finished, so that
+  results gathered in completion order would come out shuffled."""
+  images, labels = digits
+  encode, decode_logits, *_ = _linear_model()
+  monkeypatch.setattr(iwae, 'LATENTS_PER_CALL', 30)  # 3 images per call: 5 batches.
+  alone = iwae.heldout_log_likelihood(encode, decode_logits, images, labels, 10, seed=5,
+                                      concurrent_calls=1)
+  both_started = threading.Barrier(2, timeout=60)
+  second_done = threading.Event()
+  calls = []
+
+  def overlapping_encode(batch):
+    call = len(calls)
+    calls.append(call)
+    if call < 2:
+      both_started.wait()
+    if call == 0:
+      assert second_done.wait(timeout=60)
+    result = encode(batch)
+    if call == 1:
+      second_done.set()
+    return result
+
+  together = iwae.heldout_log_likelihood(overlapping_encode, decode_logits, images, labels, 10,
+                                         seed=5, concurrent_calls=2)
+  assert len(calls) == 5
+  for count in (1, 10):
+    np.testing.assert_allclose(together.bounds[count], alone.bounds[count], rtol=1e-6)
+  np.testing.assert_array_equal(together.labels, labels)
 
 
 def test_bound_rises_with_k_and_stays_below_zero_on_a_trained_model(exported_model_dir,

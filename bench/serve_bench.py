@@ -13,7 +13,11 @@ default / in-process) comes from --pairs alternating windows per round, in
 ABBA order: every pair's ratio is printed, then their median. In the same
 rounds: a gRPC round trip without model work (GetModelStatus), and the
 in-process call made that round trip after the previous one ended (the idle
-gap a server's model calls have); together they are the batch-1 floor. Then the server's peak resident memory
+gap a server's model calls have); together they are the batch-1 floor. Before
+the first round every side answers 16 clients untimed for --warmup-seconds: the
+in-process calls ran at 866-1,308 req/s in their first 3 s window and 1,400 to
+1,650 from the second on (idle), so without it the floor of the first rounds
+was low and the served ratio high (docs/measurements.md). Then the server's peak resident memory
 while answering batches of 1, 64 and 10,000 rows, with its memory before and
 after; and 32 concurrent requests each just under every per-request limit of
 the server's defaults (10,000 rows, --max-decoded-mb, --max-sample-count),
@@ -111,6 +115,12 @@ def measure(make_call, images, args, server_pid=None):
   return (*percentiles_ms(lambda: call(one), args.repeats),
           *percentiles_ms(lambda: call(many), max(20, args.repeats // 5)),
           *requests_per_second(make_call, one, args.seconds, server_pid))
+
+
+def warm_up(make_calls, images, seconds: float):
+  """Each side answers CLIENTS clients at batch 1 for `seconds`, untimed, one after another."""
+  for make_call in make_calls:
+    requests_per_second(make_call, images[:1], seconds)
 
 
 def paired_throughput(in_process, served, images, args, server_pid):
@@ -380,6 +390,8 @@ def main(argv=None) -> int:
                            'client throughput for the goal\'s ratio.')
   parser.add_argument('--pair-seconds', type=float, default=3.0,
                       help='Duration of each of those windows.')
+  parser.add_argument('--warmup-seconds', type=float, default=10.0,
+                      help=f'Untimed {CLIENTS}-client load on every side before the first round.')
   parser.add_argument('--only-large-requests', action='store_true',
                       help=f'Run only the {LARGE_CLIENTS} concurrent large requests.')
   args = parser.parse_args(argv)
@@ -410,6 +422,8 @@ def main(argv=None) -> int:
   with contextlib.ExitStack() as stack:
     servers = {name: stack.enter_context(LocalServer(args.model_dir, flags))
                for name, flags in cases}
+    warm_up([in_process] + [server.calls(model_name) for server in servers.values()],
+            images, args.warmup_seconds)
     for index in range(args.rounds):
       print(f'round {index + 1}/{args.rounds}, load average {os.getloadavg()[0]:.1f}',
             flush=True)

@@ -1,10 +1,13 @@
 """The records of a TFRecord file (gzipped or not), read in Python, their checksums verified.
 
-The pipeline's scorer reads ExampleGen's files through this rather than
-tf.data: beside the model's calls, a TFRecordDataset's read (mostly its end of
-file) held a fresh process 0.5 to 4.4 s at random, against 2 to 9 s of model
-work on MNIST's 10,000 held-out examples (docs/measurements.md, "Batch
-scoring"); decompressing and splitting the file here takes 0.06-0.07 s. The format is
+The pipeline's scorer and the components that read held-out digits back
+(components/digits.py: the report, the drift check, the infra validator) read
+ExampleGen's files through this rather than tf.data: beside the model's calls, a
+TFRecordDataset's read (mostly its end of file) held a fresh process 0.5 to 4.4 s
+at random, against 2 to 9 s of model work on MNIST's 10,000 held-out examples
+(docs/measurements.md, "Batch scoring"); decompressing and splitting the file
+here takes 0.06-0.07 s. (TF Serving's warmup file, read by serving/warmup.py,
+stays with tf.data, so a damaged one keeps TensorFlow's DATA_LOSS status.) The format is
 TensorFlow's (tensorflow/core/lib/io/record_writer.h): per record an 8-byte
 little-endian length, its masked CRC-32C, the data, the data's masked CRC-32C.
 A file cut short or with a wrong checksum is an error naming the file, as it

@@ -51,7 +51,7 @@ from tfx.utils import path_utils
 
 from vaetfx.components.serving_infra_validator import checks
 from vaetfx.components.serving_infra_validator import server_process
-from vaetfx.components.digits import read_heldout_digits
+from vaetfx.components import digits
 from vaetfx.serving import status
 from vaetfx.shared import features
 
@@ -73,13 +73,6 @@ REQUEST_TIMEOUT_SECONDS = 60.0
 
 class InfraValidationError(RuntimeError):
   """Every try failed for reasons outside the model: no verdict, so no blessing is written."""
-
-
-def read_heldout_records(split_uri: str, count: int) -> List[bytes]:
-  """The first `count` serialized tf.Examples of a split, in read_heldout_digits' order."""
-  files = sorted(fileio.glob(os.path.join(split_uri, '*')))
-  records = tf.data.TFRecordDataset(files, compression_type='GZIP').take(count)
-  return [record.numpy() for record in records]
 
 
 def query_every_signature(server: server_process.ServerProcess, saved_model,
@@ -196,7 +189,8 @@ class Executor(base_executor.BaseExecutor):
     """Loads the model here, builds the requests, writes the warmed-up copy, serves and checks
     it, and marks the blessing."""
     count = exec_properties[NUM_EXAMPLES_KEY]
-    images, _ = read_heldout_digits(split_uri, count)
+    records = digits.read_records(split_uri, count)
+    images, _ = digits.digits_of(records)
     try:
       saved_model = tf.saved_model.load(model_path)
       latent_dim = int(
@@ -204,7 +198,7 @@ class Executor(base_executor.BaseExecutor):
     except (KeyError, ValueError, OSError, tf.errors.OpError) as e:
       mark_not_blessed(blessing, [f'the model does not load with a decode signature: {e}'])
       return
-    requests = checks.build_requests(images, read_heldout_records(split_uri, count), latent_dim,
+    requests = checks.build_requests(images, records, latent_dim,
                                      list(saved_model.signatures))
     stamped_path = path_utils.stamped_model_path(blessing.uri)
     write_warmup_model(model_path, stamped_path, requests, first_server.model_name)
